@@ -1,0 +1,40 @@
+//! ClickHouse table names and row types. The SQL that creates them lives in
+//! `schema/migrations/`; this module is how Rust code names and fills them.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// Raw growth events, one row per accepted log record (migration 0001).
+pub const EVENTS: &str = "events";
+/// Per app, UTC quarter-hour, event and user activity (migration 0002).
+pub const USER_ACTIVITY: &str = "user_activity";
+/// Per app and user first/last seen time (migration 0003).
+pub const USER_FIRST_SEEN: &str = "user_first_seen";
+/// Per app, event and UTC quarter-hour event counts (migration 0004).
+pub const EVENT_COUNTS: &str = "event_counts";
+/// Applied migration versions, written by [`crate::migrate`].
+pub const SCHEMA_MIGRATIONS: &str = "schema_migrations";
+
+/// One row of [`EVENTS`] as the collector inserts it. `day` and `user_key` are
+/// computed by ClickHouse (column DEFAULTs) so every writer derives them alike.
+#[derive(Debug, Clone, PartialEq, clickhouse::Row, Serialize, Deserialize)]
+pub struct EventRow {
+    /// Application: the resource attribute `service.name`.
+    pub app: String,
+    /// Event name.
+    pub event: String,
+    /// When the event happened.
+    #[serde(with = "clickhouse::serde::chrono::datetime64::millis")]
+    pub event_time: DateTime<Utc>,
+    /// Hashed user (64 lowercase hex), or empty for an anonymous event.
+    pub user_hash: String,
+    /// The `source` attribute, or empty.
+    pub source: String,
+    /// Every other attribute as text.
+    pub properties: Vec<(String, String)>,
+    /// The numeric attributes as numbers.
+    pub numbers: Vec<(String, f64)>,
+    /// When the collector received the record.
+    #[serde(with = "clickhouse::serde::chrono::datetime64::millis")]
+    pub received_at: DateTime<Utc>,
+}
