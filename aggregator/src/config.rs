@@ -1,0 +1,166 @@
+//! Command line and environment, parsed once into [`Config`] at the edge.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use chrono_tz::Tz;
+use clap::{Args, Parser, Subcommand};
+use growth_schema::connection::ClickHouseArgs;
+
+use crate::definitions::MetricDefinitions;
+
+/// growth-aggregator: DAU/WAU/MAU, cohort retention and event totals from the
+/// growth views in ClickHouse, served on /metrics (Prometheus) and /admin/metrics.
+///
+/// Every flag can also be set by the environment variable shown beside it.
+#[derive(Debug, Parser)]
+#[command(name = "growth-aggregator", version, about, long_about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// What to do; `run` when omitted.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the metrics (the default).
+    Run,
+    /// Apply the schema migrations to the database and exit.
+    Migrate,
+}
+
+/// Flags of the server.
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub clickhouse: ClickHouseArgs,
+
+    /// Address of /metrics, /admin/metrics, /admin/metrics.txt and /healthz.
+    #[arg(long, env = "GROWTH_LISTEN_ADDR", default_value = "127.0.0.1:8080")]
+    pub listen_addr: SocketAddr,
+
+    /// How often the metrics are recomputed from ClickHouse (e.g. 60s, 1s, 5m).
+    #[arg(long, env = "GROWTH_REFRESH_INTERVAL", default_value = "60s", value_parser = parse_interval)]
+    pub refresh_interval: Duration,
+
+    /// IANA timezone whose calendar days define "today", DAU and cohorts.
+    #[arg(long, env = "GROWTH_TIMEZONE", default_value = "UTC", value_parser = parse_timezone)]
+    pub timezone: Tz,
+
+    /// Events that make a user active (comma list); empty means every event.
+    #[arg(long, env = "GROWTH_ACTIVE_EVENTS", value_delimiter = ',', default_value = "")]
+    pub active_events: Vec<String>,
+
+    /// Days after signup whose retention is reported (comma list).
+    #[arg(long, env = "GROWTH_RETENTION_DAYS", value_delimiter = ',', default_value = "1,3,7,30", value_parser = clap::value_parser!(u32).range(1..=3650))]
+    pub retention_days: Vec<u32>,
+
+    /// How many of the latest cohorts (signup days, today included) are reported.
+    #[arg(long, env = "GROWTH_COHORTS", default_value_t = 7, value_parser = clap::value_parser!(u32).range(1..=366))]
+    pub cohorts: u32,
+
+    /// How long to wait for ClickHouse at start-up before giving up.
+    #[arg(long, env = "GROWTH_STARTUP_TIMEOUT", default_value = "60s", value_parser = parse_interval)]
+    pub startup_timeout: Duration,
+}
+
+fn parse_interval(text: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(text).map_err(|e| format!("{e} (try 60s, 1s or 5m)"))?;
+    if d < Duration::from_millis(100) {
+        return Err("must be at least 100ms".into());
+    }
+    Ok(d)
+}
+
+fn parse_timezone(text: &str) -> Result<Tz, String> {
+    text.parse::<Tz>()
+        .map_err(|_| format!("unknown IANA timezone {text:?} (e.g. UTC, Europe/Berlin, America/Los_Angeles)"))
+}
+
+/// The aggregator's settings, validated.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub clickhouse: ClickHouseArgs,
+    pub listen_addr: SocketAddr,
+    pub refresh_interval: Duration,
+    pub startup_timeout: Duration,
+    pub definitions: MetricDefinitions,
+}
+
+impl RunArgs {
+    /// Normalises the lists (trims, drops empties, sorts, dedups) into a [`Config`].
+    pub fn into_config(self) -> Config {
+        let mut active: Vec<String> = self
+            .active_events
+            .iter()
+            .map(|e| e.trim().to_owned())
+            .filter(|e| !e.is_empty())
+            .collect();
+        active.sort();
+        active.dedup();
+        let mut days = self.retention_days.clone();
+        days.sort_unstable();
+        days.dedup();
+        Config {
+            definitions: MetricDefinitions {
+                timezone: self.timezone,
+                active_events: active,
+                retention_days: days,
+                cohorts: self.cohorts,
+            },
+            clickhouse: self.clickhouse,
+            listen_addr: self.listen_addr,
+            refresh_interval: self.refresh_interval,
+            startup_timeout: self.startup_timeout,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Config {
+        let mut argv = vec!["growth-aggregator"];
+        argv.extend_from_slice(args);
+        Cli::try_parse_from(argv).expect("valid flags").run.into_config()
+    }
+
+    #[test]
+    fn defaults_follow_the_design() {
+        let c = parse(&[]);
+        assert_eq!(c.listen_addr.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.refresh_interval, Duration::from_secs(60));
+        assert_eq!(c.definitions.timezone, Tz::UTC);
+        assert!(c.definitions.active_events.is_empty());
+        assert_eq!(c.definitions.retention_days, vec![1, 3, 7, 30]);
+        assert_eq!(c.definitions.cohorts, 7);
+        assert_eq!(c.clickhouse.database, "growth");
+    }
+
+    #[test]
+    fn lists_are_normalised() {
+        let c = parse(&["--active-events", "b, a,,b", "--retention-days", "7,1,7", "--timezone", "Asia/Kolkata", "--refresh-interval", "1s"]);
+        assert_eq!(c.definitions.active_events, vec!["a", "b"]);
+        assert_eq!(c.definitions.retention_days, vec![1, 7]);
+        assert_eq!(c.definitions.timezone, Tz::Asia__Kolkata);
+        assert_eq!(c.refresh_interval, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        for bad in [
+            vec!["--timezone", "Mars/Olympus"],
+            vec!["--refresh-interval", "soon"],
+            vec!["--retention-days", "0"],
+            vec!["--cohorts", "0"],
+            vec!["--clickhouse-database", "x;DROP"],
+        ] {
+            let mut argv = vec!["growth-aggregator"];
+            argv.extend_from_slice(&bad);
+            assert!(Cli::try_parse_from(argv).is_err(), "{bad:?} accepted");
+        }
+    }
+}

@@ -1,0 +1,200 @@
+//! Renders a snapshot in the Prometheus text format (0.0.4) or, when the scraper asks
+//! for it, OpenMetrics 1.0.
+//!
+//! Why not a metrics crate: those model live instruments updated in place, while this
+//! is a snapshot recomputed wholesale each refresh, with series that must vanish when
+//! a value becomes unknown. The text formats are small; escaping follows the spec.
+
+use std::fmt::Write;
+
+use crate::snapshot::MetricsSnapshot;
+
+/// Which text format to write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Prometheus,
+    OpenMetrics,
+}
+
+impl Format {
+    /// Picks the format from an `Accept` header.
+    pub fn negotiate(accept: Option<&str>) -> Self {
+        match accept {
+            Some(a) if a.contains("application/openmetrics-text") => Format::OpenMetrics,
+            _ => Format::Prometheus,
+        }
+    }
+
+    /// The `Content-Type` of the response.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Prometheus => "text/plain; version=0.0.4; charset=utf-8",
+            Format::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        }
+    }
+}
+
+struct Family<'a> {
+    out: &'a mut String,
+    name: &'static str,
+}
+
+impl Family<'_> {
+    fn sample(&mut self, labels: &[(&str, &str)], value: f64) {
+        self.out.push_str(self.name);
+        if !labels.is_empty() {
+            self.out.push('{');
+            for (i, (k, v)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.out.push(',');
+                }
+                let _ = write!(self.out, "{k}=\"");
+                escape_label_value(self.out, v);
+                self.out.push('"');
+            }
+            self.out.push('}');
+        }
+        self.out.push(' ');
+        push_value(self.out, value);
+        self.out.push('\n');
+    }
+}
+
+fn header<'a>(out: &'a mut String, format: Format, name: &'static str, kind: &str, help: &str) -> Family<'a> {
+    // OpenMetrics names a counter family without its `_total` suffix.
+    let family = match (format, kind) {
+        (Format::OpenMetrics, "counter") => name.strip_suffix("_total").unwrap_or(name),
+        _ => name,
+    };
+    let _ = writeln!(out, "# HELP {family} {help}");
+    let _ = writeln!(out, "# TYPE {family} {kind}");
+    Family { out, name }
+}
+
+fn escape_label_value(out: &mut String, value: &str) {
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+}
+
+fn push_value(out: &mut String, v: f64) {
+    if v.is_nan() {
+        out.push_str("NaN");
+    } else if v.is_infinite() {
+        out.push_str(if v > 0.0 { "+Inf" } else { "-Inf" });
+    } else if v.fract() == 0.0 && v.abs() < 1e15 {
+        let _ = write!(out, "{}", v as i64);
+    } else {
+        let _ = write!(out, "{v}");
+    }
+}
+
+/// Writes every series of DESIGN.md for every app.
+pub fn render(snapshot: &MetricsSnapshot, format: Format) -> String {
+    let mut out = String::with_capacity(4096);
+    let mut f = header(&mut out, format, "growth_active_users", "gauge", "Distinct users with at least one active event in the window of calendar days ending today (1d = today).");
+    for (app, m) in &snapshot.apps {
+        for (window, users) in &m.active_users {
+            f.sample(&[("app", app), ("window", window.label())], *users as f64);
+        }
+    }
+    let mut f = header(&mut out, format, "growth_cohort_users", "gauge", "Users whose first event of any kind fell on the cohort day.");
+    for (app, m) in &snapshot.apps {
+        for c in &m.cohorts {
+            let day = c.day.to_string();
+            f.sample(&[("app", app), ("cohort", &day)], c.users as f64);
+        }
+    }
+    let mut f = header(&mut out, format, "growth_retention_ratio", "gauge", "Share of the cohort with an active event on day cohort+N; absent until that day comes.");
+    for (app, m) in &snapshot.apps {
+        for c in &m.cohorts {
+            let day = c.day.to_string();
+            for (n, ratio) in &c.retention {
+                let n = n.to_string();
+                f.sample(&[("app", app), ("cohort", &day), ("day", &n)], *ratio);
+            }
+        }
+    }
+    let mut f = header(&mut out, format, "growth_events_total", "counter", "Events received per app and event name, ever.");
+    for (app, m) in &snapshot.apps {
+        for (event, count) in &m.totals {
+            f.sample(&[("app", app), ("event", event)], *count as f64);
+        }
+    }
+    let mut f = header(&mut out, format, "growth_metrics_refresh_timestamp_seconds", "gauge", "When these metrics were computed (Unix seconds).");
+    let at = snapshot.generated_at.timestamp_millis() as f64 / 1000.0;
+    for app in snapshot.apps.keys() {
+        f.sample(&[("app", app)], at);
+    }
+    if format == Format::OpenMetrics {
+        out.push_str("# EOF\n");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::definitions::{CohortReport, Window};
+    use crate::snapshot::AppMetrics;
+
+    fn snapshot() -> MetricsSnapshot {
+        let app = AppMetrics {
+            active_users: BTreeMap::from([(Window::Day, 2), (Window::Week, 5), (Window::Month, 9)]),
+            cohorts: vec![
+                CohortReport { day: "2026-11-20".parse().expect("date"), users: 14, retention: BTreeMap::from([(1, 0.5), (3, 0.0)]) },
+                CohortReport { day: "2026-11-24".parse().expect("date"), users: 0, retention: BTreeMap::new() },
+            ],
+            totals: BTreeMap::from([("expense_logged".to_owned(), 1234)]),
+        };
+        MetricsSnapshot {
+            generated_at: "2026-11-24T12:00:00.5Z".parse().expect("instant"),
+            today: "2026-11-24".parse().expect("date"),
+            timezone: chrono_tz::Tz::UTC,
+            retention_days: vec![1, 3],
+            apps: BTreeMap::from([("fin\"brain".to_owned(), app)]),
+        }
+    }
+
+    #[test]
+    fn prometheus_text_has_the_designed_series() {
+        let text = render(&snapshot(), Format::Prometheus);
+        for line in [
+            r#"growth_active_users{app="fin\"brain",window="1d"} 2"#,
+            r#"growth_active_users{app="fin\"brain",window="30d"} 9"#,
+            r#"growth_cohort_users{app="fin\"brain",cohort="2026-11-20"} 14"#,
+            r#"growth_cohort_users{app="fin\"brain",cohort="2026-11-24"} 0"#,
+            r#"growth_retention_ratio{app="fin\"brain",cohort="2026-11-20",day="1"} 0.5"#,
+            r#"growth_retention_ratio{app="fin\"brain",cohort="2026-11-20",day="3"} 0"#,
+            r#"growth_events_total{app="fin\"brain",event="expense_logged"} 1234"#,
+            r#"growth_metrics_refresh_timestamp_seconds{app="fin\"brain"} 1795521600.5"#,
+            "# TYPE growth_events_total counter",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line}\n{text}");
+        }
+        assert!(!text.contains("cohort=\"2026-11-24\",day"), "retention of an empty cohort must be absent");
+        assert!(!text.contains("# EOF"));
+    }
+
+    #[test]
+    fn openmetrics_names_counter_families_and_ends_with_eof() {
+        let text = render(&snapshot(), Format::OpenMetrics);
+        assert!(text.contains("# TYPE growth_events counter\n"));
+        assert!(text.contains("growth_events_total{"));
+        assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn accept_header_picks_the_format() {
+        assert_eq!(Format::negotiate(None), Format::Prometheus);
+        assert_eq!(Format::negotiate(Some("text/plain")), Format::Prometheus);
+        assert_eq!(Format::negotiate(Some("application/openmetrics-text;version=1.0.0,text/plain;q=0.5")), Format::OpenMetrics);
+    }
+}

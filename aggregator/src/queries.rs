@@ -1,0 +1,168 @@
+//! The questions a refresh asks ClickHouse. They read only the views filled by the
+//! schema's materialized views (`user_activity`, `user_first_seen`, `event_counts`),
+//! never the raw events, so their cost follows users × active days, not events.
+//!
+//! Every value is bound as a query parameter (`{name:Type}`) or an identifier; no
+//! setting or user input is pasted into SQL text.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use clickhouse::Client;
+use clickhouse::sql::Identifier;
+use growth_schema::tables::{EVENT_COUNTS, USER_ACTIVITY, USER_FIRST_SEEN};
+use serde::Deserialize;
+
+use crate::definitions::{MetricDefinitions, RefreshPlan, Window};
+
+/// Running total of one event in one app.
+#[derive(Debug, Clone, PartialEq, clickhouse::Row, Deserialize)]
+pub struct EventTotal {
+    pub app: String,
+    pub event: String,
+    pub events: u64,
+}
+
+/// Distinct active users of one app in the 1d, 7d and 30d windows.
+#[derive(Debug, Clone, PartialEq, clickhouse::Row, Deserialize)]
+pub struct ActiveUsers {
+    pub app: String,
+    pub day: u64,
+    pub week: u64,
+    pub month: u64,
+}
+
+/// Size of one cohort.
+#[derive(Debug, Clone, PartialEq, clickhouse::Row, Deserialize)]
+pub struct CohortSize {
+    pub app: String,
+    #[serde(with = "clickhouse::serde::chrono::date")]
+    pub cohort: NaiveDate,
+    pub users: u64,
+}
+
+/// Users of one cohort active on day `day_n` after it.
+#[derive(Debug, Clone, PartialEq, clickhouse::Row, Deserialize)]
+pub struct Retained {
+    pub app: String,
+    #[serde(with = "clickhouse::serde::chrono::date")]
+    pub cohort: NaiveDate,
+    pub day_n: u32,
+    pub users: u64,
+}
+
+/// Reads the growth views of one database.
+#[derive(Clone)]
+pub struct MetricsSource {
+    client: Client,
+}
+
+fn unix(t: DateTime<Utc>) -> i64 {
+    t.timestamp()
+}
+
+fn window_range(plan: &RefreshPlan, window: Window) -> (i64, i64) {
+    plan.windows
+        .iter()
+        .find(|(w, _)| *w == window)
+        .map(|(_, r)| (unix(r.start), unix(r.end)))
+        .unwrap_or_default()
+}
+
+impl MetricsSource {
+    /// `client` must be bound to the growth database.
+    pub fn new(client: Client) -> Self {
+        Self { client }
+    }
+
+    /// Events per app and name, ever (anonymous events included).
+    pub async fn event_totals(&self) -> clickhouse::error::Result<Vec<EventTotal>> {
+        self.client
+            .query("SELECT app, event, sum(events) AS events FROM ? GROUP BY app, event ORDER BY app, event")
+            .bind(Identifier(EVENT_COUNTS))
+            .fetch_all()
+            .await
+    }
+
+    /// Distinct users with an active event in each window ending today.
+    pub async fn active_users(&self, defs: &MetricDefinitions, plan: &RefreshPlan) -> clickhouse::error::Result<Vec<ActiveUsers>> {
+        let (day_from, end) = window_range(plan, Window::Day);
+        let (week_from, _) = window_range(plan, Window::Week);
+        let (month_from, _) = window_range(plan, Window::Month);
+        self.client
+            .query(
+                "SELECT app,
+                    uniqExactIf(user_key, bucket >= toDateTime({day_from:Int64}, 'UTC')) AS day,
+                    uniqExactIf(user_key, bucket >= toDateTime({week_from:Int64}, 'UTC')) AS week,
+                    uniqExact(user_key) AS month
+                 FROM ?
+                 WHERE bucket >= toDateTime({month_from:Int64}, 'UTC') AND bucket < toDateTime({end:Int64}, 'UTC')
+                   AND (empty({active:Array(String)}) OR has({active:Array(String)}, event))
+                 GROUP BY app ORDER BY app",
+            )
+            .bind(Identifier(USER_ACTIVITY))
+            .param("day_from", day_from)
+            .param("week_from", week_from)
+            .param("month_from", month_from)
+            .param("end", end)
+            .param("active", &defs.active_events)
+            .fetch_all()
+            .await
+    }
+
+    /// Users whose first event (of any kind) falls on each reported cohort day.
+    pub async fn cohort_sizes(&self, defs: &MetricDefinitions, plan: &RefreshPlan) -> clickhouse::error::Result<Vec<CohortSize>> {
+        self.client
+            .query(
+                "SELECT app, toDate(first_at, {tz:String}) AS cohort, count() AS users
+                 FROM (SELECT app, user_key, min(first_seen) AS first_at FROM ? GROUP BY app, user_key)
+                 WHERE first_at >= toDateTime64({from:Int64}, 3, 'UTC') AND first_at < toDateTime64({to:Int64}, 3, 'UTC')
+                 GROUP BY app, cohort ORDER BY app, cohort",
+            )
+            .bind(Identifier(USER_FIRST_SEEN))
+            .param("tz", defs.timezone.name())
+            .param("from", unix(plan.cohort_range.start))
+            .param("to", unix(plan.cohort_range.end))
+            .fetch_all()
+            .await
+    }
+
+    /// For each reported cohort C and retention day N: users of C with an active
+    /// event on day C+N (days in the configured zone).
+    pub async fn retained(&self, defs: &MetricDefinitions, plan: &RefreshPlan) -> clickhouse::error::Result<Vec<Retained>> {
+        if defs.retention_days.is_empty() || plan.retention_activity_range.start >= plan.retention_activity_range.end {
+            return Ok(Vec::new());
+        }
+        self.client
+            .query(
+                "SELECT c.app AS app, c.cohort AS cohort,
+                        toUInt32(dateDiff('day', c.cohort, toDate(a.bucket, {tz:String}))) AS day_n,
+                        uniqExact(a.user_key) AS users
+                 FROM ? AS a
+                 INNER JOIN (
+                     SELECT app, user_key, min(first_seen) AS first_at, toDate(first_at, {tz:String}) AS cohort
+                     FROM ? GROUP BY app, user_key
+                     HAVING first_at >= toDateTime64({from:Int64}, 3, 'UTC') AND first_at < toDateTime64({to:Int64}, 3, 'UTC')
+                 ) AS c ON a.app = c.app AND a.user_key = c.user_key
+                 WHERE a.bucket >= toDateTime({activity_from:Int64}, 'UTC') AND a.bucket < toDateTime({activity_to:Int64}, 'UTC')
+                   AND (empty({active:Array(String)}) OR has({active:Array(String)}, a.event))
+                 GROUP BY app, cohort, day_n
+                 HAVING has({days:Array(UInt32)}, day_n)
+                 ORDER BY app, cohort, day_n",
+            )
+            .bind(Identifier(USER_ACTIVITY))
+            .bind(Identifier(USER_FIRST_SEEN))
+            .param("tz", defs.timezone.name())
+            .param("from", unix(plan.cohort_range.start))
+            .param("to", unix(plan.cohort_range.end))
+            .param("activity_from", unix(plan.retention_activity_range.start))
+            .param("activity_to", unix(plan.retention_activity_range.end))
+            .param("active", &defs.active_events)
+            .param("days", &defs.retention_days)
+            .fetch_all()
+            .await
+    }
+
+    /// A cheap round trip, for start-up and health.
+    pub async fn ping(&self) -> clickhouse::error::Result<()> {
+        self.client.query("SELECT 1").execute().await
+    }
+}

@@ -1,0 +1,164 @@
+//! The human-readable views of a snapshot: the plain-text report
+//! (`/admin/metrics.txt`) and the HTML page (`/admin/metrics`), whose template lives
+//! in `dashboards/admin/`.
+
+use std::fmt::Write;
+
+use minijinja::{Environment, context};
+use serde::Serialize;
+
+use crate::definitions::Window;
+use crate::snapshot::MetricsSnapshot;
+
+const NOT_YET: &str = "-";
+
+fn percent(ratio: Option<&f64>) -> String {
+    ratio.map_or_else(|| NOT_YET.to_owned(), |r| format!("{:.1}%", r * 100.0))
+}
+
+/// The plain-text report: generated at, active users, the cohort table, totals.
+pub fn text(snapshot: &MetricsSnapshot) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "growth report\ngenerated at {} (UTC)\ntimezone {}, today {}\n",
+        snapshot.generated_at.format("%Y-%m-%d %H:%M:%S"),
+        snapshot.timezone.name(),
+        snapshot.today
+    );
+    if snapshot.apps.is_empty() {
+        out.push_str("no events yet: send growth events to the collector (see README)\n");
+    }
+    for (app, m) in &snapshot.apps {
+        let users = |w| m.active_users.get(&w).copied().unwrap_or(0);
+        let _ = writeln!(out, "== app {app} ==");
+        let _ = writeln!(
+            out,
+            "active users: today (DAU) {}, 7 days {}, 30 days {}\n",
+            users(Window::Day),
+            users(Window::Week),
+            users(Window::Month)
+        );
+        let _ = write!(out, "{:<12} {:>7}", "cohort", "users");
+        for n in &snapshot.retention_days {
+            let _ = write!(out, " {:>7}", format!("D{n}"));
+        }
+        out.push('\n');
+        for c in m.cohorts.iter().rev() {
+            let _ = write!(out, "{:<12} {:>7}", c.day.to_string(), c.users);
+            for n in &snapshot.retention_days {
+                let _ = write!(out, " {:>7}", percent(c.retention.get(n)));
+            }
+            out.push('\n');
+        }
+        let _ = writeln!(out, "({NOT_YET} = day not reached yet, or empty cohort)\n\nrunning totals");
+        let width = m.totals.keys().map(String::len).max().unwrap_or(0);
+        for (event, count) in &m.totals {
+            let _ = writeln!(out, "  {event:<width$}  {count:>10}");
+        }
+        out.push('\n');
+    }
+    out
+}
+
+#[derive(Serialize)]
+struct CohortRow {
+    day: String,
+    users: u64,
+    retention: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct AppView {
+    name: String,
+    dau: u64,
+    wau: u64,
+    mau: u64,
+    cohorts: Vec<CohortRow>,
+    totals: Vec<(String, u64)>,
+}
+
+/// Why the HTML page could not be rendered (a template error: a bug, not bad input).
+#[derive(Debug, thiserror::Error)]
+#[error("admin page template: {0}")]
+pub struct TemplateError(#[from] minijinja::Error);
+
+/// The admin page. Values are HTML-escaped by the template engine.
+pub fn html(snapshot: &MetricsSnapshot) -> Result<String, TemplateError> {
+    let mut env = Environment::new();
+    env.add_template("metrics.html", include_str!("../../dashboards/admin/metrics.html"))?;
+    let apps: Vec<AppView> = snapshot
+        .apps
+        .iter()
+        .map(|(name, m)| {
+            let users = |w| m.active_users.get(&w).copied().unwrap_or(0);
+            AppView {
+                name: name.clone(),
+                dau: users(Window::Day),
+                wau: users(Window::Week),
+                mau: users(Window::Month),
+                cohorts: m
+                    .cohorts
+                    .iter()
+                    .rev()
+                    .map(|c| CohortRow {
+                        day: c.day.to_string(),
+                        users: c.users,
+                        retention: snapshot.retention_days.iter().map(|n| percent(c.retention.get(n))).collect(),
+                    })
+                    .collect(),
+                totals: m.totals.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+            }
+        })
+        .collect();
+    let page = env.get_template("metrics.html")?.render(context! {
+        generated_at => snapshot.generated_at.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
+        timezone => snapshot.timezone.name(),
+        today => snapshot.today.to_string(),
+        retention_days => snapshot.retention_days,
+        apps => apps,
+    })?;
+    Ok(page)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::definitions::CohortReport;
+    use crate::snapshot::AppMetrics;
+
+    fn snapshot() -> MetricsSnapshot {
+        MetricsSnapshot {
+            generated_at: "2026-11-24T12:00:00Z".parse().expect("instant"),
+            today: "2026-11-24".parse().expect("date"),
+            timezone: chrono_tz::Tz::UTC,
+            retention_days: vec![1, 3],
+            apps: BTreeMap::from([(
+                "<finbrain>".to_owned(),
+                AppMetrics {
+                    active_users: BTreeMap::from([(Window::Day, 2), (Window::Week, 5), (Window::Month, 9)]),
+                    cohorts: vec![CohortReport { day: "2026-11-23".parse().expect("date"), users: 4, retention: BTreeMap::from([(1, 0.25)]) }],
+                    totals: BTreeMap::from([("expense_logged".to_owned(), 7)]),
+                },
+            )]),
+        }
+    }
+
+    #[test]
+    fn text_report_shows_dau_cohorts_and_totals() {
+        let t = text(&snapshot());
+        assert!(t.contains("today (DAU) 2, 7 days 5, 30 days 9"), "{t}");
+        assert!(t.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["2026-11-23", "4", "25.0%", "-"]), "{t}");
+        assert!(t.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["expense_logged", "7"]), "{t}");
+    }
+
+    #[test]
+    fn html_escapes_names() {
+        let page = html(&snapshot()).expect("renders");
+        assert!(page.contains("&lt;finbrain&gt;"));
+        assert!(!page.contains("<finbrain>"));
+        assert!(page.contains("25.0%"));
+    }
+}
