@@ -1,0 +1,231 @@
+//! (c) `/metrics` equals independently computed expectations.
+//!
+//! A known data set — 40 days, users signing up on different days, coming back on
+//! chosen days, anonymous events, events that are not "active" — goes through the
+//! SDK and the real collector into ClickHouse. Three aggregators read it with
+//! different timezones, active-event sets, retention days and cohort counts. The
+//! expectations are computed here, from the list of events alone, by a plain
+//! implementation of DESIGN.md's definitions that shares no code with the aggregator.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use chrono::{DateTime, Days, NaiveDate, TimeZone, Utc};
+use chrono_tz::Tz;
+use common::{PlannedEvent, send_with_sdk};
+use growth_e2e::{Aggregator, Collector, Exposition, clickhouse, eventually, unique_database};
+
+const APP: &str = "finbrain";
+const EVENTS: [&str; 5] = ["expense_logged", "expense_edited", "report_requested", "pwa_installed", "challenge_started"];
+
+/// splitmix64: a tiny deterministic generator, so the data set is the same every run.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+    fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+}
+
+/// Events of 80 users over the 40 UTC days ending now, never in the future.
+fn data_set(now: DateTime<Utc>) -> Vec<PlannedEvent> {
+    let mut rng = Rng(20261124);
+    let today = now.date_naive();
+    let mut events = Vec::new();
+    let mut push = |rng: &mut Rng, user: Option<String>, day: NaiveDate, name: &'static str| {
+        let start = Utc.from_utc_datetime(&day.and_hms_opt(0, 0, 0).expect("midnight"));
+        // Any second of the UTC day: local days in other zones cut through these.
+        let at = start + chrono::Duration::seconds(rng.below(86_400) as i64);
+        if at <= now - chrono::Duration::seconds(5) {
+            events.push(PlannedEvent { name, user, at });
+        }
+    };
+    for u in 0..80 {
+        let user = format!("user-{u}@example.com");
+        // A third of the users sign up in the last 8 days, so recent cohorts are full.
+        let signup_ago = if u % 3 == 0 { rng.below(8) } else { rng.below(40) };
+        let signup = today - Days::new(signup_ago);
+        push(&mut rng, Some(user.clone()), signup, "pwa_installed");
+        push(&mut rng, Some(user.clone()), signup, "expense_logged");
+        let loyalty = rng.below(70);
+        let mut day = signup;
+        while day < today {
+            day = day + Days::new(1);
+            if rng.chance(loyalty) {
+                for _ in 0..=rng.below(3) {
+                    let name = EVENTS[rng.below(EVENTS.len() as u64) as usize];
+                    push(&mut rng, Some(user.clone()), day, name);
+                }
+            }
+        }
+    }
+    for _ in 0..40 {
+        let day = today - Days::new(rng.below(40));
+        push(&mut rng, None, day, "report_requested");
+    }
+    events.sort_by_key(|e| e.at);
+    events
+}
+
+/// DESIGN.md's definitions, implemented directly over the events.
+struct Expected {
+    active_users: BTreeMap<Vec<(String, String)>, f64>,
+    cohort_users: BTreeMap<Vec<(String, String)>, f64>,
+    retention: BTreeMap<Vec<(String, String)>, f64>,
+    totals: BTreeMap<Vec<(String, String)>, f64>,
+}
+
+fn labels(pairs: &[(&str, String)]) -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+    v.sort();
+    v
+}
+
+fn expected(events: &[PlannedEvent], now: DateTime<Utc>, tz: Tz, active: &[&str], days: &[u64], cohorts: u64) -> Expected {
+    let local = |t: DateTime<Utc>| t.with_timezone(&tz).date_naive();
+    let today = local(now);
+    let is_active = |name: &str| active.is_empty() || active.contains(&name);
+
+    let mut active_days: BTreeMap<&str, BTreeSet<NaiveDate>> = BTreeMap::new();
+    let mut first_seen: BTreeMap<&str, DateTime<Utc>> = BTreeMap::new();
+    let mut totals: BTreeMap<&str, u64> = BTreeMap::new();
+    for e in events {
+        *totals.entry(e.name).or_default() += 1;
+        let Some(user) = e.user.as_deref() else { continue };
+        let first = first_seen.entry(user).or_insert(e.at);
+        *first = (*first).min(e.at);
+        if is_active(e.name) {
+            active_days.entry(user).or_default().insert(local(e.at));
+        }
+    }
+
+    let mut out = Expected { active_users: BTreeMap::new(), cohort_users: BTreeMap::new(), retention: BTreeMap::new(), totals: BTreeMap::new() };
+    for (label, span) in [("1d", 1u64), ("7d", 7), ("30d", 30)] {
+        let from = today - Days::new(span - 1);
+        let n = active_days.values().filter(|d| d.range(from..=today).next().is_some()).count();
+        out.active_users.insert(labels(&[("window", label.to_owned())]), n as f64);
+    }
+    for back in 0..cohorts {
+        let cohort = today - Days::new(back);
+        let members: Vec<&str> = first_seen.iter().filter(|(_, t)| local(**t) == cohort).map(|(u, _)| *u).collect();
+        out.cohort_users.insert(labels(&[("cohort", cohort.to_string())]), members.len() as f64);
+        if members.is_empty() {
+            continue;
+        }
+        for &n in days {
+            let target = cohort + Days::new(n);
+            if target > today {
+                continue;
+            }
+            let back = members.iter().filter(|u| active_days.get(*u).is_some_and(|d| d.contains(&target))).count();
+            out.retention.insert(labels(&[("cohort", cohort.to_string()), ("day", n.to_string())]), back as f64 / members.len() as f64);
+        }
+    }
+    for (name, count) in totals {
+        out.totals.insert(labels(&[("event", name.to_owned())]), count as f64);
+    }
+    out
+}
+
+fn refresh_time(metrics: &Exposition) -> DateTime<Utc> {
+    let secs = metrics.series("growth_metrics_refresh_timestamp_seconds", APP).into_values().next().expect("refresh timestamp");
+    Utc.timestamp_millis_opt((secs * 1000.0).round() as i64).single().expect("timestamp")
+}
+
+fn assert_same(what: &str, tz: Tz, actual: BTreeMap<Vec<(String, String)>, f64>, expected: &BTreeMap<Vec<(String, String)>, f64>) {
+    let a: Vec<_> = actual.keys().collect();
+    let e: Vec<_> = expected.keys().collect();
+    assert_eq!(a, e, "{what} ({tz}): series differ");
+    for (k, v) in expected {
+        let got = actual[k];
+        assert!((got - v).abs() < 1e-9, "{what} ({tz}) {k:?}: got {got}, expected {v}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_match_independent_expectations_across_timezones() {
+    let database = unique_database("metrics");
+    let collector = Collector::start(&database, Some("metrics-test-key")).await;
+    let now = Utc::now();
+    let events = data_set(now);
+    let users: BTreeSet<_> = events.iter().filter_map(|e| e.user.clone()).collect();
+    assert!(events.len() > 500 && users.len() == 80, "data set too small: {} events", events.len());
+
+    let report = send_with_sdk(&collector.http_endpoint, false, APP, Some("metrics-test-key"), &events).await;
+    assert_eq!(report, events.len() as u64, "SDK did not deliver every event");
+    let ch = clickhouse(&database);
+    let stored: u64 = ch.query("SELECT count() FROM events").fetch_one().await.expect("count");
+    assert_eq!(stored, events.len() as u64, "collector acknowledged events that are not in ClickHouse");
+    let loaded_at = Utc::now();
+
+    let configs: [(Tz, &[&str], &[u64], u64, Vec<&str>); 3] = [
+        (Tz::UTC, &[], &[1, 3, 7, 30], 7, vec![]),
+        (Tz::America__Los_Angeles, &["expense_logged", "expense_edited"], &[1, 3, 7, 30], 7, vec!["--timezone", "America/Los_Angeles", "--active-events", "expense_logged,expense_edited"]),
+        (Tz::Asia__Kolkata, &[], &[1, 2, 7], 10, vec!["--timezone", "Asia/Kolkata", "--retention-days", "7,1,2", "--cohorts", "10"]),
+    ];
+    for (tz, active, days, cohorts, flags) in configs {
+        let aggregator = Aggregator::start(&database, &flags).await;
+        // A refresh that began after every event was stored.
+        let metrics = eventually("a refresh after the load", Duration::from_secs(30), || async {
+            let m = aggregator.metrics().await;
+            (m.samples.iter().any(|s| s.name == "growth_metrics_refresh_timestamp_seconds") && refresh_time(&m) > loaded_at).then_some(m)
+        })
+        .await;
+        let exp = expected(&events, refresh_time(&metrics), tz, active, days, cohorts);
+        assert!(exp.retention.len() >= 10, "the data set should exercise retention");
+        assert_same("growth_active_users", tz, metrics.series("growth_active_users", APP), &exp.active_users);
+        assert_same("growth_cohort_users", tz, metrics.series("growth_cohort_users", APP), &exp.cohort_users);
+        assert_same("growth_retention_ratio", tz, metrics.series("growth_retention_ratio", APP), &exp.retention);
+        assert_same("growth_events_total", tz, metrics.series("growth_events_total", APP), &exp.totals);
+
+        let report = aggregator.get("/admin/metrics.txt").await;
+        let dau = exp.active_users[&labels(&[("window", "1d".to_owned())])];
+        assert!(report.contains(&format!("today (DAU) {dau}")), "text report lacks DAU {dau}:\n{report}");
+        assert!(report.contains("expense_logged"), "text report lacks totals:\n{report}");
+        let page = aggregator.get("/admin/metrics").await;
+        assert!(page.contains(APP) && page.contains("Retention"), "admin page incomplete");
+    }
+
+    // Days differ between zones: the same events must not give the same DAU series everywhere.
+    let utc = expected(&events, now, Tz::UTC, &[], &[1], 7);
+    let kolkata = expected(&events, now, Tz::Asia__Kolkata, &[], &[1], 7);
+    assert_ne!(utc.cohort_users.values().collect::<Vec<_>>(), kolkata.cohort_users.values().collect::<Vec<_>>(), "data set does not exercise timezones");
+    drop(collector);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn days_that_have_not_come_are_absent_and_empty_databases_report_nothing() {
+    let database = unique_database("absent");
+    let collector = Collector::start(&database, None).await;
+    let aggregator = Aggregator::start(&database, &[]).await;
+    let empty = aggregator.metrics().await;
+    assert!(empty.samples.is_empty(), "an empty database must expose no samples: {:?}", empty.samples);
+
+    // One user who signed up today: a cohort of 1 with no retention value yet.
+    let now = Utc::now();
+    let events = vec![PlannedEvent { name: "expense_logged", user: Some("solo".into()), at: now - chrono::Duration::seconds(10) }];
+    assert_eq!(send_with_sdk(&collector.grpc_endpoint, true, APP, None, &events).await, 1);
+    let metrics = eventually("the new user", Duration::from_secs(30), || async {
+        let m = aggregator.metrics().await;
+        (m.series("growth_active_users", APP).values().next() == Some(&1.0)).then_some(m)
+    })
+    .await;
+    let today = refresh_time(&metrics).date_naive();
+    let cohorts = metrics.series("growth_cohort_users", APP);
+    assert_eq!(cohorts[&labels(&[("cohort", today.to_string())])], 1.0);
+    assert_eq!(cohorts.values().sum::<f64>(), 1.0);
+    assert!(metrics.series("growth_retention_ratio", APP).is_empty(), "retention of today's cohort must be absent, not 0");
+    drop(collector);
+}
