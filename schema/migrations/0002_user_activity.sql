@@ -28,4 +28,5 @@ AS SELECT
     count() AS events
 FROM events
 WHERE user_key != 0
-GROUP BY app, bucket, event, user_key;
+GROUP BY app, bucket, event, user_key
+COMMENT 'Feeds user_activity from every insert into events (identified users only)';

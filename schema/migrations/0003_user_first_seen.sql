@@ -24,4 +24,5 @@ AS SELECT
     max(event_time) AS last_seen
 FROM events
 WHERE user_key != 0
-GROUP BY app, user_key;
+GROUP BY app, user_key
+COMMENT 'Feeds user_first_seen from every insert into events (identified users only)';

@@ -21,4 +21,5 @@ AS SELECT
     toDateTime(toStartOfFifteenMinutes(event_time), 'UTC') AS bucket,
     count() AS events
 FROM events
-GROUP BY app, event, bucket;
+GROUP BY app, event, bucket
+COMMENT 'Feeds event_counts from every insert into events, anonymous events included';
