@@ -7,16 +7,15 @@ use chrono::{DateTime, Utc};
 use growth_e2e::{Collector, clickhouse, unique_database};
 use growth_schema::tables::EventRow;
 use growth_schema::user_hash::UserHasher;
-use growth_sdk::{Event, GrowthClient, Protocol, Source};
+use growth_sdk::{Event, Protocol, Source, Tracker};
 
 const KEY: &str = "sdk-test-key";
 
 fn send(endpoint: String, protocol: Protocol, app: &str, at: SystemTime) -> growth_sdk::DeliveryReport {
-    let client = GrowthClient::builder()
+    let client = Tracker::builder(app)
         .endpoint(endpoint)
         .protocol(protocol)
-        .service_name(app)
-        .user_hash_key(KEY.as_bytes().to_vec())
+        .user_hash_key(Some(KEY.as_bytes().to_vec()))
         .build()
         .expect("SDK builds");
     client.track_event(Event::expense_logged("alice", 12.5, "groceries", Source::Messenger).at(at));
@@ -24,7 +23,7 @@ fn send(endpoint: String, protocol: Protocol, app: &str, at: SystemTime) -> grow
     client.track_event(Event::report_requested("bob", "monthly").at(at));
     client.track_event(Event::pwa_installed("carol").at(at));
     client.track_event(Event::challenge_started("carol", "no-coffee-week").at(at));
-    client.track("expense_logged", Some("dave"), [("amount", 3.25.into()), ("category", "transport".into())]);
+    client.track("expense_logged", Some("dave"), &[("amount", 3.25.into()), ("category", "transport".into())]);
     client.shutdown().expect("SDK delivered everything")
 }
 

@@ -21,11 +21,13 @@ pub async fn send_with_sdk(endpoint: &str, grpc: bool, app: &str, key: Option<&s
     let events = events.to_vec();
     tokio::task::spawn_blocking(move || {
         let protocol = if grpc { growth_sdk::Protocol::Grpc } else { growth_sdk::Protocol::Http };
-        let mut builder = growth_sdk::GrowthClient::builder().endpoint(endpoint).protocol(protocol).service_name(app).queue_capacity(100_000);
-        if let Some(key) = key {
-            builder = builder.user_hash_key(key);
-        }
-        let client = builder.build().expect("SDK builds");
+        let client = growth_sdk::Tracker::builder(app)
+            .endpoint(endpoint)
+            .protocol(protocol)
+            .user_hash_key(key)
+            .queue_capacity(100_000)
+            .build()
+            .expect("SDK builds");
         for e in &events {
             let mut event = growth_sdk::Event::new(e.name).at(e.at.into());
             if let Some(user) = &e.user {
