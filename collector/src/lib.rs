@@ -1,1 +1,56 @@
+//! # growth-collector
+//!
+//! Receives OpenTelemetry log records over OTLP and stores the ones that are
+//! growth events in ClickHouse, where `growth-aggregator` and analysts read them.
+//!
+//! ```text
+//! OTLP/gRPC :4317 ─┐
+//!                  ├─ receiver ─→ map (OTLP → growth event, hash user) ─→ batch ─→ ClickHouse `events`
+//! OTLP/HTTP :4318 ─┘     ▲                                                  │
+//!                        └──────────── ack once the rows are stored ────────┘
+//! admin :8888 — /healthz /readyz /metrics
+//! ```
+//!
+//! * [`receiver`] — OTLP/gRPC ([`receiver::grpc`]) and OTLP/HTTP ([`receiver::http`],
+//!   protobuf and JSON, gzip); both hand a decoded request to [`receiver::Intake`].
+//! * [`map`] — the event contract: event name, user (a raw `user.id` is hashed here
+//!   with [`UserHasher`](growth_schema::user_hash::UserHasher) and never stored),
+//!   app, time, source, properties; rejects and counts what breaks it.
+//! * [`batch`] — gathers requests into large inserts; a sender is answered "ok"
+//!   only once its events are in ClickHouse, otherwise it is told to retry.
+//! * [`clickhouse`] — the sink: inserts, pings, waits for ClickHouse at start-up,
+//!   applies [`growth_schema::migrate`].
+//! * [`admin`] and [`telemetry`] — health, readiness and the collector's own metrics.
+//! * [`config`] — flags and environment, parsed once; [`lifecycle`] — start and
+//!   graceful shutdown.
+//!
+//! What it is not for: it computes no metrics (that is `growth-aggregator`), keeps no
+//! spool on disk (a sender whose events cannot be stored is told to retry, which
+//! OTLP exporters do), and accepts only logs — not traces or metrics.
+//!
+//! ```no_run
+//! # async fn example(config: growth_collector::Config) -> Result<(), growth_collector::CollectorError> {
+//! // Serve until Ctrl-C, then drain and return.
+//! growth_collector::run(config, async {
+//!     let _ = tokio::signal::ctrl_c().await;
+//! })
+//! .await
+//! # }
+//! ```
 
+pub mod admin;
+pub mod batch;
+pub mod clickhouse;
+pub mod config;
+pub mod error;
+pub mod lifecycle;
+pub mod map;
+pub mod receiver;
+pub mod telemetry;
+
+#[cfg(test)]
+mod testing;
+
+pub use config::{BatchConfig, Cli, Command, Config};
+pub use error::CollectorError;
+pub use lifecycle::{Addresses, Collector, migrate, run};

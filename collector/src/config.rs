@@ -1,0 +1,419 @@
+//! Command line and environment, parsed once into [`Config`] at the edge.
+//!
+//! Every flag has an environment variable beside it. The user-hash key is the one
+//! exception to "everything is a flag": it is a secret, so it comes from the
+//! environment (`GROWTH_USER_HASH_KEY`) or a file (`--user-hash-key-file`), never
+//! from a flag's value that `ps` would show.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use growth_schema::connection::ClickHouseArgs;
+use growth_schema::user_hash::{KEY_ENV, UserHasher};
+
+/// growth-collector: receives OpenTelemetry log records over OTLP (gRPC and HTTP),
+/// keeps those that name a growth event, hashes raw user ids, and writes the events
+/// to ClickHouse in batches. A sender's request is answered with success only once
+/// its events are stored; on failure it gets UNAVAILABLE / 503 and retries.
+///
+/// The user-hash key is read from the environment variable GROWTH_USER_HASH_KEY or
+/// from --user-hash-key-file, never from a flag's value. Without a key, user ids are
+/// hashed with plain SHA-256 (a warning is logged at start-up).
+///
+/// Logging is controlled by RUST_LOG (default: info).
+#[derive(Debug, Parser)]
+#[command(name = "growth-collector", version, about, long_about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// What to do; `run` when omitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
+pub enum Command {
+    /// Receive OTLP and store growth events (the default).
+    Run,
+    /// Wait for ClickHouse, apply the schema migrations to the database, and exit.
+    Migrate,
+}
+
+/// Flags of the collector.
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub clickhouse: ClickHouseArgs,
+
+    /// Address of the OTLP/gRPC receiver (LogsService/Export).
+    #[arg(
+        long,
+        value_name = "ADDR",
+        env = "GROWTH_OTLP_GRPC_ADDR",
+        default_value = "127.0.0.1:4317"
+    )]
+    pub otlp_grpc_addr: SocketAddr,
+
+    /// Address of the OTLP/HTTP receiver (POST /v1/logs, protobuf or JSON, optionally gzip).
+    #[arg(
+        long,
+        value_name = "ADDR",
+        env = "GROWTH_OTLP_HTTP_ADDR",
+        default_value = "127.0.0.1:4318"
+    )]
+    pub otlp_http_addr: SocketAddr,
+
+    /// Address of /healthz, /readyz and /metrics (the collector's own Prometheus metrics).
+    #[arg(
+        long,
+        value_name = "ADDR",
+        env = "GROWTH_ADMIN_ADDR",
+        default_value = "127.0.0.1:8888"
+    )]
+    pub admin_addr: SocketAddr,
+
+    /// File holding the user-hash key (HMAC-SHA256); a trailing newline is ignored.
+    /// Without it the key is read from the environment variable GROWTH_USER_HASH_KEY.
+    #[arg(long, value_name = "FILE", env = "GROWTH_USER_HASH_KEY_FILE")]
+    pub user_hash_key_file: Option<PathBuf>,
+
+    /// Rows that make a batch: an insert starts as soon as this many rows wait.
+    #[arg(long, value_name = "ROWS", env = "GROWTH_BATCH_MAX_ROWS", default_value_t = 50_000, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+    pub batch_max_rows: u32,
+
+    /// Longest a row waits for its batch to fill before it is inserted anyway (e.g. 1s, 200ms).
+    #[arg(long, value_name = "DURATION", env = "GROWTH_BATCH_MAX_DELAY", default_value = "1s", value_parser = parse_delay)]
+    pub batch_max_delay: Duration,
+
+    /// Largest accepted request, after decompression (bytes, or with a unit: 512KiB, 16MiB).
+    #[arg(long, value_name = "BYTES", env = "GROWTH_MAX_REQUEST_BYTES", default_value = "16MiB", value_parser = parse_size)]
+    pub max_request_bytes: usize,
+
+    /// How long to wait for ClickHouse at start-up (and for `migrate`) before giving up.
+    #[arg(long, value_name = "DURATION", env = "GROWTH_STARTUP_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub startup_timeout: Duration,
+}
+
+/// Everything the collector needs, resolved: addresses, limits and the user hasher.
+#[derive(Clone)]
+pub struct Config {
+    /// Where the growth tables live.
+    pub clickhouse: ClickHouseArgs,
+    /// OTLP/gRPC listen address.
+    pub otlp_grpc_addr: SocketAddr,
+    /// OTLP/HTTP listen address.
+    pub otlp_http_addr: SocketAddr,
+    /// Admin (health, readiness, metrics) listen address.
+    pub admin_addr: SocketAddr,
+    /// Hashes raw user ids; keyed (HMAC) when a key was configured.
+    pub hasher: UserHasher,
+    /// When the batcher inserts.
+    pub batch: BatchConfig,
+    /// Largest accepted request body or gRPC message, decompressed.
+    pub max_request_bytes: usize,
+    /// How long start-up waits for ClickHouse.
+    pub startup_timeout: Duration,
+}
+
+impl std::fmt::Debug for Config {
+    // By hand, so that the ClickHouse password never reaches a log line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("clickhouse_url", &self.clickhouse.url)
+            .field("clickhouse_database", &self.clickhouse.database)
+            .field("clickhouse_user", &self.clickhouse.user)
+            .field("otlp_grpc_addr", &self.otlp_grpc_addr)
+            .field("otlp_http_addr", &self.otlp_http_addr)
+            .field("admin_addr", &self.admin_addr)
+            .field("hasher", &self.hasher)
+            .field("batch", &self.batch)
+            .field("max_request_bytes", &self.max_request_bytes)
+            .field("startup_timeout", &self.startup_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// When a batch is written to ClickHouse: whichever comes first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchConfig {
+    /// Insert once this many rows wait.
+    pub max_rows: usize,
+    /// Insert once the oldest waiting row has waited this long.
+    pub max_delay: Duration,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        Self {
+            max_rows: 50_000,
+            max_delay: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Why the configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The key file could not be read.
+    #[error("cannot read the user-hash key file {path}: {source}")]
+    KeyFile {
+        /// The file named by --user-hash-key-file.
+        path: PathBuf,
+        /// Why reading failed.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The key file holds no key.
+    #[error("the user-hash key file {0} is empty")]
+    EmptyKeyFile(PathBuf),
+    /// Two keys were given; hashing with the wrong one would split every user in two.
+    #[error("both --user-hash-key-file and {KEY_ENV} are set: configure the user-hash key once")]
+    TwoKeys,
+}
+
+impl RunArgs {
+    /// Resolves the flags into a [`Config`]; `key_from_env` is the value of
+    /// `GROWTH_USER_HASH_KEY` (passed in so that tests need not touch the environment).
+    pub fn into_config(self, key_from_env: Option<String>) -> Result<Config, ConfigError> {
+        let key_from_env = key_from_env.filter(|k| !k.is_empty());
+        let hasher = match (&self.user_hash_key_file, key_from_env) {
+            (Some(_), Some(_)) => return Err(ConfigError::TwoKeys),
+            (Some(path), None) => read_key_file(path)?,
+            (None, Some(key)) => UserHasher::new(Some(key.into_bytes())),
+            (None, None) => UserHasher::new(None),
+        };
+        Ok(Config {
+            clickhouse: self.clickhouse,
+            otlp_grpc_addr: self.otlp_grpc_addr,
+            otlp_http_addr: self.otlp_http_addr,
+            admin_addr: self.admin_addr,
+            hasher,
+            batch: BatchConfig {
+                max_rows: self.batch_max_rows as usize,
+                max_delay: self.batch_max_delay,
+            },
+            max_request_bytes: self.max_request_bytes,
+            startup_timeout: self.startup_timeout,
+        })
+    }
+}
+
+impl Cli {
+    /// The command line definition. Every flag is global, so it may come before or
+    /// after the subcommand: `growth-collector --clickhouse-url U migrate` and
+    /// `growth-collector migrate --clickhouse-url U` mean the same.
+    pub fn definition() -> clap::Command {
+        Self::command().mut_args(|arg| arg.global(true))
+    }
+
+    /// Parses `args` (the first being the program name); on bad flags, `--help` or
+    /// `--version` the error carries what to print and the exit code.
+    pub fn try_parse_args<I, T>(args: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let mut definition = Self::definition();
+        let matches = definition.try_get_matches_from_mut(args)?;
+        Self::from_arg_matches(&matches).map_err(|e| e.format(&mut definition))
+    }
+
+    /// Parses the process's arguments, exiting with clap's message when they are wrong.
+    pub fn parse_args() -> Self {
+        Self::try_parse_args(std::env::args_os()).unwrap_or_else(|e| e.exit())
+    }
+
+    /// Reads `GROWTH_USER_HASH_KEY` from the process environment and resolves the flags.
+    pub fn into_config(self) -> Result<(Command, Config), ConfigError> {
+        let command = self.command.unwrap_or(Command::Run);
+        let config = self.run.into_config(std::env::var(KEY_ENV).ok())?;
+        Ok((command, config))
+    }
+}
+
+fn read_key_file(path: &Path) -> Result<UserHasher, ConfigError> {
+    let hasher = UserHasher::from_key_file(path).map_err(|source| ConfigError::KeyFile {
+        path: path.to_owned(),
+        source,
+    })?;
+    if hasher.is_keyed() {
+        Ok(hasher)
+    } else {
+        Err(ConfigError::EmptyKeyFile(path.to_owned()))
+    }
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text).map_err(|e| format!("{e} (try 60s, 500ms or 2m)"))
+}
+
+fn parse_delay(text: &str) -> Result<Duration, String> {
+    let delay = parse_duration(text)?;
+    if delay.is_zero() {
+        return Err("must be more than 0 (try 1s or 200ms)".into());
+    }
+    Ok(delay)
+}
+
+/// Parses a byte size: a plain number, or a number with KiB/MiB/GiB (or KB/MB/GB) after it.
+fn parse_size(text: &str) -> Result<usize, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let number: usize = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size (try 16777216, 512KiB or 16MiB)"))?;
+    let factor: usize = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kib" | "k" => 1 << 10,
+        "mib" | "m" => 1 << 20,
+        "gib" | "g" => 1 << 30,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        other => return Err(format!("unknown unit {other:?} (use KiB, MiB or GiB)")),
+    };
+    let bytes = number
+        .checked_mul(factor)
+        .ok_or_else(|| format!("{text:?} is too large"))?;
+    if bytes < 1024 {
+        return Err("must be at least 1KiB".into());
+    }
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(extra: &[&str]) -> RunArgs {
+        let mut argv = vec!["growth-collector"];
+        argv.extend_from_slice(extra);
+        Cli::try_parse_args(argv).expect("valid flags").run
+    }
+
+    #[test]
+    fn defaults_follow_the_design() {
+        let config = args(&[]).into_config(None).expect("config");
+        assert_eq!(config.otlp_grpc_addr.to_string(), "127.0.0.1:4317");
+        assert_eq!(config.otlp_http_addr.to_string(), "127.0.0.1:4318");
+        assert_eq!(config.admin_addr.to_string(), "127.0.0.1:8888");
+        assert_eq!(config.batch, BatchConfig::default());
+        assert_eq!(config.max_request_bytes, 16 << 20);
+        assert_eq!(config.startup_timeout, Duration::from_secs(60));
+        assert!(!config.hasher.is_keyed());
+    }
+
+    #[test]
+    fn key_comes_from_env_or_file_but_not_both() {
+        assert!(
+            args(&[])
+                .into_config(Some("k".into()))
+                .expect("config")
+                .hasher
+                .is_keyed()
+        );
+        assert!(
+            !args(&[])
+                .into_config(Some(String::new()))
+                .expect("config")
+                .hasher
+                .is_keyed()
+        );
+
+        let dir = std::env::temp_dir().join(format!("growth-collector-key-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let file = dir.join("key");
+        std::fs::write(&file, "secret\n").expect("write key");
+        let path = file.to_string_lossy().into_owned();
+        let from_file = args(&["--user-hash-key-file", &path])
+            .into_config(None)
+            .expect("config");
+        assert_eq!(
+            from_file.hasher.hash("u").as_str(),
+            UserHasher::new(Some(b"secret".to_vec())).hash("u").as_str()
+        );
+        assert!(matches!(
+            args(&["--user-hash-key-file", &path]).into_config(Some("other".into())),
+            Err(ConfigError::TwoKeys)
+        ));
+        std::fs::write(&file, "\n").expect("write key");
+        assert!(matches!(
+            args(&["--user-hash-key-file", &path]).into_config(None),
+            Err(ConfigError::EmptyKeyFile(_))
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn sizes_and_durations_parse() {
+        assert_eq!(parse_size("16MiB"), Ok(16 << 20));
+        assert_eq!(parse_size("512KiB"), Ok(512 << 10));
+        assert_eq!(parse_size("2048"), Ok(2048));
+        assert_eq!(parse_size("1MB"), Ok(1_000_000));
+        assert!(parse_size("12").is_err());
+        assert!(parse_size("ten").is_err());
+        assert!(parse_size("1XB").is_err());
+        assert!(parse_delay("0s").is_err());
+        assert_eq!(parse_delay("200ms"), Ok(Duration::from_millis(200)));
+        let config = args(&["--batch-max-rows", "10", "--batch-max-delay", "50ms"])
+            .into_config(None)
+            .expect("config");
+        assert_eq!(config.batch.max_rows, 10);
+        assert_eq!(config.batch.max_delay, Duration::from_millis(50));
+        assert!(Cli::try_parse_args(["growth-collector", "--batch-max-rows", "0"]).is_err());
+    }
+
+    #[test]
+    fn debug_shows_no_secrets() {
+        let config = args(&["--clickhouse-password", "pw-secret"])
+            .into_config(Some("key-secret".into()))
+            .expect("config");
+        let text = format!("{config:?}");
+        assert!(
+            !text.contains("pw-secret") && !text.contains("key-secret"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn definition_is_consistent() {
+        Cli::definition().debug_assert();
+    }
+
+    #[test]
+    fn migrate_is_a_subcommand() {
+        let cli = Cli::try_parse_args(["growth-collector", "migrate"]).expect("parses");
+        assert_eq!(cli.command, Some(Command::Migrate));
+        let cli = Cli::try_parse_args(["growth-collector"]).expect("parses");
+        assert_eq!(cli.command, None);
+        for argv in [
+            [
+                "growth-collector",
+                "--clickhouse-database",
+                "other",
+                "migrate",
+            ],
+            [
+                "growth-collector",
+                "migrate",
+                "--clickhouse-database",
+                "other",
+            ],
+        ] {
+            let cli = Cli::try_parse_args(argv).expect("parses");
+            assert_eq!(cli.command, Some(Command::Migrate));
+            assert_eq!(cli.run.clickhouse.database, "other");
+        }
+        let cli = Cli::try_parse_args(["growth-collector", "run", "--batch-max-rows", "7"])
+            .expect("parses");
+        assert_eq!(
+            (cli.command, cli.run.batch_max_rows),
+            (Some(Command::Run), 7)
+        );
+    }
+}

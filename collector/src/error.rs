@@ -1,0 +1,36 @@
+//! The errors `run` and `migrate` end with.
+
+use std::net::SocketAddr;
+
+use crate::clickhouse::SinkError;
+use crate::config::ConfigError;
+
+/// Why the collector stopped (or did not start).
+#[derive(Debug, thiserror::Error)]
+pub enum CollectorError {
+    /// The flags or the key file are not usable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A listen address could not be bound.
+    #[error("cannot listen on {addr} for {what}: {source}")]
+    Bind {
+        /// Which listener.
+        what: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// ClickHouse was unreachable at start-up or migrating failed.
+    #[error(transparent)]
+    ClickHouse(#[from] SinkError),
+    /// A server stopped with an error.
+    #[error("the {what} server failed: {message}")]
+    Serve {
+        /// Which server.
+        what: &'static str,
+        /// What it reported.
+        message: String,
+    },
+}

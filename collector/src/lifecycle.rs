@@ -1,0 +1,378 @@
+//! Start-up, serving and graceful shutdown: the one place that wires
+//! receivers → map → batch → ClickHouse together and decides in which order
+//! things start and stop.
+//!
+//! Start: bind every listener (a taken port fails at once), serve the admin
+//! endpoints, wait for ClickHouse and migrate (retrying until `--startup-timeout`),
+//! then serve OTLP. Stop (on the shutdown signal): `/readyz` turns 503, the
+//! receivers stop accepting and finish the requests in flight while the batcher
+//! inserts without waiting for batches to fill; then the batcher answers its last
+//! batch and ends, and so does the admin server.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use growth_schema::migrate::MigrationReport;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::{JoinHandle, JoinSet};
+use tonic::transport::server::TcpIncoming;
+
+use crate::admin::{self, Phase, Readiness};
+use crate::batch;
+use crate::clickhouse::{ClickHouseSink, describe};
+use crate::config::Config;
+use crate::error::CollectorError;
+use crate::receiver::{Intake, grpc, http};
+use crate::telemetry::Telemetry;
+
+/// The addresses a bound [`Collector`] listens on (useful with port 0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Addresses {
+    /// OTLP/gRPC.
+    pub otlp_grpc: SocketAddr,
+    /// OTLP/HTTP.
+    pub otlp_http: SocketAddr,
+    /// `/healthz`, `/readyz`, `/metrics`.
+    pub admin: SocketAddr,
+}
+
+/// A collector whose listeners are bound; [`Collector::run`] serves them.
+#[derive(Debug)]
+pub struct Collector {
+    config: Config,
+    grpc: TcpListener,
+    http: TcpListener,
+    admin: TcpListener,
+}
+
+impl Collector {
+    /// Binds the three listeners.
+    pub async fn bind(config: Config) -> Result<Self, CollectorError> {
+        let grpc = bind("OTLP/gRPC", config.otlp_grpc_addr).await?;
+        let http = bind("OTLP/HTTP", config.otlp_http_addr).await?;
+        let admin = bind("admin", config.admin_addr).await?;
+        Ok(Self {
+            config,
+            grpc,
+            http,
+            admin,
+        })
+    }
+
+    /// Where the collector listens.
+    pub fn addresses(&self) -> Addresses {
+        let addr = |l: &TcpListener, configured| l.local_addr().unwrap_or(configured);
+        Addresses {
+            otlp_grpc: addr(&self.grpc, self.config.otlp_grpc_addr),
+            otlp_http: addr(&self.http, self.config.otlp_http_addr),
+            admin: addr(&self.admin, self.config.admin_addr),
+        }
+    }
+
+    /// Serves until `shutdown` completes, then drains and returns.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), CollectorError> {
+        let addresses = self.addresses();
+        let Collector {
+            config,
+            grpc,
+            http,
+            admin,
+        } = self;
+        log_start(&config, addresses);
+
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let stop_on_signal = stop_tx.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            stop_on_signal.send_replace(true);
+        });
+
+        let telemetry = Arc::new(Telemetry::new());
+        let readiness = Arc::new(Readiness::default());
+        let sink = ClickHouseSink::new(&config.clickhouse);
+        let (admin_stop, admin_stop_rx) = watch::channel(false);
+        let admin_task = spawn_server("admin", {
+            let router = admin::router(telemetry.clone(), readiness.clone(), sink.clone());
+            async move {
+                axum::serve(admin, router)
+                    .with_graceful_shutdown(stopped(admin_stop_rx))
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+        });
+
+        let started = tokio::select! {
+            result = sink.wait_and_migrate(config.startup_timeout, |e| {
+                readiness.set(Phase::Starting(format!("waiting for ClickHouse: {}", describe(e))));
+            }) => Some(result),
+            () = stopped(stop_rx.clone()) => None,
+        };
+        let report = match started {
+            Some(Ok(report)) => report,
+            Some(Err(e)) => {
+                readiness.set(Phase::Starting(e.to_string()));
+                stop_server(admin_stop, admin_task).await;
+                return Err(e.into());
+            }
+            None => {
+                tracing::info!("stopped before ClickHouse was ready");
+                stop_server(admin_stop, admin_task).await;
+                return Ok(());
+            }
+        };
+        log_migrations(&config, &report);
+
+        let (batch_sender, batcher) = batch::spawn(sink, config.batch, telemetry.clone());
+        let intake = Intake::new(config.hasher.clone(), batch_sender, telemetry);
+        let mut receivers = JoinSet::new();
+        receivers.spawn(named("OTLP/gRPC", {
+            let service = grpc::service(intake.clone(), config.max_request_bytes);
+            let stop = stopped(stop_rx.clone());
+            async move {
+                tonic::transport::Server::builder()
+                    .add_service(service)
+                    .serve_with_incoming_shutdown(TcpIncoming::from(grpc), stop)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+        }));
+        receivers.spawn(named("OTLP/HTTP", {
+            let router = http::router(intake, config.max_request_bytes);
+            let stop = stopped(stop_rx.clone());
+            async move {
+                axum::serve(http, router)
+                    .with_graceful_shutdown(stop)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+        }));
+        readiness.set(Phase::Serving);
+        tracing::info!(grpc = %addresses.otlp_grpc, http = %addresses.otlp_http, "receiving OTLP logs");
+
+        // Run until the signal, or until a receiver stops on its own (a failure).
+        let mut failure = tokio::select! {
+            () = stopped(stop_rx.clone()) => None,
+            Some(joined) = receivers.join_next() => receiver_failure(joined),
+        };
+        tracing::info!("shutting down: finishing requests in flight");
+        readiness.set(Phase::Draining);
+        stop_tx.send_replace(true);
+        batcher.start_draining();
+        while let Some(joined) = receivers.join_next().await {
+            let this = receiver_failure(joined);
+            failure = failure.or(this);
+        }
+        // Both servers are gone and with them every batch sender: the batcher
+        // answers its last batch and ends.
+        batcher.join().await;
+        stop_server(admin_stop, admin_task).await;
+        match failure {
+            None => {
+                tracing::info!("stopped");
+                Ok(())
+            }
+            Some(e) => Err(e),
+        }
+    }
+}
+
+/// Binds, waits for ClickHouse, migrates and serves until `shutdown` completes.
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), CollectorError> {
+    Collector::bind(config).await?.run(shutdown).await
+}
+
+/// Waits for ClickHouse (up to `--startup-timeout`), applies the migrations and returns.
+pub async fn migrate(config: &Config) -> Result<MigrationReport, CollectorError> {
+    let sink = ClickHouseSink::new(&config.clickhouse);
+    let report = sink
+        .wait_and_migrate(config.startup_timeout, |_| {})
+        .await?;
+    log_migrations(config, &report);
+    Ok(report)
+}
+
+async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, CollectorError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| CollectorError::Bind { what, addr, source })
+}
+
+type ServerTask = JoinHandle<Result<(), String>>;
+
+fn spawn_server(
+    what: &'static str,
+    server: impl Future<Output = Result<(), String>> + Send + 'static,
+) -> ServerTask {
+    tokio::spawn(async move {
+        let result = server.await;
+        if let Err(e) = &result {
+            tracing::error!(server = what, error = %e, "server failed");
+        }
+        result
+    })
+}
+
+/// A receiver's outcome, labelled with its name.
+async fn named(
+    what: &'static str,
+    server: impl Future<Output = Result<(), String>>,
+) -> (&'static str, Result<(), String>) {
+    (what, server.await)
+}
+
+/// `None` when the receiver ended cleanly, else why it failed.
+fn receiver_failure(
+    joined: Result<(&'static str, Result<(), String>), tokio::task::JoinError>,
+) -> Option<CollectorError> {
+    match joined {
+        Ok((_, Ok(()))) => None,
+        Ok((what, Err(message))) => {
+            tracing::error!(server = what, error = %message, "receiver failed");
+            Some(CollectorError::Serve { what, message })
+        }
+        Err(e) => Some(CollectorError::Serve {
+            what: "receiver",
+            message: e.to_string(),
+        }),
+    }
+}
+
+async fn stop_server(stop: watch::Sender<bool>, task: ServerTask) {
+    stop.send_replace(true);
+    let _ = task.await;
+}
+
+/// Completes once `true` is sent (or every sender is gone).
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stop| *stop).await;
+}
+
+fn log_start(config: &Config, addresses: Addresses) {
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        clickhouse = %config.clickhouse.url,
+        database = %config.clickhouse.database,
+        admin = %addresses.admin,
+        batch_max_rows = config.batch.max_rows,
+        batch_max_delay = ?config.batch.max_delay,
+        max_request_bytes = config.max_request_bytes,
+        "starting growth-collector"
+    );
+    if !config.hasher.is_keyed() {
+        tracing::warn!(
+            "no user-hash key configured (GROWTH_USER_HASH_KEY or --user-hash-key-file): \
+             raw user ids are hashed with plain SHA-256, which anyone can reverse for guessable ids; \
+             set a secret key in production"
+        );
+    }
+}
+
+fn log_migrations(config: &Config, report: &MigrationReport) {
+    tracing::info!(
+        database = %config.clickhouse.database,
+        version = report.current,
+        applied = ?report.applied,
+        "schema is up to date"
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+    use tokio::sync::oneshot;
+
+    use super::*;
+    use crate::clickhouse::SinkError;
+    use crate::config::Cli;
+
+    /// Every port chosen by the OS; ClickHouse on a port where nothing listens.
+    fn config(startup_timeout: &str) -> Config {
+        Cli::try_parse_args([
+            "growth-collector",
+            "--clickhouse-url=http://127.0.0.1:9",
+            "--otlp-grpc-addr=127.0.0.1:0",
+            "--otlp-http-addr=127.0.0.1:0",
+            "--admin-addr=127.0.0.1:0",
+            "--startup-timeout",
+            startup_timeout,
+        ])
+        .expect("flags")
+        .run
+        .into_config(None)
+        .expect("config")
+    }
+
+    async fn get(addr: SocketAddr, path: &str) -> String {
+        let mut stream = TcpStream::connect(addr).await.expect("connect");
+        let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.expect("write");
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.expect("read");
+        response
+    }
+
+    #[tokio::test]
+    async fn admin_answers_while_waiting_for_clickhouse_and_stops_on_signal() {
+        let collector = Collector::bind(config("60s")).await.expect("bind");
+        let addresses = collector.addresses();
+        assert_ne!(addresses.admin.port(), 0);
+        let (stop, stopped) = oneshot::channel::<()>();
+        let running = tokio::spawn(collector.run(async {
+            let _ = stopped.await;
+        }));
+
+        let health = get(addresses.admin, "/healthz").await;
+        assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+        let ready = get(addresses.admin, "/readyz").await;
+        assert!(ready.starts_with("HTTP/1.1 503"), "{ready}");
+        assert!(ready.contains("waiting for ClickHouse"), "{ready}");
+
+        let _ = stop.send(());
+        let result = tokio::time::timeout(Duration::from_secs(5), running)
+            .await
+            .expect("stops promptly")
+            .expect("joins");
+        assert!(result.is_ok(), "{result:?}");
+    }
+
+    #[tokio::test]
+    async fn gives_up_after_the_startup_timeout() {
+        let result = run(config("300ms"), std::future::pending()).await;
+        assert!(
+            matches!(
+                result,
+                Err(CollectorError::ClickHouse(SinkError::StartupTimeout { .. }))
+            ),
+            "{result:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_taken_port_fails_at_once() {
+        let taken = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let mut config = config("60s");
+        config.otlp_http_addr = taken.local_addr().expect("addr");
+        let result = Collector::bind(config).await;
+        assert!(
+            matches!(
+                result,
+                Err(CollectorError::Bind {
+                    what: "OTLP/HTTP",
+                    ..
+                })
+            ),
+            "{result:?}"
+        );
+    }
+}
