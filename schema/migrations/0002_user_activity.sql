@@ -20,6 +20,13 @@ ORDER BY (app, bucket, event, user_key)
 COMMENT 'Per app, quarter-hour, event and user: the activity DAU and retention are computed from. Filled by user_activity_mv';
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS user_activity_mv TO user_activity
+(
+    app      LowCardinality(String) COMMENT 'events.app',
+    bucket   DateTime('UTC') COMMENT 'events.event_time rounded down to the UTC quarter-hour',
+    event    LowCardinality(String) COMMENT 'events.event',
+    user_key UInt64 COMMENT 'events.user_key (never 0 here)',
+    events   UInt64 COMMENT 'Events of this user in the bucket, in one insert'
+)
 AS SELECT
     app,
     toDateTime(toStartOfFifteenMinutes(event_time), 'UTC') AS bucket,

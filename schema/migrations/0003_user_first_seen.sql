@@ -16,6 +16,13 @@ ORDER BY (app, user_key)
 COMMENT 'Per app and user: first and last event time. Cohorts are read from here. Filled by user_first_seen_mv';
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS user_first_seen_mv TO user_first_seen
+(
+    app        LowCardinality(String) COMMENT 'events.app',
+    user_key   UInt64 COMMENT 'events.user_key (never 0 here)',
+    user_hash  String COMMENT 'events.user_hash',
+    first_seen DateTime64(3, 'UTC') COMMENT 'Earliest events.event_time of the user in one insert',
+    last_seen  DateTime64(3, 'UTC') COMMENT 'Latest events.event_time of the user in one insert'
+)
 AS SELECT
     app,
     user_key,

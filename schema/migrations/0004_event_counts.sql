@@ -15,6 +15,12 @@ ORDER BY (app, event, bucket)
 COMMENT 'Per app, event and quarter-hour: event counts, anonymous events included. Filled by event_counts_mv';
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS event_counts_mv TO event_counts
+(
+    app    LowCardinality(String) COMMENT 'events.app',
+    event  LowCardinality(String) COMMENT 'events.event',
+    bucket DateTime('UTC') COMMENT 'events.event_time rounded down to the UTC quarter-hour',
+    events UInt64 COMMENT 'Events in the bucket, in one insert'
+)
 AS SELECT
     app,
     event,

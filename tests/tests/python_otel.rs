@@ -101,8 +101,9 @@ async fn python_sdk_events_arrive_mapped_and_hashed() {
     for raw in RAW_IDS {
         let hits: u64 = ch
             .query(
-                "SELECT (SELECT count() FROM events WHERE position(concat(app, event, user_hash, source, toString(properties), toString(numbers)), ?) > 0)
-                      + (SELECT count() FROM user_first_seen WHERE position(user_hash, ?) > 0)",
+                "SELECT toUInt64(assumeNotNull(
+                        (SELECT count() FROM events WHERE position(concat(app, event, user_hash, source, toString(properties), toString(numbers)), ?) > 0)
+                      + (SELECT count() FROM user_first_seen WHERE position(user_hash, ?) > 0)))",
             )
             .bind(raw)
             .bind(raw)
