@@ -23,7 +23,11 @@ use growth_schema::migrate::migrate;
 #[command(about = "Time a full metrics refresh from the views vs from the raw events table")]
 struct Args {
     /// ClickHouse HTTP endpoint.
-    #[arg(long, env = "GROWTH_CLICKHOUSE_URL", default_value = "http://127.0.0.1:8123")]
+    #[arg(
+        long,
+        env = "GROWTH_CLICKHOUSE_URL",
+        default_value = "http://127.0.0.1:8123"
+    )]
     clickhouse_url: String,
     /// Comma list of event counts to load (each in its own database).
     #[arg(long, value_delimiter = ',', default_value = "100000,1000000")]
@@ -55,7 +59,12 @@ where
 }
 
 /// The same four metrics, computed by scanning the raw events.
-async fn raw_refresh(client: &clickhouse::Client, from_30d: i64, from_7d: i64, from_1d: i64) -> anyhow::Result<()> {
+async fn raw_refresh(
+    client: &clickhouse::Client,
+    from_30d: i64,
+    from_7d: i64,
+    from_1d: i64,
+) -> anyhow::Result<()> {
     client
         .query(
             "SELECT app, uniqExactIf(user_key, event_time >= toDateTime64(?, 3)), uniqExactIf(user_key, event_time >= toDateTime64(?, 3)), uniqExact(user_key)
@@ -82,7 +91,10 @@ async fn raw_refresh(client: &clickhouse::Client, from_30d: i64, from_7d: i64, f
         .bind(from_7d)
         .execute()
         .await?;
-    client.query("SELECT app, event, count() FROM events GROUP BY app, event FORMAT Null").execute().await?;
+    client
+        .query("SELECT app, event, count() FROM events GROUP BY app, event FORMAT Null")
+        .execute()
+        .await?;
     Ok(())
 }
 
@@ -90,8 +102,15 @@ async fn raw_refresh(client: &clickhouse::Client, from_30d: i64, from_7d: i64, f
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let server = clickhouse::Client::default().with_url(&args.clickhouse_url);
-    let defs = MetricDefinitions { timezone: chrono_tz::Tz::UTC, active_events: vec![], retention_days: vec![1, 3, 7, 30], cohorts: 7 };
-    println!("| events | users | load (s) | refresh from views (ms) | same metrics from raw events (ms) | raw / views |");
+    let defs = MetricDefinitions {
+        timezone: chrono_tz::Tz::UTC,
+        active_events: vec![],
+        retention_days: vec![1, 3, 7, 30],
+        cohorts: 7,
+    };
+    println!(
+        "| events | users | load (s) | refresh from views (ms) | same metrics from raw events (ms) | raw / views |"
+    );
     println!("|---:|---:|---:|---:|---:|---:|");
     for &events in &args.events {
         let database = format!("bench_refresh_{events}_{}", std::process::id());
@@ -134,7 +153,11 @@ async fn main() -> anyhow::Result<()> {
             raw.as_secs_f64() * 1000.0,
             raw.as_secs_f64() / views.as_secs_f64()
         );
-        server.query("DROP DATABASE IF EXISTS ?").bind(clickhouse::sql::Identifier(&database)).execute().await?;
+        server
+            .query("DROP DATABASE IF EXISTS ?")
+            .bind(clickhouse::sql::Identifier(&database))
+            .execute()
+            .await?;
     }
     Ok(())
 }

@@ -50,7 +50,12 @@ pub struct RunArgs {
     pub timezone: Tz,
 
     /// Events that make a user active (comma list); empty means every event.
-    #[arg(long, env = "GROWTH_ACTIVE_EVENTS", value_delimiter = ',', default_value = "")]
+    #[arg(
+        long,
+        env = "GROWTH_ACTIVE_EVENTS",
+        value_delimiter = ',',
+        default_value = ""
+    )]
     pub active_events: Vec<String>,
 
     /// Days after signup whose retention is reported (comma list).
@@ -75,8 +80,9 @@ fn parse_interval(text: &str) -> Result<Duration, String> {
 }
 
 fn parse_timezone(text: &str) -> Result<Tz, String> {
-    text.parse::<Tz>()
-        .map_err(|_| format!("unknown IANA timezone {text:?} (e.g. UTC, Europe/Berlin, America/Los_Angeles)"))
+    text.parse::<Tz>().map_err(|_| {
+        format!("unknown IANA timezone {text:?} (e.g. UTC, Europe/Berlin, America/Los_Angeles)")
+    })
 }
 
 /// The aggregator's settings, validated.
@@ -125,7 +131,10 @@ mod tests {
     fn parse(args: &[&str]) -> Config {
         let mut argv = vec!["growth-aggregator"];
         argv.extend_from_slice(args);
-        Cli::try_parse_from(argv).expect("valid flags").run.into_config()
+        Cli::try_parse_from(argv)
+            .expect("valid flags")
+            .run
+            .into_config()
     }
 
     #[test]
@@ -142,7 +151,16 @@ mod tests {
 
     #[test]
     fn lists_are_normalised() {
-        let c = parse(&["--active-events", "b, a,,b", "--retention-days", "7,1,7", "--timezone", "Asia/Kolkata", "--refresh-interval", "1s"]);
+        let c = parse(&[
+            "--active-events",
+            "b, a,,b",
+            "--retention-days",
+            "7,1,7",
+            "--timezone",
+            "Asia/Kolkata",
+            "--refresh-interval",
+            "1s",
+        ]);
         assert_eq!(c.definitions.active_events, vec!["a", "b"]);
         assert_eq!(c.definitions.retention_days, vec![1, 7]);
         assert_eq!(c.definitions.timezone, Tz::Asia__Kolkata);

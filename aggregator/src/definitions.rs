@@ -102,17 +102,26 @@ impl MetricDefinitions {
         let today = now.with_timezone(&self.timezone).date_naive();
         let windows = Window::ALL
             .iter()
-            .map(|w| (*w, days_range(self.timezone, days_before(today, w.days() - 1), today)))
+            .map(|w| {
+                (
+                    *w,
+                    days_range(self.timezone, days_before(today, w.days() - 1), today),
+                )
+            })
             .collect();
         let oldest = days_before(today, u64::from(self.cohorts.max(1)) - 1);
         let cohort_days: Vec<NaiveDate> = oldest.iter_days().take_while(|d| *d <= today).collect();
         let min_n = u64::from(self.retention_days.first().copied().unwrap_or(1));
-        let first_activity = oldest.checked_add_days(Days::new(min_n)).unwrap_or(today).min(next_day(today));
+        let first_activity = oldest
+            .checked_add_days(Days::new(min_n))
+            .unwrap_or(today)
+            .min(next_day(today));
         RefreshPlan {
             today,
             windows,
             cohort_range: days_range(self.timezone, oldest, today),
-            retention_activity_range: day_start(self.timezone, first_activity)..day_start(self.timezone, next_day(today)),
+            retention_activity_range: day_start(self.timezone, first_activity)
+                ..day_start(self.timezone, next_day(today)),
             cohort_days,
         }
     }
@@ -148,14 +157,21 @@ pub fn cohort_reports(
                 definitions
                     .retention_days
                     .iter()
-                    .filter(|&&n| day.checked_add_days(Days::new(u64::from(n))).is_some_and(|d| d <= plan.today))
+                    .filter(|&&n| {
+                        day.checked_add_days(Days::new(u64::from(n)))
+                            .is_some_and(|d| d <= plan.today)
+                    })
                     .map(|&n| {
                         let active = retained.get(&(day, n)).copied().unwrap_or(0);
                         (n, active as f64 / users as f64)
                     })
                     .collect()
             };
-            CohortReport { day, users, retention }
+            CohortReport {
+                day,
+                users,
+                retention,
+            }
         })
         .collect()
 }
@@ -185,8 +201,14 @@ mod tests {
     fn today_is_the_local_calendar_day() {
         let now = at("2026-11-24T03:00:00Z");
         assert_eq!(defs(Tz::UTC).plan(now).today, date("2026-11-24"));
-        assert_eq!(defs(Tz::America__Los_Angeles).plan(now).today, date("2026-11-23"));
-        assert_eq!(defs(Tz::Asia__Tokyo).plan(at("2026-11-24T16:00:00Z")).today, date("2026-11-25"));
+        assert_eq!(
+            defs(Tz::America__Los_Angeles).plan(now).today,
+            date("2026-11-23")
+        );
+        assert_eq!(
+            defs(Tz::Asia__Tokyo).plan(at("2026-11-24T16:00:00Z")).today,
+            date("2026-11-25")
+        );
     }
 
     #[test]
@@ -205,7 +227,11 @@ mod tests {
         let plan = defs(Tz::Asia__Kolkata).plan(at("2026-11-24T12:00:00Z"));
         assert_eq!(plan.windows[0].1.start, at("2026-11-23T18:30:00Z"));
         // Across a DST change the day is 25 hours long (Los Angeles, 2026-11-01).
-        let r = days_range(Tz::America__Los_Angeles, date("2026-11-01"), date("2026-11-01"));
+        let r = days_range(
+            Tz::America__Los_Angeles,
+            date("2026-11-01"),
+            date("2026-11-01"),
+        );
         assert_eq!(r.start, at("2026-11-01T07:00:00Z"));
         assert_eq!(r.end, at("2026-11-02T08:00:00Z"));
     }
@@ -222,18 +248,35 @@ mod tests {
         let plan = defs(Tz::UTC).plan(at("2026-11-24T12:00:00Z"));
         assert_eq!(plan.cohort_days.len(), 7);
         assert_eq!(plan.cohort_days[0], date("2026-11-18"));
-        assert_eq!(*plan.cohort_days.last().expect("cohorts"), date("2026-11-24"));
+        assert_eq!(
+            *plan.cohort_days.last().expect("cohorts"),
+            date("2026-11-24")
+        );
         assert_eq!(plan.cohort_range.start, at("2026-11-18T00:00:00Z"));
-        assert_eq!(plan.retention_activity_range.start, at("2026-11-19T00:00:00Z"));
-        assert_eq!(plan.retention_activity_range.end, at("2026-11-25T00:00:00Z"));
+        assert_eq!(
+            plan.retention_activity_range.start,
+            at("2026-11-19T00:00:00Z")
+        );
+        assert_eq!(
+            plan.retention_activity_range.end,
+            at("2026-11-25T00:00:00Z")
+        );
     }
 
     #[test]
     fn retention_is_absent_until_the_day_comes_and_for_empty_cohorts() {
         let d = defs(Tz::UTC);
         let plan = d.plan(at("2026-11-24T12:00:00Z"));
-        let sizes = BTreeMap::from([(date("2026-11-18"), 4), (date("2026-11-21"), 2), (date("2026-11-24"), 5)]);
-        let retained = BTreeMap::from([((date("2026-11-18"), 1), 2), ((date("2026-11-18"), 3), 1), ((date("2026-11-21"), 3), 2)]);
+        let sizes = BTreeMap::from([
+            (date("2026-11-18"), 4),
+            (date("2026-11-21"), 2),
+            (date("2026-11-24"), 5),
+        ]);
+        let retained = BTreeMap::from([
+            ((date("2026-11-18"), 1), 2),
+            ((date("2026-11-18"), 3), 1),
+            ((date("2026-11-21"), 3), 2),
+        ]);
         let reports = cohort_reports(&d, &plan, &sizes, &retained);
         assert_eq!(reports.len(), 7);
         let first = &reports[0];
@@ -242,7 +285,10 @@ mod tests {
         assert_eq!(first.retention, BTreeMap::from([(1, 0.5), (3, 0.25)]));
         let empty = &reports[1];
         assert_eq!((empty.users, empty.retention.len()), (0, 0));
-        let third = reports.iter().find(|r| r.day == date("2026-11-21")).expect("cohort");
+        let third = reports
+            .iter()
+            .find(|r| r.day == date("2026-11-21"))
+            .expect("cohort");
         // Day 3 is today: reported; nobody back on day 1 is a real 0.
         assert_eq!(third.retention, BTreeMap::from([(1, 0.0), (3, 1.0)]));
         let today = reports.last().expect("today");

@@ -60,7 +60,13 @@ impl Family<'_> {
     }
 }
 
-fn header<'a>(out: &'a mut String, format: Format, name: &'static str, kind: &str, help: &str) -> Family<'a> {
+fn header<'a>(
+    out: &'a mut String,
+    format: Format,
+    name: &'static str,
+    kind: &str,
+    help: &str,
+) -> Family<'a> {
     // OpenMetrics names a counter family without its `_total` suffix.
     let family = match (format, kind) {
         (Format::OpenMetrics, "counter") => name.strip_suffix("_total").unwrap_or(name),
@@ -97,20 +103,38 @@ fn push_value(out: &mut String, v: f64) {
 /// Writes every series of DESIGN.md for every app.
 pub fn render(snapshot: &MetricsSnapshot, format: Format) -> String {
     let mut out = String::with_capacity(4096);
-    let mut f = header(&mut out, format, "growth_active_users", "gauge", "Distinct users with at least one active event in the window of calendar days ending today (1d = today).");
+    let mut f = header(
+        &mut out,
+        format,
+        "growth_active_users",
+        "gauge",
+        "Distinct users with at least one active event in the window of calendar days ending today (1d = today).",
+    );
     for (app, m) in &snapshot.apps {
         for (window, users) in &m.active_users {
             f.sample(&[("app", app), ("window", window.label())], *users as f64);
         }
     }
-    let mut f = header(&mut out, format, "growth_cohort_users", "gauge", "Users whose first event of any kind fell on the cohort day.");
+    let mut f = header(
+        &mut out,
+        format,
+        "growth_cohort_users",
+        "gauge",
+        "Users whose first event of any kind fell on the cohort day.",
+    );
     for (app, m) in &snapshot.apps {
         for c in &m.cohorts {
             let day = c.day.to_string();
             f.sample(&[("app", app), ("cohort", &day)], c.users as f64);
         }
     }
-    let mut f = header(&mut out, format, "growth_retention_ratio", "gauge", "Share of the cohort with an active event on day cohort+N; absent until that day comes.");
+    let mut f = header(
+        &mut out,
+        format,
+        "growth_retention_ratio",
+        "gauge",
+        "Share of the cohort with an active event on day cohort+N; absent until that day comes.",
+    );
     for (app, m) in &snapshot.apps {
         for c in &m.cohorts {
             let day = c.day.to_string();
@@ -120,13 +144,25 @@ pub fn render(snapshot: &MetricsSnapshot, format: Format) -> String {
             }
         }
     }
-    let mut f = header(&mut out, format, "growth_events_total", "counter", "Events received per app and event name, ever.");
+    let mut f = header(
+        &mut out,
+        format,
+        "growth_events_total",
+        "counter",
+        "Events received per app and event name, ever.",
+    );
     for (app, m) in &snapshot.apps {
         for (event, count) in &m.totals {
             f.sample(&[("app", app), ("event", event)], *count as f64);
         }
     }
-    let mut f = header(&mut out, format, "growth_metrics_refresh_timestamp_seconds", "gauge", "When these metrics were computed (Unix seconds).");
+    let mut f = header(
+        &mut out,
+        format,
+        "growth_metrics_refresh_timestamp_seconds",
+        "gauge",
+        "When these metrics were computed (Unix seconds).",
+    );
     let at = snapshot.generated_at.timestamp_millis() as f64 / 1000.0;
     for app in snapshot.apps.keys() {
         f.sample(&[("app", app)], at);
@@ -149,8 +185,16 @@ mod tests {
         let app = AppMetrics {
             active_users: BTreeMap::from([(Window::Day, 2), (Window::Week, 5), (Window::Month, 9)]),
             cohorts: vec![
-                CohortReport { day: "2026-11-20".parse().expect("date"), users: 14, retention: BTreeMap::from([(1, 0.5), (3, 0.0)]) },
-                CohortReport { day: "2026-11-24".parse().expect("date"), users: 0, retention: BTreeMap::new() },
+                CohortReport {
+                    day: "2026-11-20".parse().expect("date"),
+                    users: 14,
+                    retention: BTreeMap::from([(1, 0.5), (3, 0.0)]),
+                },
+                CohortReport {
+                    day: "2026-11-24".parse().expect("date"),
+                    users: 0,
+                    retention: BTreeMap::new(),
+                },
             ],
             totals: BTreeMap::from([("expense_logged".to_owned(), 1234)]),
         };
@@ -179,7 +223,10 @@ mod tests {
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line}\n{text}");
         }
-        assert!(!text.contains("cohort=\"2026-11-24\",day"), "retention of an empty cohort must be absent");
+        assert!(
+            !text.contains("cohort=\"2026-11-24\",day"),
+            "retention of an empty cohort must be absent"
+        );
         assert!(!text.contains("# EOF"));
     }
 
@@ -195,6 +242,11 @@ mod tests {
     fn accept_header_picks_the_format() {
         assert_eq!(Format::negotiate(None), Format::Prometheus);
         assert_eq!(Format::negotiate(Some("text/plain")), Format::Prometheus);
-        assert_eq!(Format::negotiate(Some("application/openmetrics-text;version=1.0.0,text/plain;q=0.5")), Format::OpenMetrics);
+        assert_eq!(
+            Format::negotiate(Some(
+                "application/openmetrics-text;version=1.0.0,text/plain;q=0.5"
+            )),
+            Format::OpenMetrics
+        );
     }
 }

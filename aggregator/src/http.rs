@@ -24,27 +24,50 @@ pub fn router(cache: SnapshotCache) -> Router {
 }
 
 fn not_ready() -> Response {
-    (StatusCode::SERVICE_UNAVAILABLE, [(header::RETRY_AFTER, "1")], NOT_READY).into_response()
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [(header::RETRY_AFTER, "1")],
+        NOT_READY,
+    )
+        .into_response()
 }
 
 async fn metrics(State(cache): State<SnapshotCache>, headers: HeaderMap) -> Response {
-    let Some(snapshot) = cache.latest() else { return not_ready() };
+    let Some(snapshot) = cache.latest() else {
+        return not_ready();
+    };
     let format = Format::negotiate(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
-    ([(header::CONTENT_TYPE, format.content_type())], exposition::render(&snapshot, format)).into_response()
+    (
+        [(header::CONTENT_TYPE, format.content_type())],
+        exposition::render(&snapshot, format),
+    )
+        .into_response()
 }
 
 async fn admin_text(State(cache): State<SnapshotCache>) -> Response {
-    let Some(snapshot) = cache.latest() else { return not_ready() };
-    ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], report::text(&snapshot)).into_response()
+    let Some(snapshot) = cache.latest() else {
+        return not_ready();
+    };
+    (
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        report::text(&snapshot),
+    )
+        .into_response()
 }
 
 async fn admin_html(State(cache): State<SnapshotCache>) -> Response {
-    let Some(snapshot) = cache.latest() else { return not_ready() };
+    let Some(snapshot) = cache.latest() else {
+        return not_ready();
+    };
     match report::html(&snapshot) {
         Ok(page) => Html(page).into_response(),
         Err(e) => {
             tracing::error!(error = %e, "admin page failed to render");
-            (StatusCode::INTERNAL_SERVER_ERROR, "admin page failed to render\n").into_response()
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "admin page failed to render\n",
+            )
+                .into_response()
         }
     }
 }

@@ -49,7 +49,12 @@ pub async fn migrate_with_retry(config: &Config) -> anyhow::Result<()> {
     let deadline = Instant::now() + config.startup_timeout;
     let mut delay = Duration::from_millis(200);
     loop {
-        match migrate(&config.clickhouse.server_client(), &config.clickhouse.database).await {
+        match migrate(
+            &config.clickhouse.server_client(),
+            &config.clickhouse.database,
+        )
+        .await
+        {
             Ok(report) => {
                 tracing::info!(database = %config.clickhouse.database, version = report.current, applied = ?report.applied, "schema is up to date");
                 return Ok(());
@@ -60,7 +65,12 @@ pub async fn migrate_with_retry(config: &Config) -> anyhow::Result<()> {
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
             Err(e) => {
-                return Err(e).with_context(|| format!("could not migrate {} at {}", config.clickhouse.database, config.clickhouse.url));
+                return Err(e).with_context(|| {
+                    format!(
+                        "could not migrate {} at {}",
+                        config.clickhouse.database, config.clickhouse.url
+                    )
+                });
             }
         }
     }
@@ -68,17 +78,27 @@ pub async fn migrate_with_retry(config: &Config) -> anyhow::Result<()> {
 
 /// Migrates, then refreshes the metrics every interval and serves them until
 /// `shutdown` completes.
-pub async fn serve(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+pub async fn serve(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     migrate_with_retry(&config).await?;
     let cache = SnapshotCache::default();
     let listener = tokio::net::TcpListener::bind(config.listen_addr)
         .await
-        .with_context(|| format!("cannot listen on {} (is another aggregator running?)", config.listen_addr))?;
+        .with_context(|| {
+            format!(
+                "cannot listen on {} (is another aggregator running?)",
+                config.listen_addr
+            )
+        })?;
     tracing::info!(addr = %config.listen_addr, timezone = config.definitions.timezone.name(), refresh = ?config.refresh_interval, "serving /metrics, /admin/metrics, /admin/metrics.txt, /healthz");
 
     let source = MetricsSource::new(config.clickhouse.client());
     let refresher = tokio::spawn(refresh_loop(source, config.clone(), cache.clone()));
-    let result = axum::serve(listener, http::router(cache)).with_graceful_shutdown(shutdown).await;
+    let result = axum::serve(listener, http::router(cache))
+        .with_graceful_shutdown(shutdown)
+        .await;
     refresher.abort();
     result.context("HTTP server failed")
 }
@@ -91,7 +111,11 @@ async fn refresh_loop(source: MetricsSource, config: Config, cache: SnapshotCach
         let started = Instant::now();
         match compute(&source, &config.definitions, Utc::now()).await {
             Ok(snapshot) => {
-                tracing::debug!(apps = snapshot.apps.len(), elapsed_ms = started.elapsed().as_millis() as u64, "refreshed");
+                tracing::debug!(
+                    apps = snapshot.apps.len(),
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "refreshed"
+                );
                 cache.publish(snapshot);
             }
             // Keep serving the last good snapshot; its timestamp shows its age.

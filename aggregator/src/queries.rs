@@ -83,7 +83,11 @@ impl MetricsSource {
     }
 
     /// Distinct users with an active event in each window ending today.
-    pub async fn active_users(&self, defs: &MetricDefinitions, plan: &RefreshPlan) -> clickhouse::error::Result<Vec<ActiveUsers>> {
+    pub async fn active_users(
+        &self,
+        defs: &MetricDefinitions,
+        plan: &RefreshPlan,
+    ) -> clickhouse::error::Result<Vec<ActiveUsers>> {
         let (day_from, end) = window_range(plan, Window::Day);
         let (week_from, _) = window_range(plan, Window::Week);
         let (month_from, _) = window_range(plan, Window::Month);
@@ -109,7 +113,11 @@ impl MetricsSource {
     }
 
     /// Users whose first event (of any kind) falls on each reported cohort day.
-    pub async fn cohort_sizes(&self, defs: &MetricDefinitions, plan: &RefreshPlan) -> clickhouse::error::Result<Vec<CohortSize>> {
+    pub async fn cohort_sizes(
+        &self,
+        defs: &MetricDefinitions,
+        plan: &RefreshPlan,
+    ) -> clickhouse::error::Result<Vec<CohortSize>> {
         self.client
             .query(
                 "SELECT app, toDate(first_at, {tz:String}) AS cohort, count() AS users
@@ -127,8 +135,14 @@ impl MetricsSource {
 
     /// For each reported cohort C and retention day N: users of C with an active
     /// event on day C+N (days in the configured zone).
-    pub async fn retained(&self, defs: &MetricDefinitions, plan: &RefreshPlan) -> clickhouse::error::Result<Vec<Retained>> {
-        if defs.retention_days.is_empty() || plan.retention_activity_range.start >= plan.retention_activity_range.end {
+    pub async fn retained(
+        &self,
+        defs: &MetricDefinitions,
+        plan: &RefreshPlan,
+    ) -> clickhouse::error::Result<Vec<Retained>> {
+        if defs.retention_days.is_empty()
+            || plan.retention_activity_range.start >= plan.retention_activity_range.end
+        {
             return Ok(Vec::new());
         }
         self.client

@@ -51,7 +51,10 @@ pub fn text(snapshot: &MetricsSnapshot) -> String {
             }
             out.push('\n');
         }
-        let _ = writeln!(out, "({NOT_YET} = day not reached yet, or empty cohort)\n\nrunning totals");
+        let _ = writeln!(
+            out,
+            "({NOT_YET} = day not reached yet, or empty cohort)\n\nrunning totals"
+        );
         let width = m.totals.keys().map(String::len).max().unwrap_or(0);
         for (event, count) in &m.totals {
             let _ = writeln!(out, "  {event:<width$}  {count:>10}");
@@ -86,7 +89,10 @@ pub struct TemplateError(#[from] minijinja::Error);
 /// The admin page. Values are HTML-escaped by the template engine.
 pub fn html(snapshot: &MetricsSnapshot) -> Result<String, TemplateError> {
     let mut env = Environment::new();
-    env.add_template("metrics.html", include_str!("../../dashboards/admin/metrics.html"))?;
+    env.add_template(
+        "metrics.html",
+        include_str!("../../dashboards/admin/metrics.html"),
+    )?;
     let apps: Vec<AppView> = snapshot
         .apps
         .iter()
@@ -104,7 +110,11 @@ pub fn html(snapshot: &MetricsSnapshot) -> Result<String, TemplateError> {
                     .map(|c| CohortRow {
                         day: c.day.to_string(),
                         users: c.users,
-                        retention: snapshot.retention_days.iter().map(|n| percent(c.retention.get(n))).collect(),
+                        retention: snapshot
+                            .retention_days
+                            .iter()
+                            .map(|n| percent(c.retention.get(n)))
+                            .collect(),
                     })
                     .collect(),
                 totals: m.totals.iter().map(|(k, v)| (k.clone(), *v)).collect(),
@@ -138,8 +148,16 @@ mod tests {
             apps: BTreeMap::from([(
                 "<finbrain>".to_owned(),
                 AppMetrics {
-                    active_users: BTreeMap::from([(Window::Day, 2), (Window::Week, 5), (Window::Month, 9)]),
-                    cohorts: vec![CohortReport { day: "2026-11-23".parse().expect("date"), users: 4, retention: BTreeMap::from([(1, 0.25)]) }],
+                    active_users: BTreeMap::from([
+                        (Window::Day, 2),
+                        (Window::Week, 5),
+                        (Window::Month, 9),
+                    ]),
+                    cohorts: vec![CohortReport {
+                        day: "2026-11-23".parse().expect("date"),
+                        users: 4,
+                        retention: BTreeMap::from([(1, 0.25)]),
+                    }],
                     totals: BTreeMap::from([("expense_logged".to_owned(), 7)]),
                 },
             )]),
@@ -150,8 +168,17 @@ mod tests {
     fn text_report_shows_dau_cohorts_and_totals() {
         let t = text(&snapshot());
         assert!(t.contains("today (DAU) 2, 7 days 5, 30 days 9"), "{t}");
-        assert!(t.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["2026-11-23", "4", "25.0%", "-"]), "{t}");
-        assert!(t.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["expense_logged", "7"]), "{t}");
+        assert!(
+            t.lines()
+                .any(|l| l.split_whitespace().collect::<Vec<_>>()
+                    == ["2026-11-23", "4", "25.0%", "-"]),
+            "{t}"
+        );
+        assert!(
+            t.lines()
+                .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["expense_logged", "7"]),
+            "{t}"
+        );
     }
 
     #[test]

@@ -31,7 +31,11 @@ pub struct AppMetrics {
 }
 
 /// Computes a snapshot at instant `now`: four queries on the views.
-pub async fn compute(source: &MetricsSource, defs: &MetricDefinitions, now: DateTime<Utc>) -> clickhouse::error::Result<MetricsSnapshot> {
+pub async fn compute(
+    source: &MetricsSource,
+    defs: &MetricDefinitions,
+    now: DateTime<Utc>,
+) -> clickhouse::error::Result<MetricsSnapshot> {
     let plan = defs.plan(now);
     let started = Instant::now();
     let (totals, active, sizes, retained) = tokio::try_join!(
@@ -43,19 +47,32 @@ pub async fn compute(source: &MetricsSource, defs: &MetricDefinitions, now: Date
 
     let mut apps: BTreeMap<String, AppMetrics> = BTreeMap::new();
     for t in totals {
-        apps.entry(t.app).or_default().totals.insert(t.event, t.events);
+        apps.entry(t.app)
+            .or_default()
+            .totals
+            .insert(t.event, t.events);
     }
     for a in active {
         let app = apps.entry(a.app).or_default();
-        app.active_users = BTreeMap::from([(Window::Day, a.day), (Window::Week, a.week), (Window::Month, a.month)]);
+        app.active_users = BTreeMap::from([
+            (Window::Day, a.day),
+            (Window::Week, a.week),
+            (Window::Month, a.month),
+        ]);
     }
     let mut sizes_by_app: BTreeMap<String, BTreeMap<NaiveDate, u64>> = BTreeMap::new();
     for s in sizes {
-        sizes_by_app.entry(s.app).or_default().insert(s.cohort, s.users);
+        sizes_by_app
+            .entry(s.app)
+            .or_default()
+            .insert(s.cohort, s.users);
     }
     let mut retained_by_app: BTreeMap<String, BTreeMap<(NaiveDate, u32), u64>> = BTreeMap::new();
     for r in retained {
-        retained_by_app.entry(r.app).or_default().insert((r.cohort, r.day_n), r.users);
+        retained_by_app
+            .entry(r.app)
+            .or_default()
+            .insert((r.cohort, r.day_n), r.users);
     }
     let empty_sizes = BTreeMap::new();
     let empty_retained = BTreeMap::new();
@@ -67,7 +84,11 @@ pub async fn compute(source: &MetricsSource, defs: &MetricDefinitions, now: Date
         let retained = retained_by_app.get(name).unwrap_or(&empty_retained);
         app.cohorts = cohort_reports(defs, &plan, sizes, retained);
     }
-    tracing::debug!(apps = apps.len(), elapsed_ms = started.elapsed().as_millis() as u64, "metrics refreshed");
+    tracing::debug!(
+        apps = apps.len(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "metrics refreshed"
+    );
     Ok(MetricsSnapshot {
         generated_at: now,
         today: plan.today,

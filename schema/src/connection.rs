@@ -8,16 +8,29 @@ use crate::migrate::is_valid_database_name;
 #[derive(Debug, Clone, clap::Args)]
 pub struct ClickHouseArgs {
     /// ClickHouse HTTP endpoint.
-    #[arg(long = "clickhouse-url", env = "GROWTH_CLICKHOUSE_URL", default_value = "http://127.0.0.1:8123")]
+    #[arg(
+        long = "clickhouse-url",
+        env = "GROWTH_CLICKHOUSE_URL",
+        default_value = "http://127.0.0.1:8123"
+    )]
     pub url: String,
     /// Database holding the growth tables; created when missing.
     #[arg(long = "clickhouse-database", env = "GROWTH_CLICKHOUSE_DATABASE", default_value = "growth", value_parser = parse_database)]
     pub database: String,
     /// ClickHouse user.
-    #[arg(long = "clickhouse-user", env = "GROWTH_CLICKHOUSE_USER", default_value = "default")]
+    #[arg(
+        long = "clickhouse-user",
+        env = "GROWTH_CLICKHOUSE_USER",
+        default_value = "default"
+    )]
     pub user: String,
     /// ClickHouse password (prefer the environment variable to the flag).
-    #[arg(long = "clickhouse-password", env = "GROWTH_CLICKHOUSE_PASSWORD", default_value = "", hide_env_values = true)]
+    #[arg(
+        long = "clickhouse-password",
+        env = "GROWTH_CLICKHOUSE_PASSWORD",
+        default_value = "",
+        hide_env_values = true
+    )]
     pub password: String,
 }
 

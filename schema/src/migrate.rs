@@ -55,7 +55,9 @@ COMMENT 'Schema migrations applied to this database by growth-collector or growt
 #[derive(Debug, thiserror::Error)]
 pub enum MigrateError {
     /// The database name is not a plain identifier.
-    #[error("invalid database name {0:?}: use letters, digits and underscores, not starting with a digit")]
+    #[error(
+        "invalid database name {0:?}: use letters, digits and underscores, not starting with a digit"
+    )]
     InvalidDatabase(String),
     /// ClickHouse refused or could not be reached.
     #[error("migration {name} failed: {source}")]
@@ -163,7 +165,12 @@ pub async fn migrate(client: &Client, database: &str) -> Result<MigrationReport,
             .execute()
             .await
             .map_err(failed)?;
-        tracing::info!(version = migration.version, name = migration.name, database, "applied migration");
+        tracing::info!(
+            version = migration.version,
+            name = migration.name,
+            database,
+            "applied migration"
+        );
         report.applied.push(migration.version);
         report.current = report.current.max(migration.version);
     }
@@ -193,7 +200,11 @@ mod tests {
             let stmts = statements(m.sql);
             assert!(!stmts.is_empty(), "{} is empty", m.name);
             for s in stmts.iter().filter(|s| s.contains("CREATE TABLE")) {
-                assert!(s.contains("COMMENT"), "{} has a table without COMMENT", m.name);
+                assert!(
+                    s.contains("COMMENT"),
+                    "{} has a table without COMMENT",
+                    m.name
+                );
                 assert!(s.contains("IF NOT EXISTS"), "{} is not idempotent", m.name);
             }
         }

@@ -29,7 +29,10 @@ pub fn python() -> String {
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
 }
 
 /// A database name of its own for one test.
@@ -51,7 +54,9 @@ pub fn free_port() -> u16 {
 
 /// A client for the test's database.
 pub fn clickhouse(database: &str) -> clickhouse::Client {
-    clickhouse::Client::default().with_url(clickhouse_url()).with_database(database)
+    clickhouse::Client::default()
+        .with_url(clickhouse_url())
+        .with_database(database)
 }
 
 fn binary(name: &str) -> PathBuf {
@@ -90,8 +95,14 @@ impl Running {
         for (k, v) in envs {
             cmd.env(k, v);
         }
-        let child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
-        Self { child, log, name: name.to_owned() }
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        Self {
+            child,
+            log,
+            name: name.to_owned(),
+        }
     }
 
     /// Everything the process wrote so far.
@@ -105,15 +116,23 @@ impl Running {
         let deadline = Instant::now() + timeout;
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("{} exited with {status} before it was ready:\n{}", self.name, self.output());
+                panic!(
+                    "{} exited with {status} before it was ready:\n{}",
+                    self.name,
+                    self.output()
+                );
             }
-            if let Ok(r) = http.get(url).send().await {
-                if r.status().is_success() {
-                    return;
-                }
+            if let Ok(r) = http.get(url).send().await
+                && r.status().is_success()
+            {
+                return;
             }
             if Instant::now() > deadline {
-                panic!("{} not ready at {url} after {timeout:?}:\n{}", self.name, self.output());
+                panic!(
+                    "{} not ready at {url} after {timeout:?}:\n{}",
+                    self.name,
+                    self.output()
+                );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -156,10 +175,14 @@ impl Collector {
         .iter()
         .map(|s| s.to_string())
         .collect();
-        let envs: Vec<(&str, String)> = hash_key.map(|k| vec![("GROWTH_USER_HASH_KEY", k.to_owned())]).unwrap_or_default();
+        let envs: Vec<(&str, String)> = hash_key
+            .map(|k| vec![("GROWTH_USER_HASH_KEY", k.to_owned())])
+            .unwrap_or_default();
         let mut process = Running::start("growth-collector", &args, &envs);
         let admin = format!("http://127.0.0.1:{admin}");
-        process.wait_ready(&format!("{admin}/readyz"), Duration::from_secs(60)).await;
+        process
+            .wait_ready(&format!("{admin}/readyz"), Duration::from_secs(60))
+            .await;
         Self {
             process,
             grpc_endpoint: format!("http://127.0.0.1:{grpc}"),
@@ -195,7 +218,9 @@ impl Aggregator {
         args.extend(extra.iter().map(|s| s.to_string()));
         let mut process = Running::start("growth-aggregator", &args, &[]);
         let url = format!("http://127.0.0.1:{port}");
-        process.wait_ready(&format!("{url}/healthz"), Duration::from_secs(60)).await;
+        process
+            .wait_ready(&format!("{url}/healthz"), Duration::from_secs(60))
+            .await;
         Self { process, url }
     }
 
@@ -204,19 +229,25 @@ impl Aggregator {
         let http = reqwest::Client::new();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Ok(r) = http.get(format!("{}/metrics", self.url)).send().await {
-                if r.status().is_success() {
-                    return Exposition::parse(&r.text().await.expect("metrics body"));
-                }
+            if let Ok(r) = http.get(format!("{}/metrics", self.url)).send().await
+                && r.status().is_success()
+            {
+                return Exposition::parse(&r.text().await.expect("metrics body"));
             }
-            assert!(Instant::now() < deadline, "no /metrics after 30s:\n{}", self.process.output());
+            assert!(
+                Instant::now() < deadline,
+                "no /metrics after 30s:\n{}",
+                self.process.output()
+            );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
 
     /// GETs a path and returns the body, asserting success.
     pub async fn get(&self, path: &str) -> String {
-        let r = reqwest::get(format!("{}{path}", self.url)).await.expect("aggregator answers");
+        let r = reqwest::get(format!("{}{path}", self.url))
+            .await
+            .expect("aggregator answers");
         assert!(r.status().is_success(), "GET {path}: {}", r.status());
         r.text().await.expect("body")
     }
@@ -241,24 +272,48 @@ impl Exposition {
     /// Parses `name{k="v",...} value` lines; comments are skipped.
     pub fn parse(text: &str) -> Self {
         let mut samples = Vec::new();
-        for line in text.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
-            let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("bad line {line:?}"));
-            let value: f64 = value.parse().unwrap_or_else(|_| panic!("bad value in {line:?}"));
+        for line in text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        {
+            let (series, value) = line
+                .rsplit_once(' ')
+                .unwrap_or_else(|| panic!("bad line {line:?}"));
+            let value: f64 = value
+                .parse()
+                .unwrap_or_else(|_| panic!("bad value in {line:?}"));
             let (name, labels) = match series.split_once('{') {
                 Some((name, rest)) => (name, parse_labels(rest.trim_end_matches('}'))),
                 None => (series, Vec::new()),
             };
-            samples.push(Sample { name: name.to_owned(), labels, value });
+            samples.push(Sample {
+                name: name.to_owned(),
+                labels,
+                value,
+            });
         }
         Self { samples }
     }
 
     /// The samples of one metric for one app, as (labels without `app`) → value.
-    pub fn series(&self, name: &str, app: &str) -> std::collections::BTreeMap<Vec<(String, String)>, f64> {
+    pub fn series(
+        &self,
+        name: &str,
+        app: &str,
+    ) -> std::collections::BTreeMap<Vec<(String, String)>, f64> {
         self.samples
             .iter()
             .filter(|s| s.name == name && s.labels.iter().any(|(k, v)| k == "app" && v == app))
-            .map(|s| (s.labels.iter().filter(|(k, _)| k != "app").cloned().collect(), s.value))
+            .map(|s| {
+                (
+                    s.labels
+                        .iter()
+                        .filter(|(k, _)| k != "app")
+                        .cloned()
+                        .collect(),
+                    s.value,
+                )
+            })
             .collect()
     }
 }
@@ -302,7 +357,10 @@ where
         if let Some(v) = check().await {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -313,9 +371,20 @@ mod tests {
 
     #[test]
     fn parses_exposition_lines() {
-        let e = Exposition::parse("# HELP x y\ngrowth_retention_ratio{app=\"a\\\"b\",cohort=\"2026-11-20\",day=\"1\"} 0.5\nup 1\n");
+        let e = Exposition::parse(
+            "# HELP x y\ngrowth_retention_ratio{app=\"a\\\"b\",cohort=\"2026-11-20\",day=\"1\"} 0.5\nup 1\n",
+        );
         assert_eq!(e.samples.len(), 2);
-        assert_eq!(e.samples[0].labels[0], ("app".to_owned(), "a\"b".to_owned()));
-        assert_eq!(e.series("growth_retention_ratio", "a\"b").values().copied().collect::<Vec<_>>(), vec![0.5]);
+        assert_eq!(
+            e.samples[0].labels[0],
+            ("app".to_owned(), "a\"b".to_owned())
+        );
+        assert_eq!(
+            e.series("growth_retention_ratio", "a\"b")
+                .values()
+                .copied()
+                .collect::<Vec<_>>(),
+            vec![0.5]
+        );
     }
 }

@@ -18,7 +18,13 @@ use common::{PlannedEvent, send_with_sdk};
 use growth_e2e::{Aggregator, Collector, Exposition, clickhouse, eventually, unique_database};
 
 const APP: &str = "finbrain";
-const EVENTS: [&str; 5] = ["expense_logged", "expense_edited", "report_requested", "pwa_installed", "challenge_started"];
+const EVENTS: [&str; 5] = [
+    "expense_logged",
+    "expense_edited",
+    "report_requested",
+    "pwa_installed",
+    "challenge_started",
+];
 
 /// splitmix64: a tiny deterministic generator, so the data set is the same every run.
 struct Rng(u64);
@@ -55,7 +61,11 @@ fn data_set(now: DateTime<Utc>) -> Vec<PlannedEvent> {
     for u in 0..80 {
         let user = format!("user-{u}@example.com");
         // A third of the users sign up in the last 8 days, so recent cohorts are full.
-        let signup_ago = if u % 3 == 0 { rng.below(8) } else { rng.below(40) };
+        let signup_ago = if u % 3 == 0 {
+            rng.below(8)
+        } else {
+            rng.below(40)
+        };
         let signup = today - Days::new(signup_ago);
         push(&mut rng, Some(user.clone()), signup, "pwa_installed");
         push(&mut rng, Some(user.clone()), signup, "expense_logged");
@@ -79,6 +89,15 @@ fn data_set(now: DateTime<Utc>) -> Vec<PlannedEvent> {
     events
 }
 
+/// One aggregator's settings: as the test computes them, and as flags.
+struct Setting {
+    tz: Tz,
+    active: &'static [&'static str],
+    days: &'static [u64],
+    cohorts: u64,
+    flags: &'static [&'static str],
+}
+
 /// DESIGN.md's definitions, implemented directly over the events.
 struct Expected {
     active_users: BTreeMap<Vec<(String, String)>, f64>,
@@ -88,12 +107,22 @@ struct Expected {
 }
 
 fn labels(pairs: &[(&str, String)]) -> Vec<(String, String)> {
-    let mut v: Vec<(String, String)> = pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+    let mut v: Vec<(String, String)> = pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
     v.sort();
     v
 }
 
-fn expected(events: &[PlannedEvent], now: DateTime<Utc>, tz: Tz, active: &[&str], days: &[u64], cohorts: u64) -> Expected {
+fn expected(
+    events: &[PlannedEvent],
+    now: DateTime<Utc>,
+    tz: Tz,
+    active: &[&str],
+    days: &[u64],
+    cohorts: u64,
+) -> Expected {
     let local = |t: DateTime<Utc>| t.with_timezone(&tz).date_naive();
     let today = local(now);
     let is_active = |name: &str| active.is_empty() || active.contains(&name);
@@ -103,7 +132,9 @@ fn expected(events: &[PlannedEvent], now: DateTime<Utc>, tz: Tz, active: &[&str]
     let mut totals: BTreeMap<&str, u64> = BTreeMap::new();
     for e in events {
         *totals.entry(e.name).or_default() += 1;
-        let Some(user) = e.user.as_deref() else { continue };
+        let Some(user) = e.user.as_deref() else {
+            continue;
+        };
         let first = first_seen.entry(user).or_insert(e.at);
         *first = (*first).min(e.at);
         if is_active(e.name) {
@@ -111,16 +142,32 @@ fn expected(events: &[PlannedEvent], now: DateTime<Utc>, tz: Tz, active: &[&str]
         }
     }
 
-    let mut out = Expected { active_users: BTreeMap::new(), cohort_users: BTreeMap::new(), retention: BTreeMap::new(), totals: BTreeMap::new() };
+    let mut out = Expected {
+        active_users: BTreeMap::new(),
+        cohort_users: BTreeMap::new(),
+        retention: BTreeMap::new(),
+        totals: BTreeMap::new(),
+    };
     for (label, span) in [("1d", 1u64), ("7d", 7), ("30d", 30)] {
         let from = today - Days::new(span - 1);
-        let n = active_days.values().filter(|d| d.range(from..=today).next().is_some()).count();
-        out.active_users.insert(labels(&[("window", label.to_owned())]), n as f64);
+        let n = active_days
+            .values()
+            .filter(|d| d.range(from..=today).next().is_some())
+            .count();
+        out.active_users
+            .insert(labels(&[("window", label.to_owned())]), n as f64);
     }
     for back in 0..cohorts {
         let cohort = today - Days::new(back);
-        let members: Vec<&str> = first_seen.iter().filter(|(_, t)| local(**t) == cohort).map(|(u, _)| *u).collect();
-        out.cohort_users.insert(labels(&[("cohort", cohort.to_string())]), members.len() as f64);
+        let members: Vec<&str> = first_seen
+            .iter()
+            .filter(|(_, t)| local(**t) == cohort)
+            .map(|(u, _)| *u)
+            .collect();
+        out.cohort_users.insert(
+            labels(&[("cohort", cohort.to_string())]),
+            members.len() as f64,
+        );
         if members.is_empty() {
             continue;
         }
@@ -129,28 +176,49 @@ fn expected(events: &[PlannedEvent], now: DateTime<Utc>, tz: Tz, active: &[&str]
             if target > today {
                 continue;
             }
-            let back = members.iter().filter(|u| active_days.get(*u).is_some_and(|d| d.contains(&target))).count();
-            out.retention.insert(labels(&[("cohort", cohort.to_string()), ("day", n.to_string())]), back as f64 / members.len() as f64);
+            let back = members
+                .iter()
+                .filter(|u| active_days.get(*u).is_some_and(|d| d.contains(&target)))
+                .count();
+            out.retention.insert(
+                labels(&[("cohort", cohort.to_string()), ("day", n.to_string())]),
+                back as f64 / members.len() as f64,
+            );
         }
     }
     for (name, count) in totals {
-        out.totals.insert(labels(&[("event", name.to_owned())]), count as f64);
+        out.totals
+            .insert(labels(&[("event", name.to_owned())]), count as f64);
     }
     out
 }
 
 fn refresh_time(metrics: &Exposition) -> DateTime<Utc> {
-    let secs = metrics.series("growth_metrics_refresh_timestamp_seconds", APP).into_values().next().expect("refresh timestamp");
-    Utc.timestamp_millis_opt((secs * 1000.0).round() as i64).single().expect("timestamp")
+    let secs = metrics
+        .series("growth_metrics_refresh_timestamp_seconds", APP)
+        .into_values()
+        .next()
+        .expect("refresh timestamp");
+    Utc.timestamp_millis_opt((secs * 1000.0).round() as i64)
+        .single()
+        .expect("timestamp")
 }
 
-fn assert_same(what: &str, tz: Tz, actual: BTreeMap<Vec<(String, String)>, f64>, expected: &BTreeMap<Vec<(String, String)>, f64>) {
+fn assert_same(
+    what: &str,
+    tz: Tz,
+    actual: BTreeMap<Vec<(String, String)>, f64>,
+    expected: &BTreeMap<Vec<(String, String)>, f64>,
+) {
     let a: Vec<_> = actual.keys().collect();
     let e: Vec<_> = expected.keys().collect();
     assert_eq!(a, e, "{what} ({tz}): series differ");
     for (k, v) in expected {
         let got = actual[k];
-        assert!((got - v).abs() < 1e-9, "{what} ({tz}) {k:?}: got {got}, expected {v}");
+        assert!(
+            (got - v).abs() < 1e-9,
+            "{what} ({tz}) {k:?}: got {got}, expected {v}"
+        );
     }
 }
 
@@ -161,47 +229,151 @@ async fn metrics_match_independent_expectations_across_timezones() {
     let now = Utc::now();
     let events = data_set(now);
     let users: BTreeSet<_> = events.iter().filter_map(|e| e.user.clone()).collect();
-    assert!(events.len() > 500 && users.len() == 80, "data set too small: {} events", events.len());
+    assert!(
+        events.len() > 500 && users.len() == 80,
+        "data set too small: {} events",
+        events.len()
+    );
 
-    let report = send_with_sdk(&collector.http_endpoint, false, APP, Some("metrics-test-key"), &events).await;
-    assert_eq!(report, events.len() as u64, "SDK did not deliver every event");
+    let report = send_with_sdk(
+        &collector.http_endpoint,
+        false,
+        APP,
+        Some("metrics-test-key"),
+        &events,
+    )
+    .await;
+    assert_eq!(
+        report,
+        events.len() as u64,
+        "SDK did not deliver every event"
+    );
     let ch = clickhouse(&database);
-    let stored: u64 = ch.query("SELECT count() FROM events").fetch_one().await.expect("count");
-    assert_eq!(stored, events.len() as u64, "collector acknowledged events that are not in ClickHouse");
+    let stored: u64 = ch
+        .query("SELECT count() FROM events")
+        .fetch_one()
+        .await
+        .expect("count");
+    assert_eq!(
+        stored,
+        events.len() as u64,
+        "collector acknowledged events that are not in ClickHouse"
+    );
     let loaded_at = Utc::now();
 
-    let configs: [(Tz, &[&str], &[u64], u64, Vec<&str>); 3] = [
-        (Tz::UTC, &[], &[1, 3, 7, 30], 7, vec![]),
-        (Tz::America__Los_Angeles, &["expense_logged", "expense_edited"], &[1, 3, 7, 30], 7, vec!["--timezone", "America/Los_Angeles", "--active-events", "expense_logged,expense_edited"]),
-        (Tz::Asia__Kolkata, &[], &[1, 2, 7], 10, vec!["--timezone", "Asia/Kolkata", "--retention-days", "7,1,2", "--cohorts", "10"]),
+    let settings = [
+        Setting {
+            tz: Tz::UTC,
+            active: &[],
+            days: &[1, 3, 7, 30],
+            cohorts: 7,
+            flags: &[],
+        },
+        Setting {
+            tz: Tz::America__Los_Angeles,
+            active: &["expense_logged", "expense_edited"],
+            days: &[1, 3, 7, 30],
+            cohorts: 7,
+            flags: &[
+                "--timezone",
+                "America/Los_Angeles",
+                "--active-events",
+                "expense_logged,expense_edited",
+            ],
+        },
+        Setting {
+            tz: Tz::Asia__Kolkata,
+            active: &[],
+            days: &[1, 2, 7],
+            cohorts: 10,
+            flags: &[
+                "--timezone",
+                "Asia/Kolkata",
+                "--retention-days",
+                "7,1,2",
+                "--cohorts",
+                "10",
+            ],
+        },
     ];
-    for (tz, active, days, cohorts, flags) in configs {
-        let aggregator = Aggregator::start(&database, &flags).await;
+    for Setting {
+        tz,
+        active,
+        days,
+        cohorts,
+        flags,
+    } in settings
+    {
+        let aggregator = Aggregator::start(&database, flags).await;
         // A refresh that began after every event was stored.
-        let metrics = eventually("a refresh after the load", Duration::from_secs(30), || async {
-            let m = aggregator.metrics().await;
-            (m.samples.iter().any(|s| s.name == "growth_metrics_refresh_timestamp_seconds") && refresh_time(&m) > loaded_at).then_some(m)
-        })
+        let metrics = eventually(
+            "a refresh after the load",
+            Duration::from_secs(30),
+            || async {
+                let m = aggregator.metrics().await;
+                (m.samples
+                    .iter()
+                    .any(|s| s.name == "growth_metrics_refresh_timestamp_seconds")
+                    && refresh_time(&m) > loaded_at)
+                    .then_some(m)
+            },
+        )
         .await;
         let exp = expected(&events, refresh_time(&metrics), tz, active, days, cohorts);
-        assert!(exp.retention.len() >= 10, "the data set should exercise retention");
-        assert_same("growth_active_users", tz, metrics.series("growth_active_users", APP), &exp.active_users);
-        assert_same("growth_cohort_users", tz, metrics.series("growth_cohort_users", APP), &exp.cohort_users);
-        assert_same("growth_retention_ratio", tz, metrics.series("growth_retention_ratio", APP), &exp.retention);
-        assert_same("growth_events_total", tz, metrics.series("growth_events_total", APP), &exp.totals);
+        assert!(
+            exp.retention.len() >= 10,
+            "the data set should exercise retention"
+        );
+        assert_same(
+            "growth_active_users",
+            tz,
+            metrics.series("growth_active_users", APP),
+            &exp.active_users,
+        );
+        assert_same(
+            "growth_cohort_users",
+            tz,
+            metrics.series("growth_cohort_users", APP),
+            &exp.cohort_users,
+        );
+        assert_same(
+            "growth_retention_ratio",
+            tz,
+            metrics.series("growth_retention_ratio", APP),
+            &exp.retention,
+        );
+        assert_same(
+            "growth_events_total",
+            tz,
+            metrics.series("growth_events_total", APP),
+            &exp.totals,
+        );
 
         let report = aggregator.get("/admin/metrics.txt").await;
         let dau = exp.active_users[&labels(&[("window", "1d".to_owned())])];
-        assert!(report.contains(&format!("today (DAU) {dau}")), "text report lacks DAU {dau}:\n{report}");
-        assert!(report.contains("expense_logged"), "text report lacks totals:\n{report}");
+        assert!(
+            report.contains(&format!("today (DAU) {dau}")),
+            "text report lacks DAU {dau}:\n{report}"
+        );
+        assert!(
+            report.contains("expense_logged"),
+            "text report lacks totals:\n{report}"
+        );
         let page = aggregator.get("/admin/metrics").await;
-        assert!(page.contains(APP) && page.contains("Retention"), "admin page incomplete");
+        assert!(
+            page.contains(APP) && page.contains("Retention"),
+            "admin page incomplete"
+        );
     }
 
     // Days differ between zones: the same events must not give the same DAU series everywhere.
     let utc = expected(&events, now, Tz::UTC, &[], &[1], 7);
     let kolkata = expected(&events, now, Tz::Asia__Kolkata, &[], &[1], 7);
-    assert_ne!(utc.cohort_users.values().collect::<Vec<_>>(), kolkata.cohort_users.values().collect::<Vec<_>>(), "data set does not exercise timezones");
+    assert_ne!(
+        utc.cohort_users.values().collect::<Vec<_>>(),
+        kolkata.cohort_users.values().collect::<Vec<_>>(),
+        "data set does not exercise timezones"
+    );
     drop(collector);
 }
 
@@ -211,12 +383,23 @@ async fn days_that_have_not_come_are_absent_and_empty_databases_report_nothing()
     let collector = Collector::start(&database, None).await;
     let aggregator = Aggregator::start(&database, &[]).await;
     let empty = aggregator.metrics().await;
-    assert!(empty.samples.is_empty(), "an empty database must expose no samples: {:?}", empty.samples);
+    assert!(
+        empty.samples.is_empty(),
+        "an empty database must expose no samples: {:?}",
+        empty.samples
+    );
 
     // One user who signed up today: a cohort of 1 with no retention value yet.
     let now = Utc::now();
-    let events = vec![PlannedEvent { name: "expense_logged", user: Some("solo".into()), at: now - chrono::Duration::seconds(10) }];
-    assert_eq!(send_with_sdk(&collector.grpc_endpoint, true, APP, None, &events).await, 1);
+    let events = vec![PlannedEvent {
+        name: "expense_logged",
+        user: Some("solo".into()),
+        at: now - chrono::Duration::seconds(10),
+    }];
+    assert_eq!(
+        send_with_sdk(&collector.grpc_endpoint, true, APP, None, &events).await,
+        1
+    );
     let metrics = eventually("the new user", Duration::from_secs(30), || async {
         let m = aggregator.metrics().await;
         (m.series("growth_active_users", APP).values().next() == Some(&1.0)).then_some(m)
@@ -226,6 +409,9 @@ async fn days_that_have_not_come_are_absent_and_empty_databases_report_nothing()
     let cohorts = metrics.series("growth_cohort_users", APP);
     assert_eq!(cohorts[&labels(&[("cohort", today.to_string())])], 1.0);
     assert_eq!(cohorts.values().sum::<f64>(), 1.0);
-    assert!(metrics.series("growth_retention_ratio", APP).is_empty(), "retention of today's cohort must be absent, not 0");
+    assert!(
+        metrics.series("growth_retention_ratio", APP).is_empty(),
+        "retention of today's cohort must be absent, not 0"
+    );
     drop(collector);
 }

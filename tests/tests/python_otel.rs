@@ -18,13 +18,25 @@ fn send(endpoint: &str, protocol: &str, service: &str, records: &serde_json::Val
     let script = repo_root().join("tests/python/otel_send.py");
     let mut child = Command::new(python())
         .arg(script)
-        .args(["--endpoint", endpoint, "--protocol", protocol, "--service-name", service])
+        .args([
+            "--endpoint",
+            endpoint,
+            "--protocol",
+            protocol,
+            "--service-name",
+            service,
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("python starts");
-    child.stdin.take().expect("stdin").write_all(records.to_string().as_bytes()).expect("write records");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(records.to_string().as_bytes())
+        .expect("write records");
     let out = child.wait_with_output().expect("python finishes");
     assert!(
         out.status.success(),
@@ -57,11 +69,17 @@ async fn python_sdk_events_arrive_mapped_and_hashed() {
     let prehashed = UserHasher::new(None).hash("self-hashing-user");
     let started = chrono::Utc::now();
 
-    let endpoints = [("grpc", collector.grpc_endpoint.clone(), "py-grpc"), ("http", collector.http_endpoint.clone(), "py-http")];
+    let endpoints = [
+        ("grpc", collector.grpc_endpoint.clone(), "py-grpc"),
+        ("http", collector.http_endpoint.clone(), "py-http"),
+    ];
     for (protocol, endpoint, service) in &endpoints {
         let recs = records(prehashed.as_str());
-        let (endpoint, protocol, service) = (endpoint.clone(), protocol.to_string(), service.to_string());
-        tokio::task::spawn_blocking(move || send(&endpoint, &protocol, &service, &recs)).await.expect("sender");
+        let (endpoint, protocol, service) =
+            (endpoint.clone(), protocol.to_string(), service.to_string());
+        tokio::task::spawn_blocking(move || send(&endpoint, &protocol, &service, &recs))
+            .await
+            .expect("sender");
     }
 
     let ch = clickhouse(&database);
@@ -74,26 +92,65 @@ async fn python_sdk_events_arrive_mapped_and_hashed() {
             .await
             .expect("select");
         let events: Vec<&str> = rows.iter().map(|r| r.event.as_str()).collect();
-        assert_eq!(events, ["challenge_started", "expense_logged", "pwa_installed", "report_requested"], "{service}");
+        assert_eq!(
+            events,
+            [
+                "challenge_started",
+                "expense_logged",
+                "pwa_installed",
+                "report_requested"
+            ],
+            "{service}"
+        );
 
         let expense = &rows[1];
-        assert_eq!(expense.user_hash, keyed.hash(RAW_IDS[0]).as_str(), "user.id must be HMAC-hashed with the collector's key");
+        assert_eq!(
+            expense.user_hash,
+            keyed.hash(RAW_IDS[0]).as_str(),
+            "user.id must be HMAC-hashed with the collector's key"
+        );
         assert_eq!(expense.source, "messenger");
-        assert_eq!(expense.event_time.timestamp_nanos_opt(), Some(EVENT_TIME_NS as i64), "time_unix_nano is the event time");
-        let prop = |k: &str| expense.properties.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
-        let num = |k: &str| expense.numbers.iter().find(|(key, _)| key == k).map(|(_, v)| *v);
+        assert_eq!(
+            expense.event_time.timestamp_nanos_opt(),
+            Some(EVENT_TIME_NS as i64),
+            "time_unix_nano is the event time"
+        );
+        let prop = |k: &str| {
+            expense
+                .properties
+                .iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.clone())
+        };
+        let num = |k: &str| {
+            expense
+                .numbers
+                .iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| *v)
+        };
         assert_eq!(prop("category").as_deref(), Some("groceries"));
         assert_eq!(prop("amount").as_deref(), Some("12.5"));
         assert_eq!(num("amount"), Some(12.5));
         assert_eq!(num("receipt_count"), Some(2.0));
         for reserved in ["user.id", "user.hash", "event.name", "source"] {
-            assert!(prop(reserved).is_none(), "{reserved} must not be kept as a property");
+            assert!(
+                prop(reserved).is_none(),
+                "{reserved} must not be kept as a property"
+            );
         }
 
         let report = &rows[3];
         assert_eq!(report.user_hash, keyed.hash(RAW_IDS[1]).as_str());
-        assert!(report.event_time >= started - chrono::Duration::seconds(5), "observed time is used when time_unix_nano is unset");
-        assert_eq!(rows[2].user_hash, prehashed.as_str(), "user.hash is stored as sent");
+        assert!(
+            report.event_time >= started - chrono::Duration::seconds(5),
+            "observed time is used when time_unix_nano is unset"
+        );
+        assert_eq!(
+            rows[2].user_hash,
+            prehashed.as_str(),
+            "user.hash is stored as sent"
+        );
         assert_eq!(rows[0].user_hash, "", "anonymous event has no user");
     }
 
@@ -111,11 +168,19 @@ async fn python_sdk_events_arrive_mapped_and_hashed() {
             .await
             .expect("search");
         assert_eq!(hits, 0, "raw user id {raw} found in ClickHouse");
-        assert!(!collector.process.output().contains(raw), "raw user id {raw} found in the collector's log");
+        assert!(
+            !collector.process.output().contains(raw),
+            "raw user id {raw} found in the collector's log"
+        );
     }
 
     // The log line without an event name was counted, not stored.
-    let metrics = reqwest::get(format!("{}/metrics", collector.admin)).await.expect("admin").text().await.expect("body");
+    let metrics = reqwest::get(format!("{}/metrics", collector.admin))
+        .await
+        .expect("admin")
+        .text()
+        .await
+        .expect("body");
     let not_growth: f64 = metrics
         .lines()
         .find(|l| l.starts_with("growth_collector_records_not_growth_total"))
@@ -123,6 +188,10 @@ async fn python_sdk_events_arrive_mapped_and_hashed() {
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("no not-growth counter in collector metrics:\n{metrics}"));
     assert_eq!(not_growth, 2.0, "one non-growth record per protocol");
-    let stored: u64 = ch.query("SELECT count() FROM events").fetch_one().await.expect("count");
+    let stored: u64 = ch
+        .query("SELECT count() FROM events")
+        .fetch_one()
+        .await
+        .expect("count");
     assert_eq!(stored, 8);
 }

@@ -23,14 +23,20 @@ async fn migrations_are_idempotent_commented_and_isolated() {
         .fetch_all()
         .await
         .expect("tables");
-    assert!(uncommented_tables.is_empty(), "tables without COMMENT: {uncommented_tables:?}");
+    assert!(
+        uncommented_tables.is_empty(),
+        "tables without COMMENT: {uncommented_tables:?}"
+    );
     let uncommented_columns: Vec<(String, String)> = server
         .query("SELECT table, name FROM system.columns WHERE database = ? AND comment = '' ORDER BY table, name")
         .bind(&a)
         .fetch_all()
         .await
         .expect("columns");
-    assert!(uncommented_columns.is_empty(), "columns without COMMENT: {uncommented_columns:?}");
+    assert!(
+        uncommented_columns.is_empty(),
+        "columns without COMMENT: {uncommented_columns:?}"
+    );
 
     // A row in one database is invisible from the other, views included.
     clickhouse(&a)
@@ -40,10 +46,19 @@ async fn migrations_are_idempotent_commented_and_isolated() {
         .await
         .expect("insert");
     for (db, expected) in [(&a, 1u64), (&b, 0)] {
-        let n: u64 = clickhouse(db).query("SELECT count() FROM user_first_seen").fetch_one().await.expect("count");
+        let n: u64 = clickhouse(db)
+            .query("SELECT count() FROM user_first_seen")
+            .fetch_one()
+            .await
+            .expect("count");
         assert_eq!(n, expected, "{db}");
     }
     for db in [&a, &b] {
-        server.query("DROP DATABASE ?").bind(clickhouse::sql::Identifier(db)).execute().await.expect("drop");
+        server
+            .query("DROP DATABASE ?")
+            .bind(clickhouse::sql::Identifier(db))
+            .execute()
+            .await
+            .expect("drop");
     }
 }

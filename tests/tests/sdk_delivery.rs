@@ -11,7 +11,12 @@ use growth_sdk::{Event, Protocol, Source, Tracker};
 
 const KEY: &str = "sdk-test-key";
 
-fn send(endpoint: String, protocol: Protocol, app: &str, at: SystemTime) -> growth_sdk::DeliveryReport {
+fn send(
+    endpoint: String,
+    protocol: Protocol,
+    app: &str,
+    at: SystemTime,
+) -> growth_sdk::DeliveryReport {
     let client = Tracker::builder(app)
         .endpoint(endpoint)
         .protocol(protocol)
@@ -23,7 +28,11 @@ fn send(endpoint: String, protocol: Protocol, app: &str, at: SystemTime) -> grow
     client.track_event(Event::report_requested("bob", "monthly").at(at));
     client.track_event(Event::pwa_installed("carol").at(at));
     client.track_event(Event::challenge_started("carol", "no-coffee-week").at(at));
-    client.track("expense_logged", Some("dave"), &[("amount", 3.25.into()), ("category", "transport".into())]);
+    client.track(
+        "expense_logged",
+        Some("dave"),
+        &[("amount", 3.25.into()), ("category", "transport".into())],
+    );
     client.shutdown().expect("SDK delivered everything")
 }
 
@@ -34,9 +43,18 @@ async fn sdk_events_arrive_over_grpc_and_http() {
     let at = SystemTime::now() - Duration::from_secs(3600);
     let at_ms = DateTime::<Utc>::from(at).timestamp_millis();
 
-    for (protocol, endpoint, app) in [(Protocol::Grpc, collector.grpc_endpoint.clone(), "sdk-grpc"), (Protocol::Http, collector.http_endpoint.clone(), "sdk-http")] {
-        let report = tokio::task::spawn_blocking(move || send(endpoint, protocol, app, at)).await.expect("sender");
-        assert_eq!((report.delivered, report.failed, report.dropped), (6, 0, 0), "{app}: {report:?}");
+    for (protocol, endpoint, app) in [
+        (Protocol::Grpc, collector.grpc_endpoint.clone(), "sdk-grpc"),
+        (Protocol::Http, collector.http_endpoint.clone(), "sdk-http"),
+    ] {
+        let report = tokio::task::spawn_blocking(move || send(endpoint, protocol, app, at))
+            .await
+            .expect("sender");
+        assert_eq!(
+            (report.delivered, report.failed, report.dropped),
+            (6, 0, 0),
+            "{app}: {report:?}"
+        );
     }
 
     let ch = clickhouse(&database);
@@ -53,26 +71,50 @@ async fn sdk_events_arrive_over_grpc_and_http() {
             let hash = hasher.hash(user);
             rows.iter()
                 .find(|r| r.event == event && r.user_hash == hash.as_str())
-                .unwrap_or_else(|| panic!("{app}: no {event} of {user} hashed as {hash}: {rows:#?}"))
+                .unwrap_or_else(|| {
+                    panic!("{app}: no {event} of {user} hashed as {hash}: {rows:#?}")
+                })
         };
-        let prop = |r: &EventRow, k: &str| r.properties.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
-        let num = |r: &EventRow, k: &str| r.numbers.iter().find(|(key, _)| key == k).map(|(_, v)| *v);
+        let prop = |r: &EventRow, k: &str| {
+            r.properties
+                .iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.clone())
+        };
+        let num =
+            |r: &EventRow, k: &str| r.numbers.iter().find(|(key, _)| key == k).map(|(_, v)| *v);
 
         let expense = find("expense_logged", "alice");
         assert_eq!(expense.source, "messenger");
-        assert_eq!(expense.event_time.timestamp_millis(), at_ms, "the event's own time is kept");
+        assert_eq!(
+            expense.event_time.timestamp_millis(),
+            at_ms,
+            "the event's own time is kept"
+        );
         assert_eq!(num(expense, "amount"), Some(12.5));
         assert_eq!(prop(expense, "category").as_deref(), Some("groceries"));
-        assert_eq!(prop(find("expense_edited", "alice"), "expense_id").as_deref(), Some("exp-1"));
-        assert_eq!(prop(find("report_requested", "bob"), "report_type").as_deref(), Some("monthly"));
+        assert_eq!(
+            prop(find("expense_edited", "alice"), "expense_id").as_deref(),
+            Some("exp-1")
+        );
+        assert_eq!(
+            prop(find("report_requested", "bob"), "report_type").as_deref(),
+            Some("monthly")
+        );
         find("pwa_installed", "carol");
         find("challenge_started", "carol");
         let tracked = find("expense_logged", "dave");
         assert_eq!(num(tracked, "amount"), Some(3.25));
-        assert!((Utc::now() - tracked.event_time).num_seconds().abs() < 120, "track() stamps the current time");
+        assert!(
+            (Utc::now() - tracked.event_time).num_seconds().abs() < 120,
+            "track() stamps the current time"
+        );
         for r in &rows {
             for raw in ["alice", "bob", "carol", "dave"] {
-                assert!(!format!("{r:?}").contains(raw), "raw id {raw} stored: {r:?}");
+                assert!(
+                    !format!("{r:?}").contains(raw),
+                    "raw id {raw} stored: {r:?}"
+                );
             }
         }
     }

@@ -14,13 +14,23 @@ pub struct PlannedEvent {
 
 /// Sends `events` through growth-sdk (gRPC or HTTP) and returns how many the SDK
 /// reports delivered after `shutdown`.
-pub async fn send_with_sdk(endpoint: &str, grpc: bool, app: &str, key: Option<&str>, events: &[PlannedEvent]) -> u64 {
+pub async fn send_with_sdk(
+    endpoint: &str,
+    grpc: bool,
+    app: &str,
+    key: Option<&str>,
+    events: &[PlannedEvent],
+) -> u64 {
     let endpoint = endpoint.to_owned();
     let app = app.to_owned();
     let key = key.map(|k| k.as_bytes().to_vec());
     let events = events.to_vec();
     tokio::task::spawn_blocking(move || {
-        let protocol = if grpc { growth_sdk::Protocol::Grpc } else { growth_sdk::Protocol::Http };
+        let protocol = if grpc {
+            growth_sdk::Protocol::Grpc
+        } else {
+            growth_sdk::Protocol::Http
+        };
         let client = growth_sdk::Tracker::builder(app)
             .endpoint(endpoint)
             .protocol(protocol)
