@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use chrono_tz::Tz;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use growth_schema::connection::ClickHouseArgs;
 
 use crate::definitions::MetricDefinitions;
@@ -83,6 +83,30 @@ fn parse_timezone(text: &str) -> Result<Tz, String> {
     text.parse::<Tz>().map_err(|_| {
         format!("unknown IANA timezone {text:?} (e.g. UTC, Europe/Berlin, America/Los_Angeles)")
     })
+}
+
+impl Cli {
+    /// The command line definition. Every flag is global, so it may come before or
+    /// after the subcommand: `growth-aggregator migrate --clickhouse-url U` works.
+    pub fn definition() -> clap::Command {
+        Self::command().mut_args(|arg| arg.global(true))
+    }
+
+    /// Parses `args` (the first being the program name).
+    pub fn try_parse_args<I, T>(args: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let mut definition = Self::definition();
+        let matches = definition.try_get_matches_from_mut(args)?;
+        Self::from_arg_matches(&matches).map_err(|e| e.format(&mut definition))
+    }
+
+    /// Parses the process's arguments, exiting with clap's message when they are wrong.
+    pub fn parse_args() -> Self {
+        Self::try_parse_args(std::env::args_os()).unwrap_or_else(|e| e.exit())
+    }
 }
 
 /// The aggregator's settings, validated.
@@ -168,6 +192,19 @@ mod tests {
     }
 
     #[test]
+    fn flags_may_follow_the_migrate_subcommand() {
+        let cli = Cli::try_parse_args([
+            "growth-aggregator",
+            "migrate",
+            "--clickhouse-database",
+            "other",
+        ])
+        .expect("valid");
+        assert!(matches!(cli.command, Some(Command::Migrate)));
+        assert_eq!(cli.run.clickhouse.database, "other");
+    }
+
+    #[test]
     fn bad_values_are_refused() {
         for bad in [
             vec!["--timezone", "Mars/Olympus"],
@@ -178,7 +215,7 @@ mod tests {
         ] {
             let mut argv = vec!["growth-aggregator"];
             argv.extend_from_slice(&bad);
-            assert!(Cli::try_parse_from(argv).is_err(), "{bad:?} accepted");
+            assert!(Cli::try_parse_args(argv).is_err(), "{bad:?} accepted");
         }
     }
 }

@@ -19,8 +19,7 @@
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
-//! use clap::Parser;
-//! let cli = growth_aggregator::config::Cli::parse_from(["growth-aggregator", "--timezone", "Europe/Berlin"]);
+//! let cli = growth_aggregator::config::Cli::try_parse_args(["growth-aggregator", "--timezone", "Europe/Berlin"])?;
 //! growth_aggregator::serve(cli.run.into_config(), std::future::pending()).await
 //! # }
 //! ```

@@ -1,6 +1,5 @@
 //! The `growth-aggregator` binary: parse flags, set up logging, run.
 
-use clap::Parser;
 use growth_aggregator::config::{Cli, Command};
 use tracing_subscriber::EnvFilter;
 
@@ -11,7 +10,7 @@ async fn main() -> anyhow::Result<()> {
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .init();
-    let cli = Cli::parse();
+    let cli = Cli::parse_args();
     let config = cli.run.into_config();
     match cli.command.unwrap_or(Command::Run) {
         Command::Migrate => growth_aggregator::migrate_with_retry(&config).await,
