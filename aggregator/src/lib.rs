@@ -94,6 +94,9 @@ pub async fn serve(
     tracing::info!(addr = %config.listen_addr, timezone = config.definitions.timezone.name(), refresh = ?config.refresh_interval, "serving /metrics, /admin/metrics, /admin/metrics.txt, /healthz");
 
     let source = MetricsSource::new(config.clickhouse.client());
+    // The first refresh happens before the first request is answered, so a client that
+    // sees /healthz answer also finds /metrics filled (unless that refresh failed).
+    refresh_once(&source, &config, &cache).await;
     let refresher = tokio::spawn(refresh_loop(source, config.clone(), cache.clone()));
     let result = axum::serve(listener, http::router(cache))
         .with_graceful_shutdown(shutdown)
@@ -102,23 +105,29 @@ pub async fn serve(
     result.context("HTTP server failed")
 }
 
+async fn refresh_once(source: &MetricsSource, config: &Config, cache: &SnapshotCache) {
+    let started = Instant::now();
+    match compute(source, &config.definitions, Utc::now()).await {
+        Ok(snapshot) => {
+            tracing::debug!(
+                apps = snapshot.apps.len(),
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "refreshed"
+            );
+            cache.publish(snapshot);
+        }
+        // Keep serving the last good snapshot; its timestamp shows its age.
+        Err(e) => tracing::warn!(error = %e, "refresh failed; serving the previous metrics"),
+    }
+}
+
 async fn refresh_loop(source: MetricsSource, config: Config, cache: SnapshotCache) {
     let mut ticker = tokio::time::interval(config.refresh_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first tick is immediate, and `serve` has just refreshed.
+    ticker.tick().await;
     loop {
         ticker.tick().await;
-        let started = Instant::now();
-        match compute(&source, &config.definitions, Utc::now()).await {
-            Ok(snapshot) => {
-                tracing::debug!(
-                    apps = snapshot.apps.len(),
-                    elapsed_ms = started.elapsed().as_millis() as u64,
-                    "refreshed"
-                );
-                cache.publish(snapshot);
-            }
-            // Keep serving the last good snapshot; its timestamp shows its age.
-            Err(e) => tracing::warn!(error = %e, "refresh failed; serving the previous metrics"),
-        }
+        refresh_once(&source, &config, &cache).await;
     }
 }
