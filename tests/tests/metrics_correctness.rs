@@ -12,7 +12,7 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use chrono::{DateTime, Days, NaiveDate, TimeZone, Utc};
+use chrono::{DateTime, Days, NaiveDate, TimeZone, Timelike, Utc};
 use chrono_tz::Tz;
 use common::{PlannedEvent, send_with_sdk};
 use growth_e2e::{Aggregator, Collector, Exposition, clickhouse, eventually, unique_database};
@@ -390,6 +390,11 @@ async fn days_that_have_not_come_are_absent_and_empty_databases_report_nothing()
     );
 
     // One user who signed up today: a cohort of 1 with no retention value yet.
+    // (Not within a minute of UTC midnight, where "today" could change under the test.)
+    let since_midnight = Utc::now().time().num_seconds_from_midnight();
+    if since_midnight < 60 {
+        tokio::time::sleep(Duration::from_secs(u64::from(61 - since_midnight))).await;
+    }
     let now = Utc::now();
     let events = vec![PlannedEvent {
         name: "expense_logged",
