@@ -97,11 +97,15 @@ struct Args {
     /// The collector's --batch-max-delay in the end-to-end table.
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     batch_max_delay: Duration,
-    /// Batching table: ROWS:DELAY[:SENDERS] settings, compared with the first.
+    /// The collector's --batch-idle in the end-to-end table.
+    #[arg(long, default_value = "20ms", value_parser = parse_duration)]
+    batch_idle: Duration,
+    /// Batching table: ROWS:DELAY[:SENDERS[:IDLE]] settings, compared with the first
+    /// (IDLE defaults to the collector's 20ms; IDLE = DELAY turns the idle flush off).
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "1000:1s,4000:1s,50000:1s,50000:100ms,20000:1s:20,50000:1s:64",
+        default_value = "1000:1s:4:1s,4000:1s:4:1s,50000:1s:4:1s,50000:1s:4:20ms,50000:1s:20:20ms,50000:1s:64:20ms",
         value_parser = parse_variant
     )]
     batching: Vec<Variant>,
@@ -157,6 +161,7 @@ struct Variant {
     max_rows: u32,
     max_delay: Duration,
     concurrency: Option<u64>,
+    idle: Duration,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -165,9 +170,9 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 
 fn parse_variant(text: &str) -> Result<Variant, String> {
     let parts: Vec<&str> = text.split(':').collect();
-    if !(2..=3).contains(&parts.len()) {
+    if !(2..=4).contains(&parts.len()) {
         return Err(format!(
-            "{text:?}: expected ROWS:DELAY[:SENDERS], e.g. 50000:1s"
+            "{text:?}: expected ROWS:DELAY[:SENDERS[:IDLE]], e.g. 50000:1s"
         ));
     }
     let max_rows = parts[0]
@@ -178,10 +183,15 @@ fn parse_variant(text: &str) -> Result<Variant, String> {
         Some(c) => Some(c.parse().map_err(|e| format!("{text:?}: senders: {e}"))?),
         None => None,
     };
+    let idle = match parts.get(3) {
+        Some(i) => parse_duration(i)?,
+        None => Duration::from_millis(20),
+    };
     Ok(Variant {
         max_rows,
         max_delay,
         concurrency,
+        idle,
     })
 }
 
@@ -524,6 +534,7 @@ struct Load {
     concurrency: u64,
     max_rows: u32,
     max_delay: Duration,
+    max_idle: Duration,
 }
 
 /// The prebuilt requests senders cycle through, plus a shorter last one.
@@ -773,6 +784,7 @@ async fn run_row(
             "--batch-max-delay={}",
             humantime::format_duration(load.max_delay)
         ),
+        format!("--batch-idle={}", humantime::format_duration(load.max_idle)),
     ])
     .map_err(|e| anyhow!("collector flags: {e}"))?
     .run
@@ -1073,6 +1085,7 @@ async fn e2e_section(args: &Args, collector_rt: &Handle, row: &mut usize) -> any
             concurrency: args.concurrency,
             max_rows,
             max_delay: args.batch_max_delay,
+            max_idle: args.batch_idle,
         };
         *row += 1;
         let o = measure(args, collector_rt, load, *row).await?;
@@ -1123,14 +1136,16 @@ async fn batching_section(
             concurrency: variant.concurrency.unwrap_or(args.concurrency),
             max_rows: variant.max_rows,
             max_delay: variant.max_delay,
+            max_idle: variant.idle,
         };
         *row += 1;
         let o = measure(args, collector_rt, load, *row).await?;
         let base = *first.get_or_insert(o.records_per_s());
         lines.push(format!(
-            "| {} | {} | {} | {:.1} | {:.0} | {:.2}× | {} | {} | {} / {} | {} |",
+            "| {} | {} | {} | {} | {:.1} | {:.0} | {:.2}× | {} | {} | {} / {} | {} |",
             load.max_rows,
             humantime::format_duration(load.max_delay),
+            humantime::format_duration(load.max_idle),
             load.concurrency,
             o.wall.as_secs_f64(),
             o.records_per_s(),
@@ -1147,9 +1162,9 @@ async fn batching_section(
         args.batching_records, args.records_per_request
     );
     println!(
-        "| --batch-max-rows | --batch-max-delay | senders | wall (s) | records/s | vs first | ClickHouse inserts | rows/insert | ack p50 / p99 (ms) | CPU µs/record: collector / senders / ClickHouse |"
+        "| --batch-max-rows | --batch-max-delay | --batch-idle | senders | wall (s) | records/s | vs first | ClickHouse inserts | rows/insert | ack p50 / p99 (ms) | CPU µs/record: collector / senders / ClickHouse |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---|---|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|");
     for line in lines {
         println!("{line}");
     }

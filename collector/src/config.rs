@@ -87,6 +87,12 @@ pub struct RunArgs {
     #[arg(long, value_name = "DURATION", env = "GROWTH_BATCH_MAX_DELAY", default_value = "1s", value_parser = parse_delay)]
     pub batch_max_delay: Duration,
 
+    /// Insert a partial batch once no request has arrived for this long. Senders wait
+    /// for their answer before sending more, so a quiet intake means waiting longer
+    /// would only slow them down (e.g. 20ms; 0s inserts whenever the queue is empty).
+    #[arg(long, value_name = "DURATION", env = "GROWTH_BATCH_IDLE", default_value = "20ms", value_parser = parse_duration)]
+    pub batch_idle: Duration,
+
     /// Largest accepted request, after decompression (bytes, or with a unit: 512KiB, 16MiB).
     #[arg(long, value_name = "BYTES", env = "GROWTH_MAX_REQUEST_BYTES", default_value = "16MiB", value_parser = parse_size)]
     pub max_request_bytes: usize,
@@ -142,6 +148,8 @@ pub struct BatchConfig {
     pub max_rows: usize,
     /// Insert once the oldest waiting row has waited this long.
     pub max_delay: Duration,
+    /// Insert once no submission has arrived for this long.
+    pub max_idle: Duration,
 }
 
 impl Default for BatchConfig {
@@ -149,6 +157,7 @@ impl Default for BatchConfig {
         Self {
             max_rows: 50_000,
             max_delay: Duration::from_secs(1),
+            max_idle: Duration::from_millis(20),
         }
     }
 }
@@ -193,6 +202,7 @@ impl RunArgs {
             batch: BatchConfig {
                 max_rows: self.batch_max_rows as usize,
                 max_delay: self.batch_max_delay,
+                max_idle: self.batch_idle,
             },
             max_request_bytes: self.max_request_bytes,
             startup_timeout: self.startup_timeout,

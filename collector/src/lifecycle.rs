@@ -263,6 +263,7 @@ fn log_start(config: &Config, addresses: Addresses) {
         admin = %addresses.admin,
         batch_max_rows = config.batch.max_rows,
         batch_max_delay = ?config.batch.max_delay,
+        batch_idle = ?config.batch.max_idle,
         max_request_bytes = config.max_request_bytes,
         "starting growth-collector"
     );

@@ -71,6 +71,7 @@ fn harness(store: MemoryStore) -> Harness {
     let config = BatchConfig {
         max_rows: 1000,
         max_delay: Duration::from_millis(5),
+        max_idle: Duration::from_millis(5),
     };
     let (sender, _handle) = batch::spawn(store.clone(), config, telemetry.clone());
     let intake = Intake::new(UserHasher::new(None), sender, telemetry);
