@@ -48,15 +48,14 @@ impl Rng {
 /// Events of 80 users over the 40 UTC days ending now, never in the future.
 fn data_set(now: DateTime<Utc>) -> Vec<PlannedEvent> {
     let mut rng = Rng(20261124);
-    let today = now.date_naive();
     let mut events = Vec::new();
-    let mut push = |rng: &mut Rng, user: Option<String>, day: NaiveDate, name: &'static str| {
-        let start = Utc.from_utc_datetime(&day.and_hms_opt(0, 0, 0).expect("midnight"));
-        // Any second of the UTC day: local days in other zones cut through these.
-        let at = start + chrono::Duration::seconds(rng.below(86_400) as i64);
-        if at <= now - chrono::Duration::seconds(5) {
-            events.push(PlannedEvent { name, user, at });
-        }
+    // Days are counted back from now in 24-hour periods, at any second of the period,
+    // so the data set is as rich at 00:05 as at 23:55, nothing lies in the future, and
+    // calendar days in every zone cut through the periods.
+    let mut push = |rng: &mut Rng, user: Option<String>, periods_ago: u64, name: &'static str| {
+        let back = 5 + periods_ago * 86_400 + rng.below(86_400);
+        let at = now - chrono::Duration::seconds(back as i64);
+        events.push(PlannedEvent { name, user, at });
     };
     for u in 0..80 {
         let user = format!("user-{u}@example.com");
@@ -66,24 +65,21 @@ fn data_set(now: DateTime<Utc>) -> Vec<PlannedEvent> {
         } else {
             rng.below(40)
         };
-        let signup = today - Days::new(signup_ago);
-        push(&mut rng, Some(user.clone()), signup, "pwa_installed");
-        push(&mut rng, Some(user.clone()), signup, "expense_logged");
+        push(&mut rng, Some(user.clone()), signup_ago, "pwa_installed");
+        push(&mut rng, Some(user.clone()), signup_ago, "expense_logged");
         let loyalty = rng.below(70);
-        let mut day = signup;
-        while day < today {
-            day = day + Days::new(1);
+        for period in (0..signup_ago).rev() {
             if rng.chance(loyalty) {
                 for _ in 0..=rng.below(3) {
                     let name = EVENTS[rng.below(EVENTS.len() as u64) as usize];
-                    push(&mut rng, Some(user.clone()), day, name);
+                    push(&mut rng, Some(user.clone()), period, name);
                 }
             }
         }
     }
     for _ in 0..40 {
-        let day = today - Days::new(rng.below(40));
-        push(&mut rng, None, day, "report_requested");
+        let period = rng.below(40);
+        push(&mut rng, None, period, "report_requested");
     }
     events.sort_by_key(|e| e.at);
     events
@@ -366,12 +362,17 @@ async fn metrics_match_independent_expectations_across_timezones() {
         );
     }
 
-    // Days differ between zones: the same events must not give the same DAU series everywhere.
-    let utc = expected(&events, now, Tz::UTC, &[], &[1], 7);
-    let kolkata = expected(&events, now, Tz::Asia__Kolkata, &[], &[1], 7);
+    // Days differ between zones: the same events must not give the same numbers everywhere.
+    let numbers = |tz| {
+        let e = expected(&events, now, tz, &[], &[1, 3], 7);
+        let mut v: Vec<f64> = e.cohort_users.into_values().collect();
+        v.extend(e.retention.into_values());
+        v.extend(e.active_users.into_values());
+        v
+    };
     assert_ne!(
-        utc.cohort_users.values().collect::<Vec<_>>(),
-        kolkata.cohort_users.values().collect::<Vec<_>>(),
+        numbers(Tz::UTC),
+        numbers(Tz::Asia__Kolkata),
         "data set does not exercise timezones"
     );
     drop(collector);
