@@ -59,13 +59,15 @@ impl fmt::Debug for UserHash {
 /// Hashes raw user ids. Cheap to clone; the key never appears in `Debug` output.
 #[derive(Clone, Default)]
 pub struct UserHasher {
-    key: Option<Vec<u8>>,
+    /// The HMAC state with the key already absorbed: cloned per id, so the key is
+    /// not re-processed for every hash.
+    keyed: Option<Hmac<Sha256>>,
 }
 
 impl fmt::Debug for UserHasher {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("UserHasher")
-            .field("keyed", &self.key.is_some())
+            .field("keyed", &self.keyed.is_some())
             .finish()
     }
 }
@@ -73,9 +75,12 @@ impl fmt::Debug for UserHasher {
 impl UserHasher {
     /// A hasher with an HMAC key, or plain SHA-256 when `key` is `None` or empty.
     pub fn new(key: Option<Vec<u8>>) -> Self {
-        Self {
-            key: key.filter(|k| !k.is_empty()),
-        }
+        let keyed = key.filter(|k| !k.is_empty()).map(|key| {
+            // HMAC accepts keys of any length, so this cannot fail.
+            <Hmac<Sha256> as KeyInit>::new_from_slice(&key)
+                .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"))
+        });
+        Self { keyed }
     }
 
     /// Reads the key from `GROWTH_USER_HASH_KEY`; unset or empty means unkeyed.
@@ -95,16 +100,14 @@ impl UserHasher {
 
     /// True when an HMAC key is configured (production); false means plain SHA-256.
     pub fn is_keyed(&self) -> bool {
-        self.key.is_some()
+        self.keyed.is_some()
     }
 
     /// Hashes a raw user id.
     pub fn hash(&self, user_id: &str) -> UserHash {
-        let digest: [u8; 32] = match &self.key {
-            Some(key) => {
-                // HMAC accepts keys of any length, so this cannot fail.
-                let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key)
-                    .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+        let digest: [u8; 32] = match &self.keyed {
+            Some(keyed) => {
+                let mut mac = keyed.clone();
                 mac.update(user_id.as_bytes());
                 mac.finalize().into_bytes().into()
             }
