@@ -4,8 +4,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use chrono_tz::Tz;
-use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
-use growth_schema::connection::ClickHouseArgs;
+use clap::{Args, Parser, Subcommand};
+use growth_schema::connection::{ClickHouseArgs, try_parse_global};
 
 use crate::definitions::MetricDefinitions;
 
@@ -86,21 +86,14 @@ fn parse_timezone(text: &str) -> Result<Tz, String> {
 }
 
 impl Cli {
-    /// The command line definition. Every flag is global, so it may come before or
-    /// after the subcommand: `growth-aggregator migrate --clickhouse-url U` works.
-    pub fn definition() -> clap::Command {
-        Self::command().mut_args(|arg| arg.global(true))
-    }
-
-    /// Parses `args` (the first being the program name).
+    /// Parses `args` (the first being the program name); every flag is global, so
+    /// `growth-aggregator migrate --clickhouse-url U` works.
     pub fn try_parse_args<I, T>(args: I) -> Result<Self, clap::Error>
     where
         I: IntoIterator<Item = T>,
         T: Into<std::ffi::OsString> + Clone,
     {
-        let mut definition = Self::definition();
-        let matches = definition.try_get_matches_from_mut(args)?;
-        Self::from_arg_matches(&matches).map_err(|e| e.format(&mut definition))
+        try_parse_global(args)
     }
 
     /// Parses the process's arguments, exiting with clap's message when they are wrong.

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use growth_schema::connection::ClickHouseArgs;
 use growth_schema::user_hash::{KEY_ENV, UserHasher};
 
@@ -225,9 +225,7 @@ impl Cli {
         I: IntoIterator<Item = T>,
         T: Into<std::ffi::OsString> + Clone,
     {
-        let mut definition = Self::definition();
-        let matches = definition.try_get_matches_from_mut(args)?;
-        Self::from_arg_matches(&matches).map_err(|e| e.format(&mut definition))
+        growth_schema::connection::try_parse_global(args)
     }
 
     /// Parses the process's arguments, exiting with clap's message when they are wrong.
