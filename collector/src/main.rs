@@ -11,6 +11,9 @@ async fn main() -> ExitCode {
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
+        // Logs go to stderr, coloured only on a terminal (log files stay plain text).
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let (command, config) = match Cli::parse_args().into_config() {
         Ok(parsed) => parsed,
