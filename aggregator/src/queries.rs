@@ -174,9 +174,4 @@ impl MetricsSource {
             .fetch_all()
             .await
     }
-
-    /// A cheap round trip, for start-up and health.
-    pub async fn ping(&self) -> clickhouse::error::Result<()> {
-        self.client.query("SELECT 1").execute().await
-    }
 }

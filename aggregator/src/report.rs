@@ -3,6 +3,7 @@
 //! in `dashboards/admin/`.
 
 use std::fmt::Write;
+use std::sync::OnceLock;
 
 use minijinja::{Environment, context};
 use serde::Serialize;
@@ -84,15 +85,31 @@ struct AppView {
 /// Why the HTML page could not be rendered (a template error: a bug, not bad input).
 #[derive(Debug, thiserror::Error)]
 #[error("admin page template: {0}")]
-pub struct TemplateError(#[from] minijinja::Error);
+pub struct TemplateError(String);
+
+impl From<minijinja::Error> for TemplateError {
+    fn from(e: minijinja::Error) -> Self {
+        Self(e.to_string())
+    }
+}
+
+/// The template environment, parsed once on first use rather than on every request.
+fn templates() -> Result<&'static Environment<'static>, TemplateError> {
+    static TEMPLATES: OnceLock<Result<Environment<'static>, TemplateError>> = OnceLock::new();
+    let parsed = TEMPLATES.get_or_init(|| {
+        let mut env = Environment::new();
+        env.add_template(
+            "metrics.html",
+            include_str!("../../dashboards/admin/metrics.html"),
+        )?;
+        Ok(env)
+    });
+    parsed.as_ref().map_err(|e| TemplateError(e.0.clone()))
+}
 
 /// The admin page. Values are HTML-escaped by the template engine.
 pub fn html(snapshot: &MetricsSnapshot) -> Result<String, TemplateError> {
-    let mut env = Environment::new();
-    env.add_template(
-        "metrics.html",
-        include_str!("../../dashboards/admin/metrics.html"),
-    )?;
+    let env = templates()?;
     let apps: Vec<AppView> = snapshot
         .apps
         .iter()

@@ -2,7 +2,6 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
-use std::time::Instant;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use chrono_tz::Tz;
@@ -37,7 +36,6 @@ pub async fn compute(
     now: DateTime<Utc>,
 ) -> clickhouse::error::Result<MetricsSnapshot> {
     let plan = defs.plan(now);
-    let started = Instant::now();
     let (totals, active, sizes, retained) = tokio::try_join!(
         source.event_totals(),
         source.active_users(defs, &plan),
@@ -84,11 +82,6 @@ pub async fn compute(
         let retained = retained_by_app.get(name).unwrap_or(&empty_retained);
         app.cohorts = cohort_reports(defs, &plan, sizes, retained);
     }
-    tracing::debug!(
-        apps = apps.len(),
-        elapsed_ms = started.elapsed().as_millis() as u64,
-        "metrics refreshed"
-    );
     Ok(MetricsSnapshot {
         generated_at: now,
         today: plan.today,

@@ -83,12 +83,6 @@ impl UserHasher {
         Self { keyed }
     }
 
-    /// Reads the key from `GROWTH_USER_HASH_KEY`; unset or empty means unkeyed.
-    /// Meant for the edge of a program (configuration), not for library code.
-    pub fn from_env() -> Self {
-        Self::new(std::env::var(KEY_ENV).ok().map(String::into_bytes))
-    }
-
     /// Reads the key from a file (trailing newline ignored).
     pub fn from_key_file(path: &std::path::Path) -> std::io::Result<Self> {
         let mut key = std::fs::read(path)?;
