@@ -1,0 +1,125 @@
+//! What is measured from outside the systems: their CPU time and memory from
+//! `/proc/<pid>` (Linux only), and ClickHouse's own counters.
+//!
+//! chDB 26.9 has no `system.query_log` or `system.part_log`, so insert counts come
+//! from the server-wide `InsertQuery` counter in `system.events`: the server must be
+//! the benchmark's alone.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, anyhow};
+
+/// CPU seconds (user + system, all threads) a process has used so far.
+pub fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("reading /proc/{pid}/stat"))?;
+    // The command name may hold spaces and parentheses: fields start after the last ')'.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .ok_or_else(|| anyhow!("unexpected /proc/{pid}/stat"))?
+        .1
+        .split_whitespace()
+        .collect();
+    // Fields 14 (utime) and 15 (stime) of proc(5); the first after ')' is field 3.
+    let ticks = |i: usize| -> anyhow::Result<u64> {
+        Ok(fields
+            .get(i)
+            .ok_or_else(|| anyhow!("short /proc/{pid}/stat"))?
+            .parse()?)
+    };
+    Ok((ticks(11)? + ticks(12)?) as f64 / clock_ticks_per_second())
+}
+
+/// `sysconf(_SC_CLK_TCK)`, asked of `getconf` once; 100 on every Linux we know.
+fn clock_ticks_per_second() -> f64 {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|out| String::from_utf8(out.stdout).ok())
+            .and_then(|text| text.trim().parse().ok())
+            .unwrap_or(100.0)
+    })
+}
+
+/// A `kB` line of `/proc/<pid>/status` (VmHWM: peak resident set; VmRSS: now), in MB.
+pub fn status_mb(pid: u32, field: &str) -> anyhow::Result<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("reading /proc/{pid}/status"))?;
+    let line = status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .ok_or_else(|| anyhow!("no {field} in /proc/{pid}/status"))?;
+    let kib: f64 = line
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .with_context(|| format!("{field}: {line}"))?;
+    Ok(kib * 1024.0 / 1e6)
+}
+
+/// The ClickHouse server: its process and its HTTP interface.
+#[derive(Clone)]
+pub struct ClickHouse {
+    pub client: clickhouse::Client,
+    pub pid: u32,
+}
+
+/// Server-wide counters of `system.events`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Counters {
+    pub inserts: u64,
+    pub cpu_seconds: f64,
+}
+
+impl ClickHouse {
+    pub fn new(url: &str, pid: u32) -> Self {
+        Self {
+            client: clickhouse::Client::default().with_url(url),
+            pid,
+        }
+    }
+
+    /// Insert queries so far, and the server process's CPU.
+    pub async fn counters(&self) -> anyhow::Result<Counters> {
+        let inserts = self
+            .client
+            .query("SELECT toUInt64(sumIf(value, event = 'InsertQuery')) FROM system.events")
+            .fetch_one::<u64>()
+            .await
+            .context("reading system.events")?;
+        Ok(Counters {
+            inserts,
+            cpu_seconds: cpu_seconds(self.pid)?,
+        })
+    }
+
+    /// Waits until no merge has run for two polls in a row (at most `limit`), so that
+    /// the CPU the inserts cause later is charged to the run that caused it.
+    pub async fn wait_for_merges(&self, limit: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + limit;
+        let mut quiet = 0;
+        while quiet < 2 && Instant::now() < deadline {
+            let merging = self
+                .client
+                .query("SELECT toUInt64(count()) FROM system.merges")
+                .fetch_one::<u64>()
+                .await?;
+            quiet = if merging == 0 { quiet + 1 } else { 0 };
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        Ok(())
+    }
+
+    /// Runs a statement (DDL).
+    pub async fn execute(&self, sql: &str) -> anyhow::Result<()> {
+        self.client
+            .query(sql)
+            .execute()
+            .await
+            .with_context(|| format!("ClickHouse: {sql}"))
+    }
+}
