@@ -38,7 +38,7 @@ use anyhow::{Context as _, anyhow, bail, ensure};
 use bytes::Bytes;
 use chrono::Utc;
 use clap::{Parser, ValueEnum};
-use growth_collector::map::map_request;
+use growth_collector::map::{MapRules, map_request};
 use growth_collector::{Cli, Collector};
 use growth_schema::user_hash::UserHasher;
 use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
@@ -411,6 +411,8 @@ fn mapping_section(args: &Args) -> anyhow::Result<()> {
     let r = args.records_per_request;
     let keyed = UserHasher::new(Some(BENCH_KEY.as_bytes().to_vec()));
     let unkeyed = UserHasher::new(None);
+    let keyed_rules = MapRules::new(keyed.clone());
+    let unkeyed_rules = MapRules::new(unkeyed.clone());
     let mix = RecordSource::new(1, args.users, Users::Mix(args.hashed_share)).request(r);
     let raw = RecordSource::new(1, args.users, Users::AllRaw).request(r);
     let hashed = RecordSource::new(1, args.users, Users::AllHashed).request(r);
@@ -419,7 +421,7 @@ fn mapping_section(args: &Args) -> anyhow::Result<()> {
 
     // The requests must map cleanly, or the figures would time the rejection path.
     for request in [&mix, &raw, &hashed] {
-        let mapped = map_request(request, &keyed, Utc::now());
+        let mapped = map_request(request, &keyed_rules, Utc::now());
         ensure!(
             mapped.rows.len() as u64 == r && mapped.rejected_total() == 0,
             "benchmark records do not map cleanly: {} rows, rejected {:?}",
@@ -429,9 +431,9 @@ fn mapping_section(args: &Args) -> anyhow::Result<()> {
     }
 
     let (runs, t) = (args.map_runs, args.map_run_time);
-    let map = |request: &ExportLogsServiceRequest, hasher: &UserHasher| {
+    let map = |request: &ExportLogsServiceRequest, rules: &MapRules| {
         rate(runs, t, || {
-            black_box(map_request(black_box(request), hasher, Utc::now())).received
+            black_box(map_request(black_box(request), rules, Utc::now())).received
         })
     };
     eprintln!("mapping: {r} records a request, {bytes_per_record:.0} protobuf bytes a record");
@@ -452,26 +454,26 @@ fn mapping_section(args: &Args) -> anyhow::Result<()> {
     );
     step(
         format!("`map_request`, mix ({share:.0} % `user.hash`, rest `user.id` HMAC)"),
-        map(&mix, &keyed),
+        map(&mix, &keyed_rules),
     );
     step(
         "`map_request`, every user a `user.id` (HMAC-SHA256 key)".into(),
-        map(&raw, &keyed),
+        map(&raw, &keyed_rules),
     );
     step(
         "`map_request`, every user a `user.id` (no key: SHA-256)".into(),
-        map(&raw, &unkeyed),
+        map(&raw, &unkeyed_rules),
     );
     step(
         "`map_request`, every user a `user.hash` (app hashed)".into(),
-        map(&hashed, &keyed),
+        map(&hashed, &keyed_rules),
     );
     step(
         "decode + `map_request`, mix (collector CPU before ClickHouse)".into(),
         rate(runs, t, || {
             let decoded = ExportLogsServiceRequest::decode(black_box(mix_bytes.as_slice()))
                 .unwrap_or_default();
-            black_box(map_request(&decoded, &keyed, Utc::now())).received
+            black_box(map_request(&decoded, &keyed_rules, Utc::now())).received
         }),
     );
     let ids: Vec<String> = (0..1000)

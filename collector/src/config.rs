@@ -13,6 +13,8 @@ use clap::{Args, CommandFactory, Parser, Subcommand};
 use growth_schema::connection::ClickHouseArgs;
 use growth_schema::user_hash::{KEY_ENV, UserHasher};
 
+use crate::intake_config::{IntakeArgs, IntakeConfig};
+
 /// growth-collector: receives OpenTelemetry log records over OTLP (gRPC and HTTP),
 /// keeps those that name a growth event, hashes raw user ids, and writes the events
 /// to ClickHouse in batches. A sender's request is answered with success only once
@@ -100,6 +102,9 @@ pub struct RunArgs {
     /// How long to wait for ClickHouse at start-up (and for `migrate`) before giving up.
     #[arg(long, value_name = "DURATION", env = "GROWTH_STARTUP_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
     pub startup_timeout: Duration,
+
+    #[command(flatten)]
+    pub intake: IntakeArgs,
 }
 
 /// Everything the collector needs, resolved: addresses, limits and the user hasher.
@@ -121,6 +126,8 @@ pub struct Config {
     pub max_request_bytes: usize,
     /// How long start-up waits for ClickHouse.
     pub startup_timeout: Duration,
+    /// Input bounds, privacy, authentication and timeouts of the receivers.
+    pub intake: IntakeConfig,
 }
 
 impl std::fmt::Debug for Config {
@@ -137,6 +144,7 @@ impl std::fmt::Debug for Config {
             .field("batch", &self.batch)
             .field("max_request_bytes", &self.max_request_bytes)
             .field("startup_timeout", &self.startup_timeout)
+            .field("intake", &self.intake)
             .finish_non_exhaustive()
     }
 }
@@ -206,6 +214,7 @@ impl RunArgs {
             },
             max_request_bytes: self.max_request_bytes,
             startup_timeout: self.startup_timeout,
+            intake: self.intake.into_config(),
         })
     }
 }

@@ -11,6 +11,9 @@ pub enum CollectorError {
     /// The flags or the key file are not usable.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// The auth tokens file is not usable.
+    #[error(transparent)]
+    Tokens(#[from] crate::auth::TokensFileError),
     /// A listen address could not be bound.
     #[error("cannot listen on {addr} for {what}: {source}")]
     Bind {

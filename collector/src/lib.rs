@@ -39,12 +39,16 @@
 //! ```
 
 pub mod admin;
+pub mod auth;
 pub mod batch;
+pub mod catalog;
 pub mod clickhouse;
 pub mod config;
 pub mod error;
+pub mod intake_config;
 pub mod lifecycle;
 pub mod map;
+pub mod privacy;
 pub mod receiver;
 pub mod telemetry;
 

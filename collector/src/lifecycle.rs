@@ -17,14 +17,14 @@ use growth_schema::migrate::MigrationReport;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
-use tonic::transport::server::TcpIncoming;
 
 use crate::admin::{self, Phase, Readiness};
+use crate::auth::Auth;
 use crate::batch;
 use crate::clickhouse::{ClickHouseSink, describe};
 use crate::config::Config;
 use crate::error::CollectorError;
-use crate::receiver::{Intake, grpc, http};
+use crate::receiver::{Intake, grpc, http, serve};
 use crate::telemetry::Telemetry;
 
 /// The addresses a bound [`Collector`] listens on (useful with port 0).
@@ -84,6 +84,9 @@ impl Collector {
             admin,
         } = self;
         log_start(&config, addresses);
+        // Before anything is served: a broken tokens file is a start-up error.
+        let rules = config.intake.rules(config.hasher.clone())?;
+        reload_tokens_on_sighup(rules.auth.clone());
 
         let (stop_tx, stop_rx) = watch::channel(false);
         let stop_on_signal = stop_tx.clone();
@@ -128,29 +131,27 @@ impl Collector {
         log_migrations(&config, &report);
 
         let (batch_sender, batcher) = batch::spawn(sink, config.batch, telemetry.clone());
-        let intake = Intake::new(config.hasher.clone(), batch_sender, telemetry);
+        let intake = Intake::new(config.hasher.clone(), batch_sender, telemetry).with_rules(rules);
+        let timeouts = config.intake.timeouts;
         let mut receivers = JoinSet::new();
-        receivers.spawn(named("OTLP/gRPC", {
-            let service = grpc::service(intake.clone(), config.max_request_bytes);
-            let stop = stopped(stop_rx.clone());
-            async move {
-                tonic::transport::Server::builder()
-                    .add_service(service)
-                    .serve_with_incoming_shutdown(TcpIncoming::from(grpc), stop)
-                    .await
-                    .map_err(|e| e.to_string())
-            }
-        }));
-        receivers.spawn(named("OTLP/HTTP", {
-            let router = http::router(intake, config.max_request_bytes);
-            let stop = stopped(stop_rx.clone());
-            async move {
-                axum::serve(http, router)
-                    .with_graceful_shutdown(stop)
-                    .await
-                    .map_err(|e| e.to_string())
-            }
-        }));
+        receivers.spawn(named(
+            "OTLP/gRPC",
+            serve::grpc(
+                grpc,
+                grpc::service(intake.clone(), config.max_request_bytes),
+                timeouts,
+                stopped(stop_rx.clone()),
+            ),
+        ));
+        receivers.spawn(named(
+            "OTLP/HTTP",
+            serve::http(
+                http,
+                http::router(intake, config.max_request_bytes, timeouts.request_read),
+                timeouts,
+                stopped(stop_rx.clone()),
+            ),
+        ));
         readiness.set(Phase::Serving);
         tracing::info!(grpc = %addresses.otlp_grpc, http = %addresses.otlp_http, "receiving OTLP logs");
 
@@ -197,6 +198,32 @@ pub async fn migrate(config: &Config) -> Result<MigrationReport, CollectorError>
         .await?;
     log_migrations(config, &report);
     Ok(report)
+}
+
+/// Reads the tokens file again on every SIGHUP (a failed reload keeps the old tokens).
+fn reload_tokens_on_sighup(auth: Auth) {
+    if !auth.is_on() {
+        return;
+    }
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hangups = match signal(SignalKind::hangup()) {
+            Ok(hangups) => hangups,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGHUP: tokens will not be reloaded");
+                return;
+            }
+        };
+        while hangups.recv().await.is_some() {
+            match auth.reload() {
+                Ok(tokens) => tracing::info!(tokens, "auth tokens reloaded"),
+                Err(e) => {
+                    tracing::error!(error = %e, "auth tokens not reloaded; the old ones stay")
+                }
+            }
+        }
+    });
 }
 
 async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, CollectorError> {

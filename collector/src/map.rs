@@ -17,17 +17,20 @@
 //! * resource attributes other than `service.name`, scope attributes and the record
 //!   body are not part of the event.
 
-use std::collections::HashSet;
+use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use growth_schema::attributes;
-use growth_schema::limits::{self, truncate_to};
+use growth_schema::limits;
 use growth_schema::tables::EventRow;
 use growth_schema::user_hash::{UserHash, UserHasher};
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
 use opentelemetry_proto::tonic::logs::v1::LogRecord;
+
+use crate::auth::AppAccess;
+use crate::privacy::{Privacy, properties_of};
 
 /// The app of events whose resource has no `service.name` (OpenTelemetry's default).
 pub const UNKNOWN_APP: &str = "unknown_service";
@@ -47,17 +50,32 @@ pub enum RejectReason {
     InvalidSource,
     /// The timestamp is beyond what can be stored (after the year 2262).
     InvalidTime,
+    /// The event happened longer ago than `--max-event-age`.
+    TimeTooOld,
+    /// The event lies further in the future than `--max-clock-skew`.
+    TimeInFuture,
+    /// The app would be one more than `--max-apps`.
+    TooManyApps,
+    /// The event name would be one more than `--max-events-per-app` for its app.
+    TooManyEventNames,
+    /// The request's bearer token may not write this app (`--auth-tokens-file`).
+    AppNotAllowed,
 }
 
 impl RejectReason {
     /// Every reason, for pre-creating metric series.
-    pub const ALL: [RejectReason; 6] = [
+    pub const ALL: [RejectReason; 11] = [
         RejectReason::InvalidEventName,
         RejectReason::InvalidUserHash,
         RejectReason::InvalidUserId,
         RejectReason::InvalidApp,
         RejectReason::InvalidSource,
         RejectReason::InvalidTime,
+        RejectReason::TimeTooOld,
+        RejectReason::TimeInFuture,
+        RejectReason::TooManyApps,
+        RejectReason::TooManyEventNames,
+        RejectReason::AppNotAllowed,
     ];
 
     /// The reason as a metric label value and in partial-success messages.
@@ -69,6 +87,64 @@ impl RejectReason {
             RejectReason::InvalidApp => "invalid_app",
             RejectReason::InvalidSource => "invalid_source",
             RejectReason::InvalidTime => "invalid_time",
+            RejectReason::TimeTooOld => "time_too_old",
+            RejectReason::TimeInFuture => "time_in_future",
+            RejectReason::TooManyApps => "too_many_apps",
+            RejectReason::TooManyEventNames => "too_many_event_names",
+            RejectReason::AppNotAllowed => "app_not_allowed",
+        }
+    }
+}
+
+/// How far from the receive time an event's own time may lie. Besides keeping a
+/// device with a wrong clock from moving a user's cohort to 1970, the window bounds
+/// how many monthly partitions (`PARTITION BY toYYYYMM(day)`) one insert can touch:
+/// ClickHouse refuses an insert block spanning more than
+/// `max_partitions_per_insert_block` (100 by default), and with at most
+/// [`TimeWindow::MAX_AGE`] of history a batch spans at most 88 months.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeWindow {
+    /// Oldest accepted event, counted back from the receive time.
+    pub max_age: Duration,
+    /// Furthest accepted event into the future.
+    pub max_skew: Duration,
+}
+
+impl TimeWindow {
+    /// The largest `--max-event-age`: 7 years (2,555 days), so that a batch of
+    /// accepted rows (plus the clock skew and the batching delay) spans at most
+    /// 7 × 12 + 2 = 86 monthly partitions, under ClickHouse's limit of 100.
+    pub const MAX_AGE: Duration = Duration::from_secs(2_555 * 86_400);
+}
+
+impl Default for TimeWindow {
+    fn default() -> Self {
+        Self {
+            max_age: Duration::from_secs(31 * 86_400),
+            max_skew: Duration::from_secs(3_600),
+        }
+    }
+}
+
+/// Everything mapping needs besides the request: how users are hashed, which
+/// times are accepted, what happens to identifying attributes.
+#[derive(Debug, Clone)]
+pub struct MapRules {
+    /// Hashes `user.id` and identifying attributes.
+    pub hasher: UserHasher,
+    /// Accepted event times around the receive time.
+    pub time_window: TimeWindow,
+    /// Attributes that identify a person, and what becomes of them.
+    pub privacy: Privacy,
+}
+
+impl MapRules {
+    /// The default rules with `hasher`.
+    pub fn new(hasher: UserHasher) -> Self {
+        Self {
+            hasher,
+            time_window: TimeWindow::default(),
+            privacy: Privacy::default(),
         }
     }
 }
@@ -88,6 +164,8 @@ pub struct MappedRequest {
     pub properties_dropped: u64,
     /// Property values cut to the length limit.
     pub values_truncated: u64,
+    /// Identifying attribute values hashed or dropped ([`crate::privacy`]).
+    pub identifying_redacted: u64,
 }
 
 impl MappedRequest {
@@ -114,6 +192,32 @@ impl MappedRequest {
         ))
     }
 
+    /// Keeps the rows `admit` accepts; each other row is rejected for the reason it gives.
+    pub fn admit_rows(&mut self, mut admit: impl FnMut(&EventRow) -> Result<(), RejectReason>) {
+        let mut refused = Vec::new();
+        self.rows.retain(|row| match admit(row) {
+            Ok(()) => true,
+            Err(reason) => {
+                refused.push(reason);
+                false
+            }
+        });
+        for reason in refused {
+            self.reject(reason);
+        }
+    }
+
+    /// True when records named events and every one was refused because the
+    /// sender's token may not write its app.
+    pub fn only_forbidden_apps(&self) -> bool {
+        self.rows.is_empty()
+            && !self.rejected.is_empty()
+            && self
+                .rejected
+                .iter()
+                .all(|(reason, _)| *reason == RejectReason::AppNotAllowed)
+    }
+
     fn reject(&mut self, reason: RejectReason) {
         match self.rejected.iter_mut().find(|(r, _)| *r == reason) {
             Some((_, n)) => *n += 1,
@@ -129,7 +233,18 @@ impl MappedRequest {
 /// receive time, also used for records that carry no timestamp.
 pub fn map_request(
     request: &ExportLogsServiceRequest,
-    hasher: &UserHasher,
+    rules: &MapRules,
+    received_at: DateTime<Utc>,
+) -> MappedRequest {
+    map_request_as(request, rules, &AppAccess::All, received_at)
+}
+
+/// [`map_request`] for a sender that may write only the apps `access` allows: the
+/// growth events of other apps are rejected as [`RejectReason::AppNotAllowed`].
+pub fn map_request_as(
+    request: &ExportLogsServiceRequest,
+    rules: &MapRules,
+    access: &AppAccess,
     received_at: DateTime<Utc>,
 ) -> MappedRequest {
     let mut out = MappedRequest::default();
@@ -138,14 +253,21 @@ pub fn map_request(
             .resource
             .as_ref()
             .map_or(&[][..], |r| r.attributes.as_slice());
-        let app = app_of(resource_attributes);
+        let app = app_of(resource_attributes).and_then(|app| {
+            if access.allows(app) {
+                Ok(app)
+            } else {
+                Err(RejectReason::AppNotAllowed)
+            }
+        });
         for scope_logs in &resource_logs.scope_logs {
             for record in &scope_logs.log_records {
                 out.received += 1;
-                match map_record(record, app, hasher, received_at) {
+                match map_record(record, app, rules, received_at) {
                     Mapped::Event(event) => {
                         out.properties_dropped += event.properties_dropped;
                         out.values_truncated += event.values_truncated;
+                        out.identifying_redacted += event.identifying_redacted;
                         out.rows.push(event.row);
                     }
                     Mapped::NotGrowth => out.not_growth += 1,
@@ -170,12 +292,13 @@ struct MappedEvent {
     row: EventRow,
     properties_dropped: u64,
     values_truncated: u64,
+    identifying_redacted: u64,
 }
 
 fn map_record(
     record: &LogRecord,
     app: Result<&str, RejectReason>,
-    hasher: &UserHasher,
+    rules: &MapRules,
     received_at: DateTime<Utc>,
 ) -> Mapped {
     let attrs = record.attributes.as_slice();
@@ -185,7 +308,7 @@ fn map_record(
         Some(Err(reason)) => return Mapped::Rejected(reason),
         Some(Ok(event)) => event,
     };
-    match build_event(record, attrs, event, app, hasher, received_at) {
+    match build_event(record, attrs, event, app, rules, received_at) {
         Ok(event) => Mapped::Event(event),
         Err(reason) => Mapped::Rejected(reason),
     }
@@ -196,14 +319,15 @@ fn build_event(
     attrs: &[KeyValue],
     event: &str,
     app: Result<&str, RejectReason>,
-    hasher: &UserHasher,
+    rules: &MapRules,
     received_at: DateTime<Utc>,
 ) -> Result<MappedEvent, RejectReason> {
     let app = app?;
-    let user_hash = user_of(attrs, hasher)?;
+    let user_hash = user_of(attrs, &rules.hasher)?;
     let source = source_of(attrs)?;
     let event_time = time_of(record, received_at)?;
-    let properties = properties_of(attrs);
+    check_time(event_time, received_at, rules.time_window)?;
+    let properties = properties_of(attrs, &rules.privacy, &rules.hasher);
     Ok(MappedEvent {
         row: EventRow {
             app: app.to_owned(),
@@ -217,6 +341,7 @@ fn build_event(
         },
         properties_dropped: properties.dropped,
         values_truncated: properties.truncated,
+        identifying_redacted: properties.redacted,
     })
 }
 
@@ -305,87 +430,22 @@ fn time_of(record: &LogRecord, received_at: DateTime<Utc>) -> Result<DateTime<Ut
     }
 }
 
-#[derive(Debug, Default)]
-struct Properties {
-    text: Vec<(String, String)>,
-    numbers: Vec<(String, f64)>,
-    dropped: u64,
-    truncated: u64,
-}
-
-/// Every non-reserved attribute as text (first occurrence of a key, at most
-/// `MAX_PROPERTIES`), and the integer and finite double ones again as numbers.
-fn properties_of(attrs: &[KeyValue]) -> Properties {
-    let mut out = Properties::default();
-    let mut seen: HashSet<&str> = HashSet::new();
-    for kv in attrs {
-        let key = kv.key.as_str();
-        if attributes::is_reserved(key) || key.is_empty() || !seen.insert(key) {
-            continue;
-        }
-        if out.text.len() >= limits::MAX_PROPERTIES || key.len() > limits::MAX_PROPERTY_KEY_BYTES {
-            out.dropped += 1;
-            continue;
-        }
-        let value = kv.value.as_ref().and_then(|v| v.value.as_ref());
-        match value {
-            Some(Value::IntValue(i)) => out.numbers.push((key.to_owned(), *i as f64)),
-            Some(Value::DoubleValue(d)) if d.is_finite() => out.numbers.push((key.to_owned(), *d)),
-            _ => {}
-        }
-        let text = value.map(value_text).unwrap_or_default();
-        let kept = truncate_to(&text, limits::MAX_PROPERTY_VALUE_BYTES);
-        if kept.len() < text.len() {
-            out.truncated += 1;
-        }
-        out.text.push((key.to_owned(), kept.to_owned()));
+/// Rejects an event time outside `window` around the receive time.
+fn check_time(
+    event_time: DateTime<Utc>,
+    received_at: DateTime<Utc>,
+    window: TimeWindow,
+) -> Result<(), RejectReason> {
+    let delta = |d: Duration| TimeDelta::from_std(d).unwrap_or(TimeDelta::MAX);
+    let oldest = received_at.checked_sub_signed(delta(window.max_age));
+    let newest = received_at.checked_add_signed(delta(window.max_skew));
+    if oldest.is_some_and(|oldest| event_time < oldest) {
+        return Err(RejectReason::TimeTooOld);
     }
-    out
-}
-
-/// An attribute value as text: scalars as themselves, arrays and maps as JSON.
-fn value_text(value: &Value) -> String {
-    match value {
-        Value::StringValue(s) => s.clone(),
-        Value::BoolValue(b) => b.to_string(),
-        Value::IntValue(i) => i.to_string(),
-        Value::DoubleValue(d) => d.to_string(),
-        Value::BytesValue(b) => hex::encode(b),
-        Value::ArrayValue(_) | Value::KvlistValue(_) => json_of(Some(value)).to_string(),
-        Value::StringValueStrindex(_) => String::new(),
+    if newest.is_some_and(|newest| event_time > newest) {
+        return Err(RejectReason::TimeInFuture);
     }
-}
-
-fn json_of(value: Option<&Value>) -> serde_json::Value {
-    use serde_json::Value as Json;
-    let Some(value) = value else {
-        return Json::Null;
-    };
-    match value {
-        Value::StringValue(s) => Json::String(s.clone()),
-        Value::BoolValue(b) => Json::Bool(*b),
-        Value::IntValue(i) => Json::from(*i),
-        // JSON has no NaN or infinity: those become null.
-        Value::DoubleValue(d) => serde_json::Number::from_f64(*d).map_or(Json::Null, Json::Number),
-        Value::BytesValue(b) => Json::String(hex::encode(b)),
-        Value::ArrayValue(array) => Json::Array(
-            array
-                .values
-                .iter()
-                .map(|v: &AnyValue| json_of(v.value.as_ref()))
-                .collect(),
-        ),
-        Value::KvlistValue(list) => Json::Object(
-            list.values
-                .iter()
-                .map(|kv| {
-                    let value = kv.value.as_ref().and_then(|v| v.value.as_ref());
-                    (kv.key.clone(), json_of(value))
-                })
-                .collect(),
-        ),
-        Value::StringValueStrindex(_) => Json::Null,
-    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1,11 +1,12 @@
 //! One test (or a few) per row of the event contract in DESIGN.md.
 
 use super::*;
-use opentelemetry_proto::tonic::common::v1::{ArrayValue, KeyValueList};
+use opentelemetry_proto::tonic::common::v1::{AnyValue, ArrayValue, KeyValueList};
 use opentelemetry_proto::tonic::logs::v1::{ResourceLogs, ScopeLogs};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 
-const RECEIVED_NANOS: i64 = 1_764_000_000_123_000_000;
+// Shortly after the records' own times (1_700_000_000…), within the default window.
+const RECEIVED_NANOS: i64 = 1_700_000_100_123_000_000;
 
 fn received() -> DateTime<Utc> {
     DateTime::from_timestamp_nanos(RECEIVED_NANOS)
@@ -53,7 +54,11 @@ fn app() -> Vec<KeyValue> {
 }
 
 fn map_with(hasher: &UserHasher, records: Vec<LogRecord>) -> MappedRequest {
-    map_request(&request(app(), records), hasher, received())
+    map_request(
+        &request(app(), records),
+        &MapRules::new(hasher.clone()),
+        received(),
+    )
 }
 
 fn map(records: Vec<LogRecord>) -> MappedRequest {
@@ -256,13 +261,17 @@ fn app_is_service_name() {
 fn missing_service_name_is_unknown_service() {
     let mapped = map_request(
         &request(vec![], vec![record("e", vec![])]),
-        &UserHasher::new(None),
+        &MapRules::new(UserHasher::new(None)),
         received(),
     );
     assert_eq!(mapped.rows[0].app, UNKNOWN_APP);
     let mut no_resource = request(vec![], vec![record("e", vec![])]);
     no_resource.resource_logs[0].resource = None;
-    let mapped = map_request(&no_resource, &UserHasher::new(None), received());
+    let mapped = map_request(
+        &no_resource,
+        &MapRules::new(UserHasher::new(None)),
+        received(),
+    );
     assert_eq!(mapped.rows[0].app, UNKNOWN_APP);
 }
 
@@ -273,7 +282,7 @@ fn invalid_service_name_is_rejected() {
         Value::IntValue(1),
     ] {
         let req = request(vec![kv("service.name", value)], vec![record("e", vec![])]);
-        let mapped = map_request(&req, &UserHasher::new(None), received());
+        let mapped = map_request(&req, &MapRules::new(UserHasher::new(None)), received());
         assert_eq!(mapped.rejected, vec![(RejectReason::InvalidApp, 1)]);
     }
 }
@@ -317,6 +326,120 @@ fn unrepresentable_time_is_rejected() {
         ..record("e", vec![])
     };
     assert_eq!(rejected(rec), vec![(RejectReason::InvalidTime, 1)]);
+}
+
+#[test]
+fn times_outside_the_window_are_rejected_one_by_one() {
+    let at = |offset_secs: i64| LogRecord {
+        time_unix_nano: u64::try_from(RECEIVED_NANOS + offset_secs * 1_000_000_000)
+            .expect("positive"),
+        ..record("e", vec![])
+    };
+    let day = 86_400;
+    let mapped = map(vec![
+        at(-31 * day + 1),
+        at(-31 * day - 1),
+        at(3_599),
+        at(3_601),
+        // Year 2200: once stored with `day` wrapped to 2020; now refused.
+        LogRecord {
+            time_unix_nano: 7_258_118_400_000_000_000,
+            ..record("e", vec![])
+        },
+        // 1970: would move the user's cohort back 56 years.
+        LogRecord {
+            time_unix_nano: 1,
+            ..record("e", vec![])
+        },
+    ]);
+    assert_eq!(mapped.rows.len(), 2);
+    assert_eq!(
+        mapped.rejected,
+        vec![
+            (RejectReason::TimeTooOld, 2),
+            (RejectReason::TimeInFuture, 2)
+        ]
+    );
+    // Records without a time of their own take the receive time: always inside.
+    let backfill = MapRules {
+        time_window: TimeWindow {
+            max_age: Duration::from_secs(400 * 86_400),
+            max_skew: Duration::ZERO,
+        },
+        ..MapRules::new(UserHasher::new(None))
+    };
+    let mapped = map_request(
+        &request(app(), vec![at(-399 * day), at(1), record("e", vec![])]),
+        &backfill,
+        received(),
+    );
+    assert_eq!(mapped.rows.len(), 2);
+    assert_eq!(mapped.rejected, vec![(RejectReason::TimeInFuture, 1)]);
+}
+
+#[test]
+fn window_bounds_the_partitions_of_an_insert() {
+    // PARTITION BY toYYYYMM(day): the accepted span, however long a batch gathers
+    // rows (allow a day), must stay under max_partitions_per_insert_block = 100.
+    let span = TimeWindow::MAX_AGE + TimeWindow::default().max_skew + Duration::from_secs(86_400);
+    let months = span.as_secs().div_ceil(28 * 86_400) + 1;
+    assert!(months < 100, "{months} monthly partitions");
+}
+
+// ── privacy and access ──────────────────────────────────────────────────────────
+
+#[test]
+fn identifying_attributes_never_reach_a_row_raw() {
+    let rec = record(
+        "e",
+        vec![
+            kv("user.id", s("raw-user")),
+            kv("user.email", s("raw@example.org")),
+            kv(
+                "ctx",
+                Value::KvlistValue(KeyValueList {
+                    values: vec![kv("enduser.id", s("raw-enduser"))],
+                }),
+            ),
+        ],
+    );
+    let mapped = map(vec![rec]);
+    let text = format!("{:?}", mapped.rows);
+    for raw in ["raw-user", "raw@example.org", "raw-enduser"] {
+        assert!(!text.contains(raw), "{raw} in {text}");
+    }
+    assert_eq!(mapped.identifying_redacted, 2);
+}
+
+#[test]
+fn apps_a_token_may_not_write_are_rejected() {
+    let allowed = AppAccess::Only(std::sync::Arc::new(["finbrain".to_owned()].into()));
+    let mut req = request(app(), vec![record("e", vec![])]);
+    req.resource_logs.extend(
+        request(
+            vec![kv("service.name", s("intruder"))],
+            vec![record("e", vec![]), record("", vec![])],
+        )
+        .resource_logs,
+    );
+    let mapped = map_request_as(
+        &req,
+        &MapRules::new(UserHasher::new(None)),
+        &allowed,
+        received(),
+    );
+    assert_eq!(mapped.rows.len(), 1);
+    assert_eq!(mapped.rejected, vec![(RejectReason::AppNotAllowed, 1)]);
+    assert_eq!(mapped.not_growth, 1);
+    assert!(!mapped.only_forbidden_apps());
+    req.resource_logs.remove(0);
+    let mapped = map_request_as(
+        &req,
+        &MapRules::new(UserHasher::new(None)),
+        &allowed,
+        received(),
+    );
+    assert!(mapped.only_forbidden_apps());
 }
 
 // ── source ──────────────────────────────────────────────────────────────────────
@@ -387,7 +510,7 @@ fn other_attributes_are_text_properties() {
             ("recurring", "false"),
             ("raw", "dead"),
             ("tags", r#"["a",1]"#),
-            ("meta", r#"{"k":"v","n":null}"#),
+            ("meta", r#"{"k":"v","n":"NaN"}"#),
         ]
     );
     assert_eq!(
@@ -483,7 +606,7 @@ fn resources_keep_their_own_app() {
         vec![record("b", vec![])],
     );
     req.resource_logs.append(&mut other.resource_logs);
-    let mapped = map_request(&req, &UserHasher::new(None), received());
+    let mapped = map_request(&req, &MapRules::new(UserHasher::new(None)), received());
     let apps: Vec<&str> = mapped.rows.iter().map(|r| r.app.as_str()).collect();
     assert_eq!(apps, vec!["finbrain", "other_app"]);
 }

@@ -14,6 +14,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use crate::map::{MappedRequest, RejectReason};
+use crate::receiver::Refusal;
 
 /// Prefix of every metric name.
 pub const PREFIX: &str = "growth_collector";
@@ -24,6 +25,17 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct ReasonLabel {
     reason: RejectReason,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RefusalLabel {
+    reason: Refusal,
+}
+
+impl EncodeLabelValue for Refusal {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        encoder.write_str(self.as_str())
+    }
 }
 
 impl EncodeLabelValue for RejectReason {
@@ -41,6 +53,8 @@ pub struct Telemetry {
     records_not_growth: Counter,
     properties_dropped: Counter,
     values_truncated: Counter,
+    identifying_redacted: Counter,
+    requests_refused: Family<RefusalLabel, Counter>,
     events_stored: Counter,
     events_failed: Counter,
     insert_failures: Counter,
@@ -63,6 +77,8 @@ impl Telemetry {
         let records_not_growth = Counter::default();
         let properties_dropped = Counter::default();
         let values_truncated = Counter::default();
+        let identifying_redacted = Counter::default();
+        let requests_refused = Family::<RefusalLabel, Counter>::default();
         let events_stored = Counter::default();
         let events_failed = Counter::default();
         let insert_failures = Counter::default();
@@ -94,6 +110,16 @@ impl Telemetry {
             values_truncated.clone(),
         );
         registry.register(
+            "identifying_redacted",
+            "Values of attributes that identify a person (user.email, client.address, ...) hashed or dropped, nested ones included",
+            identifying_redacted.clone(),
+        );
+        registry.register(
+            "requests_refused",
+            "Requests refused as a whole, by reason (unauthenticated, forbidden, undecodable, too_large, unsupported_media, read_timeout)",
+            requests_refused.clone(),
+        );
+        registry.register(
             "events_stored",
             "Growth events written to ClickHouse",
             events_stored.clone(),
@@ -117,6 +143,9 @@ impl Telemetry {
         for reason in RejectReason::ALL {
             let _ = records_rejected.get_or_create(&ReasonLabel { reason });
         }
+        for reason in Refusal::ALL {
+            let _ = requests_refused.get_or_create(&RefusalLabel { reason });
+        }
         Self {
             registry,
             records_received,
@@ -124,6 +153,8 @@ impl Telemetry {
             records_not_growth,
             properties_dropped,
             values_truncated,
+            identifying_redacted,
+            requests_refused,
             events_stored,
             events_failed,
             insert_failures,
@@ -138,11 +169,20 @@ impl Telemetry {
         self.records_not_growth.inc_by(mapped.not_growth);
         self.properties_dropped.inc_by(mapped.properties_dropped);
         self.values_truncated.inc_by(mapped.values_truncated);
+        self.identifying_redacted
+            .inc_by(mapped.identifying_redacted);
         for (reason, n) in &mapped.rejected {
             self.records_rejected
                 .get_or_create(&ReasonLabel { reason: *reason })
                 .inc_by(*n);
         }
+    }
+
+    /// A request was refused as a whole.
+    pub fn refused(&self, reason: Refusal) {
+        self.requests_refused
+            .get_or_create(&RefusalLabel { reason })
+            .inc();
     }
 
     /// Rows handed to the batcher and not yet acknowledged.

@@ -21,3 +21,40 @@ pub const RESERVED: [&str; 4] = [EVENT_NAME, USER_HASH, USER_ID, SOURCE];
 pub fn is_reserved(key: &str) -> bool {
     RESERVED.contains(&key)
 }
+
+/// Attributes that identify a person (or the device or address they use) by the
+/// OpenTelemetry semantic conventions, besides [`USER_ID`]. The collector never
+/// stores their values raw: it hashes them like a user id (or drops them, as
+/// configured), at the top level of a record and inside nested maps and arrays.
+/// Deployments add their own names with `--identifying-attributes`.
+///
+/// * `enduser.*` — the end user of the service (semconv "enduser" namespace);
+/// * `user.*` — the user's email, name, full name and id (semconv "user" namespace);
+///   `user.hash` is not here: it is the contract's already-hashed user;
+/// * `client.address`, `source.address`, `network.peer.address` and their older
+///   names (`net.peer.ip`, `net.sock.peer.addr`, `http.client_ip`) — the IP address
+///   a request came from is personal data;
+/// * `device.id` — a device's unique identifier.
+pub const IDENTIFYING: [&str; 14] = [
+    USER_ID,
+    "enduser.id",
+    "enduser.pseudo.id",
+    "user.email",
+    "user.name",
+    "user.full_name",
+    "client.address",
+    "client.socket.address",
+    "source.address",
+    "network.peer.address",
+    "net.peer.ip",
+    "net.sock.peer.addr",
+    "http.client_ip",
+    "device.id",
+];
+
+/// Returns true when `key` names an attribute of [`IDENTIFYING`] (ASCII case ignored).
+pub fn is_identifying(key: &str) -> bool {
+    IDENTIFYING
+        .iter()
+        .any(|name| name.eq_ignore_ascii_case(key))
+}

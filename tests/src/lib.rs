@@ -157,8 +157,13 @@ pub struct Collector {
 impl Collector {
     /// Starts the collector; `hash_key` becomes `GROWTH_USER_HASH_KEY`.
     pub async fn start(database: &str, hash_key: Option<&str>) -> Self {
+        Self::start_with(database, hash_key, &[]).await
+    }
+
+    /// Starts the collector with extra flags.
+    pub async fn start_with(database: &str, hash_key: Option<&str>, extra: &[&str]) -> Self {
         let (grpc, http, admin) = (free_port(), free_port(), free_port());
-        let args: Vec<String> = [
+        let mut args: Vec<String> = [
             "--clickhouse-url",
             &clickhouse_url(),
             "--clickhouse-database",
@@ -175,6 +180,7 @@ impl Collector {
         .iter()
         .map(|s| s.to_string())
         .collect();
+        args.extend(extra.iter().map(|s| s.to_string()));
         let envs: Vec<(&str, String)> = hash_key
             .map(|k| vec![("GROWTH_USER_HASH_KEY", k.to_owned())])
             .unwrap_or_default();

@@ -6,8 +6,12 @@ use growth_e2e::{Collector, clickhouse, unique_database};
 use serde_json::{Value, json};
 
 fn record(attrs: &[(&str, &str)]) -> Value {
+    let minute_ago = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() - 60_000_000_000)
+        .unwrap_or_default();
     json!({
-        "timeUnixNano": "1795000000000000000",
+        "timeUnixNano": minute_ago.to_string(),
         "attributes": attrs.iter().map(|(k, v)| json!({"key": k, "value": {"stringValue": v}})).collect::<Vec<_>>()
     })
 }

@@ -221,7 +221,13 @@ fn assert_same(
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_match_independent_expectations_across_timezones() {
     let database = unique_database("metrics");
-    let collector = Collector::start(&database, Some("metrics-test-key")).await;
+    // The data set spans 40 days: more history than the default --max-event-age.
+    let collector = Collector::start_with(
+        &database,
+        Some("metrics-test-key"),
+        &["--max-event-age=60days"],
+    )
+    .await;
     let now = Utc::now();
     let events = data_set(now);
     let users: BTreeSet<_> = events.iter().filter_map(|e| e.user.clone()).collect();

@@ -1,39 +1,215 @@
 //! OTLP/gRPC receiver: `opentelemetry.proto.collector.logs.v1.LogsService/Export`.
+//!
+//! tonic does the HTTP/2, framing and gzip; the message is decoded here, by a codec
+//! of our own, because tonic's prost codec answers undecodable input with
+//! `INTERNAL` (a server error) and cannot bound what a message expands to. So:
+//!
+//! * bytes that are not a request, and requests over the [`DecodeLimits`], get
+//!   `INVALID_ARGUMENT` with the reason;
+//! * a second message in this unary call is `INVALID_ARGUMENT`, not silently dropped;
+//! * what tonic itself refuses before our codec runs — a message over
+//!   `--max-request-bytes` (tonic says `OUT_OF_RANGE`, which OTLP senders retry
+//!   forever), a missing message or a corrupt gzip frame (`INTERNAL`) — is rewritten
+//!   to `INVALID_ARGUMENT`: all are the sender's fault and none succeeds on retry.
+//!   Our own handler never answers `OUT_OF_RANGE` or `INTERNAL`, so the rewrite
+//!   cannot hide a server error;
+//! * a missing or wrong bearer token is `UNAUTHENTICATED`, checked before the body is
+//!   read; a token that may write none of the request's apps `PERMISSION_DENIED`.
 
-use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
-    LogsService, LogsServiceServer,
-};
+use std::convert::Infallible;
+use std::task::{Context, Poll};
+
+use bytes::Buf as _;
 use opentelemetry_proto::tonic::collector::logs::v1::{
     ExportLogsServiceRequest, ExportLogsServiceResponse,
 };
-use tonic::codec::CompressionEncoding;
-use tonic::{Request, Response, Status};
+use prost::Message as _;
+use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::codegen::{Body, BoxFuture, Service, StdError, http};
+use tonic::server::{Grpc, NamedService, UnaryService};
+use tonic::{Code, Request, Response, Status};
 
-use super::Intake;
+use super::decode::{self, DecodeLimits};
+use super::{ExportError, Intake};
+use crate::auth::AppAccess;
 
-/// The `LogsService` implementation; thin over [`Intake`].
+/// The gRPC path of the one method served.
+pub const EXPORT_PATH: &str = "/opentelemetry.proto.collector.logs.v1.LogsService/Export";
+
+/// The `LogsService` server: gzip accepted, messages bounded to `max_message_bytes`
+/// (decompressed) and decoded within `limits`.
 #[derive(Debug, Clone)]
-pub struct GrpcReceiver {
+pub struct LogsServer {
     intake: Intake,
+    max_message_bytes: usize,
+    limits: DecodeLimits,
 }
 
-/// The gRPC service: gzip accepted, messages bounded to `max_message_bytes` (decompressed).
-pub fn service(intake: Intake, max_message_bytes: usize) -> LogsServiceServer<GrpcReceiver> {
-    LogsServiceServer::new(GrpcReceiver { intake })
-        .accept_compressed(CompressionEncoding::Gzip)
-        .max_decoding_message_size(max_message_bytes)
+/// The gRPC service for `intake`.
+pub fn service(intake: Intake, max_message_bytes: usize) -> LogsServer {
+    let limits = intake.decode_limits();
+    LogsServer {
+        intake,
+        max_message_bytes,
+        limits,
+    }
 }
 
-#[tonic::async_trait]
-impl LogsService for GrpcReceiver {
-    async fn export(
-        &self,
-        request: Request<ExportLogsServiceRequest>,
-    ) -> Result<Response<ExportLogsServiceResponse>, Status> {
-        match self.intake.export(request.get_ref()).await {
-            Ok(response) => Ok(Response::new(response)),
-            // UNAVAILABLE is the code OTLP exporters retry on.
-            Err(e) => Err(Status::unavailable(e.to_string())),
+impl NamedService for LogsServer {
+    const NAME: &'static str = "opentelemetry.proto.collector.logs.v1.LogsService";
+}
+
+impl<B> Service<http::Request<B>> for LogsServer
+where
+    B: Body + Send + 'static,
+    B::Error: Into<StdError> + Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        if request.uri().path() != EXPORT_PATH {
+            let status =
+                Status::unimplemented(format!("only {EXPORT_PATH} is served here (OTLP logs)"));
+            return Box::pin(async move { Ok(status.into_http()) });
         }
+        // Before the body is read: an unauthenticated sender costs no decoding.
+        let authorization = request.headers().get(http::header::AUTHORIZATION);
+        let access = match self
+            .intake
+            .authenticate(authorization.map(|v| v.as_bytes()))
+        {
+            Ok(access) => access,
+            Err(e) => {
+                self.intake.count_refused(super::Refusal::Unauthenticated);
+                let status = Status::unauthenticated(e.to_string());
+                return Box::pin(async move { Ok(status.into_http()) });
+            }
+        };
+        let export = Export {
+            intake: self.intake.clone(),
+            access,
+        };
+        let codec = ExportCodec {
+            limits: self.limits,
+        };
+        let max = self.max_message_bytes;
+        let intake = self.intake.clone();
+        Box::pin(async move {
+            let mut grpc = Grpc::new(codec)
+                .accept_compressed(CompressionEncoding::Gzip)
+                .max_decoding_message_size(max);
+            let mut response = grpc.unary(export, request).await;
+            if sender_fault(&mut response) {
+                intake.count_refused(super::Refusal::Undecodable);
+            }
+            Ok(response)
+        })
+    }
+}
+
+/// Rewrites tonic's own `OUT_OF_RANGE` / `INTERNAL` to `INVALID_ARGUMENT` (see the
+/// module documentation); returns true when the answer is `INVALID_ARGUMENT`.
+fn sender_fault(response: &mut http::Response<tonic::body::Body>) -> bool {
+    let headers = response.headers_mut();
+    let Some(code) = headers
+        .get(Status::GRPC_STATUS)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<i32>().ok())
+    else {
+        return false;
+    };
+    let code = Code::from_i32(code);
+    if matches!(code, Code::OutOfRange | Code::Internal) {
+        headers.insert(Status::GRPC_STATUS, (Code::InvalidArgument as i32).into());
+        return true;
+    }
+    code == Code::InvalidArgument
+}
+
+#[derive(Clone)]
+struct Export {
+    intake: Intake,
+    access: AppAccess,
+}
+
+impl UnaryService<ExportLogsServiceRequest> for Export {
+    type Response = ExportLogsServiceResponse;
+    type Future = BoxFuture<Response<Self::Response>, Status>;
+
+    fn call(&mut self, request: Request<ExportLogsServiceRequest>) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move {
+            match this.intake.export_as(request.get_ref(), &this.access).await {
+                Ok(response) => Ok(Response::new(response)),
+                Err(ExportError::Forbidden(message)) => Err(Status::permission_denied(message)),
+                // UNAVAILABLE is the code OTLP exporters retry on.
+                Err(ExportError::Delivery(e)) => Err(Status::unavailable(e.to_string())),
+            }
+        })
+    }
+}
+
+/// Protobuf in and out; decoding bounded by [`DecodeLimits`], one message per call.
+struct ExportCodec {
+    limits: DecodeLimits,
+}
+
+impl Codec for ExportCodec {
+    type Encode = ExportLogsServiceResponse;
+    type Decode = ExportLogsServiceRequest;
+    type Encoder = ResponseEncoder;
+    type Decoder = RequestDecoder;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        ResponseEncoder
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        RequestDecoder {
+            limits: self.limits,
+            decoded: false,
+        }
+    }
+}
+
+struct ResponseEncoder;
+
+impl Encoder for ResponseEncoder {
+    type Item = ExportLogsServiceResponse;
+    type Error = Status;
+
+    fn encode(&mut self, item: Self::Item, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        item.encode(dst)
+            .map_err(|e| Status::internal(format!("cannot encode the response: {e}")))
+    }
+}
+
+/// One decoder per call, so it can tell a second message from the first.
+struct RequestDecoder {
+    limits: DecodeLimits,
+    decoded: bool,
+}
+
+impl Decoder for RequestDecoder {
+    type Item = ExportLogsServiceRequest;
+    type Error = Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Self::Item>, Status> {
+        if self.decoded {
+            return Err(Status::invalid_argument(
+                "more than one message in a unary Export call",
+            ));
+        }
+        self.decoded = true;
+        let bytes = src.copy_to_bytes(src.remaining());
+        decode::protobuf(&bytes, &self.limits)
+            .map(Some)
+            .map_err(|e| Status::invalid_argument(e.to_string()))
     }
 }

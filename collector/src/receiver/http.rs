@@ -2,24 +2,32 @@
 //!
 //! Answers in the request's encoding, as the OTLP specification asks: an
 //! `ExportLogsServiceResponse` on success (with `partialSuccess` when records were
-//! rejected), a `google.rpc.Status` otherwise — 400 for a body that does not
-//! decode, 413 for one over the size limit (measured after decompression, so a
-//! small gzip bomb is as limited as a large body), 415 for another content type or
-//! content encoding, 503 when the events could not be stored (the sender retries).
+//! rejected), a `google.rpc.Status` otherwise, always with a message saying what
+//! was wrong: 400 for a body that does not decode or exceeds the decoding limits,
+//! 401 without a valid bearer token, 403 when the token may write none of the
+//! request's apps, 408 for a body that does not arrive within
+//! `--request-read-timeout`, 413 for one over the size limit (measured after
+//! decompression, so a small gzip bomb is as limited as a large body), 415 for
+//! another content type or content encoding (only gzip, once, is accepted), 503 when
+//! the events could not be stored (the sender retries).
 
-use axum::extract::rejection::{BytesRejection, FailedToBufferBody};
-use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use std::io::Read as _;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Router, body::Bytes};
+use http_body_util::BodyExt as _;
 use opentelemetry_proto::tonic::collector::logs::v1::{
     ExportLogsServiceRequest, ExportLogsServiceResponse,
 };
 use prost::Message;
-use tower_http::decompression::RequestDecompressionLayer;
 
-use super::Intake;
+use super::decode::{self, DecodeError, DecodeLimits};
+use super::{ExportError, Intake, Refusal};
 
 /// The path OTLP/HTTP log exporters post to.
 pub const LOGS_PATH: &str = "/v1/logs";
@@ -30,45 +38,186 @@ const RETRY_AFTER_SECONDS: &str = "2";
 struct HttpState {
     intake: Intake,
     max_request_bytes: usize,
+    limits: DecodeLimits,
+    read_timeout: Duration,
 }
 
-/// The receiver's routes, with gzip request decompression and the body limit.
-pub fn router(intake: Intake, max_request_bytes: usize) -> Router {
+/// The receiver's routes; bodies are limited to `max_request_bytes` after
+/// decompression and must arrive within `read_timeout`.
+pub fn router(intake: Intake, max_request_bytes: usize, read_timeout: Duration) -> Router {
+    let limits = intake.decode_limits();
     Router::new()
-        .route(LOGS_PATH, post(export_logs))
+        .route(
+            LOGS_PATH,
+            post(export_logs).fallback(|method: Method| async move {
+                plain(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    format!("{method} is not served here: POST OTLP logs to {LOGS_PATH}"),
+                )
+            }),
+        )
+        .fallback(|| async {
+            plain(
+                StatusCode::NOT_FOUND,
+                format!("only OTLP logs are received here: POST to {LOGS_PATH}"),
+            )
+        })
         .with_state(HttpState {
             intake,
             max_request_bytes,
+            limits,
+            read_timeout,
         })
-        .layer(DefaultBodyLimit::max(max_request_bytes))
-        .layer(RequestDecompressionLayer::new().gzip(true))
 }
 
-async fn export_logs(
-    State(state): State<HttpState>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
+async fn export_logs(State(state): State<HttpState>, headers: HeaderMap, body: Body) -> Response {
     let Some(encoding) = Encoding::of(&headers) else {
-        return unsupported_media_type();
+        state.intake.count_refused(Refusal::UnsupportedMedia);
+        return plain(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Content-Type must be application/x-protobuf or application/json (OTLP/HTTP)".into(),
+        );
     };
-    let body = match body {
-        Ok(body) => body,
-        Err(rejection) => return encoding.body_error(&rejection, state.max_request_bytes),
+    let compression = match Compression::of(&headers) {
+        Ok(compression) => compression,
+        Err(message) => {
+            state.intake.count_refused(Refusal::UnsupportedMedia);
+            return encoding.status(StatusCode::UNSUPPORTED_MEDIA_TYPE, message);
+        }
     };
-    let request = match encoding.decode(&body) {
-        Ok(request) => request,
-        Err(message) => return encoding.status(StatusCode::BAD_REQUEST, message),
-    };
-    match state.intake.export(&request).await {
-        Ok(response) => encoding.success(&response),
+    // Before the body is read: an unauthenticated sender costs no decoding.
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .map(HeaderValue::as_bytes);
+    let access = match state.intake.authenticate(authorization) {
+        Ok(access) => access,
         Err(e) => {
+            state.intake.count_refused(Refusal::Unauthenticated);
+            let mut response = encoding.status(StatusCode::UNAUTHORIZED, e.to_string());
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            return response;
+        }
+    };
+    let read = tokio::time::timeout(
+        state.read_timeout,
+        read_body(body, compression, state.max_request_bytes),
+    );
+    let body = match read.await {
+        Ok(Ok(body)) => body,
+        Ok(Err(BodyError::TooLarge)) => {
+            state.intake.count_refused(Refusal::TooLarge);
+            return encoding.status(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "request body is larger than {} bytes (after decompression); send smaller batches",
+                    state.max_request_bytes
+                ),
+            );
+        }
+        Ok(Err(BodyError::Unreadable(message))) => {
+            state.intake.count_refused(Refusal::Undecodable);
+            return encoding.status(StatusCode::BAD_REQUEST, message);
+        }
+        Err(_) => {
+            state.intake.count_refused(Refusal::ReadTimeout);
+            let mut response = encoding.status(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the request body did not arrive within {:?} (--request-read-timeout)",
+                    state.read_timeout
+                ),
+            );
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            return response;
+        }
+    };
+    let request = match encoding.decode(&body, &state.limits) {
+        Ok(request) => request,
+        Err(e) => {
+            state.intake.count_refused(Refusal::Undecodable);
+            return encoding.status(StatusCode::BAD_REQUEST, e.to_string());
+        }
+    };
+    drop(body);
+    match state.intake.export_as(&request, &access).await {
+        Ok(response) => encoding.success(&response),
+        Err(ExportError::Forbidden(message)) => encoding.status(StatusCode::FORBIDDEN, message),
+        Err(ExportError::Delivery(e)) => {
             let mut response = encoding.status(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
             response.headers_mut().insert(
                 header::RETRY_AFTER,
                 HeaderValue::from_static(RETRY_AFTER_SECONDS),
             );
             response
+        }
+    }
+}
+
+/// The `Content-Encoding`s accepted: none (identity) or one gzip.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Compression {
+    Identity,
+    Gzip,
+}
+
+impl Compression {
+    fn of(headers: &HeaderMap) -> Result<Self, String> {
+        let mut values = headers.get_all(header::CONTENT_ENCODING).iter();
+        let (Some(value), None) = (values.next(), values.next()) else {
+            return if headers.contains_key(header::CONTENT_ENCODING) {
+                Err("more than one Content-Encoding header: send at most one (gzip)".into())
+            } else {
+                Ok(Compression::Identity)
+            };
+        };
+        let value = value.to_str().unwrap_or("").trim().to_ascii_lowercase();
+        match value.as_str() {
+            "" | "identity" => Ok(Compression::Identity),
+            "gzip" | "x-gzip" => Ok(Compression::Gzip),
+            other => Err(format!(
+                "Content-Encoding {other:?} is not supported: send gzip or no encoding"
+            )),
+        }
+    }
+}
+
+enum BodyError {
+    TooLarge,
+    Unreadable(String),
+}
+
+/// Reads the whole body, refusing more than `limit` bytes before or after gunzip.
+async fn read_body(body: Body, compression: Compression, limit: usize) -> Result<Bytes, BodyError> {
+    let mut body = body;
+    let mut raw = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame
+            .map_err(|e| BodyError::Unreadable(format!("cannot read the request body: {e}")))?;
+        if let Ok(data) = frame.into_data() {
+            if raw.len() + data.len() > limit {
+                return Err(BodyError::TooLarge);
+            }
+            raw.extend_from_slice(&data);
+        }
+    }
+    match compression {
+        Compression::Identity => Ok(Bytes::from(raw)),
+        Compression::Gzip => {
+            let mut out = Vec::new();
+            let decoder = flate2::read::MultiGzDecoder::new(raw.as_slice());
+            // One byte past the limit tells "too large" from "exactly the limit".
+            decoder
+                .take(limit as u64 + 1)
+                .read_to_end(&mut out)
+                .map_err(|e| BodyError::Unreadable(format!("the gzip body is corrupt: {e}")))?;
+            if out.len() > limit {
+                return Err(BodyError::TooLarge);
+            }
+            Ok(Bytes::from(out))
         }
     }
 }
@@ -108,12 +257,14 @@ impl Encoding {
         }
     }
 
-    fn decode(self, body: &[u8]) -> Result<ExportLogsServiceRequest, String> {
+    fn decode(
+        self,
+        body: &[u8],
+        limits: &DecodeLimits,
+    ) -> Result<ExportLogsServiceRequest, DecodeError> {
         match self {
-            Encoding::Protobuf => ExportLogsServiceRequest::decode(body)
-                .map_err(|e| format!("body is not a protobuf ExportLogsServiceRequest: {e}")),
-            Encoding::Json => serde_json::from_slice(body)
-                .map_err(|e| format!("body is not an OTLP/JSON ExportLogsServiceRequest: {e}")),
+            Encoding::Protobuf => decode::protobuf(body, limits),
+            Encoding::Json => decode::json(body, limits),
         }
     }
 
@@ -150,27 +301,14 @@ impl Encoding {
         };
         (status, [(header::CONTENT_TYPE, self.content_type())], body).into_response()
     }
-
-    fn body_error(self, rejection: &BytesRejection, limit: usize) -> Response {
-        match rejection {
-            BytesRejection::FailedToBufferBody(FailedToBufferBody::LengthLimitError(_)) => self
-                .status(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    format!("request body is larger than {limit} bytes (after decompression); send smaller batches"),
-                ),
-            other => self.status(
-                StatusCode::BAD_REQUEST,
-                format!("cannot read the request body (corrupt gzip?): {}", other.body_text()),
-            ),
-        }
-    }
 }
 
-fn unsupported_media_type() -> Response {
+/// A plain-text answer, for when the request's encoding is unknown.
+fn plain(status: StatusCode, message: String) -> Response {
     (
-        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        status,
         [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        "Content-Type must be application/x-protobuf or application/json (OTLP/HTTP)\n",
+        format!("{message}\n"),
     )
         .into_response()
 }
@@ -178,8 +316,13 @@ fn unsupported_media_type() -> Response {
 /// The gRPC status code matching an HTTP status, for `google.rpc.Status.code`.
 fn grpc_code(status: StatusCode) -> i32 {
     match status {
-        StatusCode::BAD_REQUEST => tonic::Code::InvalidArgument as i32,
+        StatusCode::BAD_REQUEST | StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+            tonic::Code::InvalidArgument as i32
+        }
         StatusCode::PAYLOAD_TOO_LARGE => tonic::Code::ResourceExhausted as i32,
+        StatusCode::UNAUTHORIZED => tonic::Code::Unauthenticated as i32,
+        StatusCode::FORBIDDEN => tonic::Code::PermissionDenied as i32,
+        StatusCode::REQUEST_TIMEOUT => tonic::Code::DeadlineExceeded as i32,
         StatusCode::SERVICE_UNAVAILABLE => tonic::Code::Unavailable as i32,
         _ => tonic::Code::Internal as i32,
     }

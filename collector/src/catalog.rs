@@ -1,0 +1,161 @@
+//! The bounded set of apps and event names the collector accepts.
+//!
+//! Every distinct app and (app, event) pair becomes rows in the views and label
+//! values on the aggregator's `/metrics`, so a sender inventing names (a bug that
+//! puts a user id into the event name, or an attacker) must not grow them without
+//! end. The first `--max-apps` apps and, per app, the first `--max-events-per-app`
+//! event names are accepted; a record that would add one more is rejected
+//! (`too_many_apps`, `too_many_event_names`) while known names keep flowing.
+//!
+//! The known set lives in memory and is seeded at start-up from what ClickHouse
+//! already holds (`event_counts`, see [`Catalog::learn`]), so a restart does not
+//! open the door again; names seeded beyond the bounds stay accepted (they are
+//! stored already), new ones are refused. Memory is bounded by the flags:
+//! at most `max_apps × max_events_per_app` names of at most 128 bytes each.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+
+use crate::map::{MappedRequest, RejectReason};
+
+/// Known apps and event names, bounded.
+#[derive(Debug)]
+pub struct Catalog {
+    max_apps: usize,
+    max_events_per_app: usize,
+    known: Mutex<HashMap<String, HashSet<String>>>,
+}
+
+impl Catalog {
+    /// An empty catalog with these bounds.
+    pub fn new(max_apps: usize, max_events_per_app: usize) -> Self {
+        Self {
+            max_apps,
+            max_events_per_app,
+            known: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Adds (app, event) pairs known to be stored already, whatever the bounds.
+    pub fn learn(&self, pairs: impl IntoIterator<Item = (String, String)>) {
+        let mut known = self.lock();
+        for (app, event) in pairs {
+            known.entry(app).or_default().insert(event);
+        }
+    }
+
+    /// Rejects the rows of `mapped` whose app or event name is one too many.
+    pub fn admit(&self, mapped: &mut MappedRequest) {
+        let mut known = self.lock();
+        mapped.admit_rows(|row| {
+            if !known.contains_key(row.app.as_str()) {
+                if known.len() >= self.max_apps {
+                    return Err(RejectReason::TooManyApps);
+                }
+                known.insert(row.app.clone(), HashSet::new());
+            }
+            let Some(events) = known.get_mut(row.app.as_str()) else {
+                return Ok(()); // inserted just above
+            };
+            if events.contains(row.event.as_str()) {
+                return Ok(());
+            }
+            if events.len() >= self.max_events_per_app {
+                return Err(RejectReason::TooManyEventNames);
+            }
+            events.insert(row.event.clone());
+            Ok(())
+        });
+    }
+
+    /// Distinct apps known.
+    pub fn apps(&self) -> usize {
+        self.lock().len()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, HashSet<String>>> {
+        // A panic while holding the lock leaves a consistent map: keep using it.
+        self.known
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Utc;
+    use growth_schema::tables::EventRow;
+
+    use super::*;
+
+    fn row(app: &str, event: &str) -> EventRow {
+        EventRow {
+            app: app.into(),
+            event: event.into(),
+            event_time: Utc::now(),
+            user_hash: String::new(),
+            source: String::new(),
+            properties: vec![],
+            numbers: vec![],
+            received_at: Utc::now(),
+        }
+    }
+
+    fn admit(catalog: &Catalog, rows: &[(&str, &str)]) -> (Vec<String>, Vec<(RejectReason, u64)>) {
+        let mut mapped = MappedRequest {
+            rows: rows.iter().map(|(a, e)| row(a, e)).collect(),
+            ..Default::default()
+        };
+        catalog.admit(&mut mapped);
+        let kept = mapped
+            .rows
+            .iter()
+            .map(|r| format!("{}/{}", r.app, r.event))
+            .collect();
+        (kept, mapped.rejected)
+    }
+
+    #[test]
+    fn apps_and_event_names_are_bounded() {
+        let catalog = Catalog::new(2, 2);
+        let (kept, rejected) = admit(
+            &catalog,
+            &[
+                ("a", "x"),
+                ("a", "y"),
+                ("a", "z"),
+                ("b", "x"),
+                ("c", "x"),
+                ("a", "x"),
+            ],
+        );
+        assert_eq!(kept, ["a/x", "a/y", "b/x", "a/x"]);
+        assert_eq!(
+            rejected,
+            [
+                (RejectReason::TooManyApps, 1),
+                (RejectReason::TooManyEventNames, 1)
+            ]
+        );
+        // Known names keep flowing; a later request meets the same bounds.
+        let (kept, _) = admit(&catalog, &[("b", "x"), ("c", "x"), ("b", "w")]);
+        assert_eq!(kept, ["b/x", "b/w"]);
+    }
+
+    #[test]
+    fn learned_names_stay_accepted_beyond_the_bounds() {
+        let catalog = Catalog::new(1, 1);
+        catalog.learn([
+            ("a".to_owned(), "x".to_owned()),
+            ("b".to_owned(), "x".to_owned()),
+            ("b".to_owned(), "y".to_owned()),
+        ]);
+        let (kept, rejected) = admit(
+            &catalog,
+            &[("b", "y"), ("a", "x"), ("a", "new"), ("c", "x")],
+        );
+        assert_eq!(kept, ["b/y", "a/x"]);
+        assert_eq!(rejected.iter().map(|(_, n)| n).sum::<u64>(), 2);
+        assert_eq!(catalog.apps(), 2);
+    }
+}

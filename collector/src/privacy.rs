@@ -1,0 +1,344 @@
+//! Event properties, with the attributes that identify a person never kept raw.
+//!
+//! `user.id` has its own column and is hashed by [`crate::map`]; every other
+//! attribute becomes a property. Some of those identify a person too (an email, a
+//! client IP address, `enduser.id`: the list is [`attributes::IDENTIFYING`], plus
+//! what `--identifying-attributes` adds). Their values are hashed with the user
+//! hasher (so the same email always gives the same hash and can still be counted or
+//! erased by hash) or dropped, per `--identifying-attribute-action` — wherever they
+//! appear: as a top-level attribute, or as a key inside a map (kvlist) value, at any
+//! depth, including maps inside arrays. Matching ignores ASCII case.
+//!
+//! Numbers: integer and finite double attributes are also kept in `numbers`.
+//! Non-finite doubles (NaN, ±infinity, which OTLP/JSON may carry as `"NaN"`,
+//! `"Infinity"`, `"-Infinity"`) are kept only as text with exactly those spellings,
+//! and inside arrays and maps as those JSON strings: a sum over `numbers` is never
+//! poisoned by one bad value, and nothing the sender said is lost.
+
+use std::collections::HashSet;
+
+use growth_schema::attributes;
+use growth_schema::limits::{self, truncate_to};
+use growth_schema::user_hash::UserHasher;
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
+
+/// What becomes of an identifying attribute's value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum IdentifyingAction {
+    /// Replaced by its hash (the user hash function, keyed when a key is set).
+    #[default]
+    Hash,
+    /// Removed from the event.
+    Drop,
+}
+
+/// Which attributes identify a person, and what to do with them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Privacy {
+    /// Names added to [`attributes::IDENTIFYING`] by configuration.
+    extra: Vec<String>,
+    action: IdentifyingAction,
+}
+
+impl Privacy {
+    /// The built-in list plus `extra` names, handled by `action`.
+    pub fn new(extra: impl IntoIterator<Item = String>, action: IdentifyingAction) -> Self {
+        Self {
+            extra: extra
+                .into_iter()
+                .map(|name| name.trim().to_owned())
+                .filter(|name| !name.is_empty())
+                .collect(),
+            action,
+        }
+    }
+
+    /// True when an attribute (or nested map key) named `key` identifies a person.
+    pub fn is_identifying(&self, key: &str) -> bool {
+        attributes::is_identifying(key) || self.extra.iter().any(|n| n.eq_ignore_ascii_case(key))
+    }
+
+    /// What happens to identifying values.
+    pub fn action(&self) -> IdentifyingAction {
+        self.action
+    }
+}
+
+/// An event's properties, and what was cut from them.
+#[derive(Debug, Default)]
+pub(crate) struct Properties {
+    pub text: Vec<(String, String)>,
+    pub numbers: Vec<(String, f64)>,
+    /// Properties dropped for the count or key-length limit.
+    pub dropped: u64,
+    /// Values cut to the length limit.
+    pub truncated: u64,
+    /// Identifying values hashed or dropped (nested ones included).
+    pub redacted: u64,
+}
+
+/// Every non-reserved attribute as text (first occurrence of a key, at most
+/// `MAX_PROPERTIES`), the integer and finite double ones again as numbers, and
+/// identifying values hashed or dropped.
+pub(crate) fn properties_of(
+    attrs: &[KeyValue],
+    privacy: &Privacy,
+    hasher: &UserHasher,
+) -> Properties {
+    let mut out = Properties::default();
+    let mut seen: HashSet<&str> = HashSet::new();
+    let redactor = Redactor { privacy, hasher };
+    for kv in attrs {
+        let key = kv.key.as_str();
+        if attributes::is_reserved(key) || key.is_empty() || !seen.insert(key) {
+            continue;
+        }
+        if out.text.len() >= limits::MAX_PROPERTIES || key.len() > limits::MAX_PROPERTY_KEY_BYTES {
+            out.dropped += 1;
+            continue;
+        }
+        let value = kv.value.as_ref().and_then(|v| v.value.as_ref());
+        let text = if privacy.is_identifying(key) {
+            out.redacted += 1;
+            match privacy.action {
+                IdentifyingAction::Drop => continue,
+                IdentifyingAction::Hash => redactor.hash(value),
+            }
+        } else {
+            match value {
+                Some(Value::IntValue(i)) => out.numbers.push((key.to_owned(), *i as f64)),
+                Some(Value::DoubleValue(d)) if d.is_finite() => {
+                    out.numbers.push((key.to_owned(), *d));
+                }
+                _ => {}
+            }
+            value
+                .map(|v| redactor.text(v, &mut out.redacted))
+                .unwrap_or_default()
+        };
+        let kept = truncate_to(&text, limits::MAX_PROPERTY_VALUE_BYTES);
+        if kept.len() < text.len() {
+            out.truncated += 1;
+        }
+        out.text.push((key.to_owned(), kept.to_owned()));
+    }
+    out
+}
+
+struct Redactor<'a> {
+    privacy: &'a Privacy,
+    hasher: &'a UserHasher,
+}
+
+impl Redactor<'_> {
+    /// The hash of a value's text; empty stays empty (nobody to identify).
+    fn hash(&self, value: Option<&Value>) -> String {
+        let mut ignored = 0;
+        let text = value
+            .map(|v| self.text(v, &mut ignored))
+            .unwrap_or_default();
+        if text.is_empty() {
+            return text;
+        }
+        self.hasher.hash(&text).into_string()
+    }
+
+    /// A value as text: scalars as themselves, arrays and maps as JSON.
+    fn text(&self, value: &Value, redacted: &mut u64) -> String {
+        match value {
+            Value::StringValue(s) => s.clone(),
+            Value::BoolValue(b) => b.to_string(),
+            Value::IntValue(i) => i.to_string(),
+            Value::DoubleValue(d) => double_text(*d),
+            Value::BytesValue(b) => hex::encode(b),
+            Value::ArrayValue(_) | Value::KvlistValue(_) => {
+                self.json(Some(value), redacted).to_string()
+            }
+            Value::StringValueStrindex(_) => String::new(),
+        }
+    }
+
+    fn json(&self, value: Option<&Value>, redacted: &mut u64) -> serde_json::Value {
+        use serde_json::Value as Json;
+        let Some(value) = value else {
+            return Json::Null;
+        };
+        match value {
+            Value::StringValue(s) => Json::String(s.clone()),
+            Value::BoolValue(b) => Json::Bool(*b),
+            Value::IntValue(i) => Json::from(*i),
+            Value::DoubleValue(d) => serde_json::Number::from_f64(*d)
+                .map_or_else(|| Json::String(double_text(*d)), Json::Number),
+            Value::BytesValue(b) => Json::String(hex::encode(b)),
+            Value::ArrayValue(array) => Json::Array(
+                array
+                    .values
+                    .iter()
+                    .map(|v: &AnyValue| self.json(v.value.as_ref(), redacted))
+                    .collect(),
+            ),
+            Value::KvlistValue(list) => {
+                let mut object = serde_json::Map::new();
+                for kv in &list.values {
+                    let value = kv.value.as_ref().and_then(|v| v.value.as_ref());
+                    if self.privacy.is_identifying(&kv.key) {
+                        *redacted += 1;
+                        if self.privacy.action == IdentifyingAction::Hash {
+                            object.insert(kv.key.clone(), Json::String(self.hash(value)));
+                        }
+                    } else {
+                        object.insert(kv.key.clone(), self.json(value, redacted));
+                    }
+                }
+                Json::Object(object)
+            }
+            Value::StringValueStrindex(_) => Json::Null,
+        }
+    }
+}
+
+/// A double as text; the non-finite ones spelled as the protobuf JSON mapping does.
+fn double_text(d: f64) -> String {
+    if d.is_nan() {
+        "NaN".to_owned()
+    } else if d.is_infinite() {
+        if d > 0.0 { "Infinity" } else { "-Infinity" }.to_owned()
+    } else {
+        d.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry_proto::tonic::common::v1::{ArrayValue, KeyValueList};
+
+    use super::*;
+
+    fn kv(key: &str, value: Value) -> KeyValue {
+        KeyValue {
+            key: key.to_owned(),
+            value: Some(AnyValue { value: Some(value) }),
+            ..Default::default()
+        }
+    }
+
+    fn s(text: &str) -> Value {
+        Value::StringValue(text.to_owned())
+    }
+
+    fn kvlist(entries: Vec<KeyValue>) -> Value {
+        Value::KvlistValue(KeyValueList { values: entries })
+    }
+
+    fn array(values: Vec<Value>) -> Value {
+        Value::ArrayValue(ArrayValue {
+            values: values
+                .into_iter()
+                .map(|v| AnyValue { value: Some(v) })
+                .collect(),
+        })
+    }
+
+    fn hostile_attributes() -> Vec<KeyValue> {
+        vec![
+            kv("enduser.id", s("alice-raw")),
+            kv("User.Email", s("alice@example.org")),
+            kv("client.address", s("203.0.113.7")),
+            kv(
+                "ctx",
+                kvlist(vec![
+                    kv("user.id", s("nested-raw")),
+                    kv("plan", s("pro")),
+                    kv(
+                        "deeper",
+                        array(vec![kvlist(vec![kv("user.name", s("Alice Raw"))])]),
+                    ),
+                ]),
+            ),
+            kv("my.secret", s("custom-raw")),
+            kv("amount", Value::DoubleValue(2.5)),
+        ]
+    }
+
+    fn raw_values() -> [&'static str; 6] {
+        [
+            "alice-raw",
+            "alice@example.org",
+            "203.0.113.7",
+            "nested-raw",
+            "Alice Raw",
+            "custom-raw",
+        ]
+    }
+
+    #[test]
+    fn identifying_values_are_hashed_at_any_depth() {
+        let hasher = UserHasher::new(Some(b"k".to_vec()));
+        let privacy = Privacy::new(["my.secret".to_owned()], IdentifyingAction::Hash);
+        let props = properties_of(&hostile_attributes(), &privacy, &hasher);
+        let text = format!("{:?}", props.text);
+        for raw in raw_values() {
+            assert!(!text.contains(raw), "{raw} stored raw: {text}");
+        }
+        let value = |k: &str| props.text.iter().find(|(key, _)| key == k).map(|(_, v)| v);
+        assert_eq!(
+            value("User.Email"),
+            Some(&hasher.hash("alice@example.org").into_string())
+        );
+        let ctx: serde_json::Value =
+            serde_json::from_str(value("ctx").expect("ctx kept")).expect("json");
+        assert_eq!(ctx["user.id"], hasher.hash("nested-raw").as_str());
+        assert_eq!(ctx["plan"], "pro");
+        assert_eq!(
+            ctx["deeper"][0]["user.name"],
+            hasher.hash("Alice Raw").as_str()
+        );
+        assert_eq!(props.redacted, 6);
+        assert_eq!(props.numbers, vec![("amount".to_owned(), 2.5)]);
+    }
+
+    #[test]
+    fn identifying_values_can_be_dropped() {
+        let hasher = UserHasher::new(None);
+        let privacy = Privacy::new(["my.secret".to_owned()], IdentifyingAction::Drop);
+        let props = properties_of(&hostile_attributes(), &privacy, &hasher);
+        let keys: Vec<&str> = props.text.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, ["ctx", "amount"]);
+        let text = format!("{:?}", props.text);
+        for raw in raw_values() {
+            assert!(!text.contains(raw), "{raw} stored: {text}");
+        }
+        assert!(!text.contains("user.id") && text.contains("plan"), "{text}");
+        assert_eq!(props.redacted, 6);
+    }
+
+    #[test]
+    fn non_finite_numbers_are_text_only() {
+        let props = properties_of(
+            &[
+                kv("nan", Value::DoubleValue(f64::NAN)),
+                kv("inf", Value::DoubleValue(f64::INFINITY)),
+                kv("ninf", Value::DoubleValue(f64::NEG_INFINITY)),
+                kv("list", array(vec![Value::DoubleValue(f64::NAN)])),
+            ],
+            &Privacy::default(),
+            &UserHasher::new(None),
+        );
+        assert!(props.numbers.is_empty());
+        let text: Vec<(&str, &str)> = props
+            .text
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(
+            text,
+            [
+                ("nan", "NaN"),
+                ("inf", "Infinity"),
+                ("ninf", "-Infinity"),
+                ("list", r#"["NaN"]"#)
+            ]
+        );
+    }
+}

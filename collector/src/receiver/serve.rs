@@ -1,0 +1,251 @@
+//! Serving the two receivers with timeouts, so a stalled sender cannot hold a
+//! connection (and its buffers) forever.
+//!
+//! * Every connection is wrapped in [`IdleTimeout`]: when nothing arrives from the
+//!   sender for `--idle-timeout` while the server waits to read, the connection is
+//!   closed. That ends half an HTTP/2 preface, unfinished headers that stop coming,
+//!   and idle keep-alive connections. Only bytes received count: the server's own
+//!   HTTP/2 pings do not keep a silent peer alive.
+//! * OTLP/HTTP: hyper's `header_read_timeout` (`--header-read-timeout`) ends headers
+//!   sent slowly byte by byte; the handler reads the body under
+//!   `--request-read-timeout` (408 when it does not arrive in time).
+//! * OTLP/gRPC: tonic's per-call timeout (`--request-read-timeout`) covers reading the
+//!   message and answering; HTTP/2 keepalive pings close connections to dead peers.
+//!
+//! axum's own `serve` sets no timer (so no header timeout) and takes no IO wrapper
+//! with connect info for tonic; this loop is the small part of it we need, with a
+//! graceful shutdown that lets requests in flight finish.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::Router;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio::time::{Instant, Sleep};
+use tokio_stream::StreamExt as _;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::{Connected, TcpConnectInfo};
+
+use super::grpc::LogsServer;
+use crate::intake_config::Timeouts;
+
+/// Serves OTLP/HTTP on `listener` until `stop` completes, then lets requests in
+/// flight finish.
+pub async fn http(
+    listener: TcpListener,
+    router: Router,
+    timeouts: Timeouts,
+    stop: impl Future<Output = ()>,
+) -> Result<(), String> {
+    let (closing, close) = watch::channel(false);
+    let mut connections = JoinSet::new();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            () = &mut stop => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    let _ = stream.set_nodelay(true);
+                    connections.spawn(http_connection(stream, router.clone(), timeouts, close.clone()));
+                }
+                // Out of file descriptors and the like: wait instead of spinning.
+                Err(e) => {
+                    tracing::warn!(error = %e, "OTLP/HTTP accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+    closing.send_replace(true);
+    while connections.join_next().await.is_some() {}
+    Ok(())
+}
+
+async fn http_connection(
+    stream: TcpStream,
+    router: Router,
+    timeouts: Timeouts,
+    mut close: watch::Receiver<bool>,
+) {
+    let io = TokioIo::new(IdleTimeout::new(stream, timeouts.idle));
+    let service = TowerToHyperService::new(router);
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(timeouts.header_read);
+    let connection = builder.serve_connection(io, service);
+    tokio::pin!(connection);
+    tokio::select! {
+        result = connection.as_mut() => {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "OTLP/HTTP connection ended");
+            }
+        }
+        () = closing(&mut close) => {
+            connection.as_mut().graceful_shutdown();
+            let _ = connection.await;
+        }
+    }
+}
+
+async fn closing(close: &mut watch::Receiver<bool>) {
+    let _ = close.wait_for(|closing| *closing).await;
+}
+
+/// Serves OTLP/gRPC on `listener` until `stop` completes.
+pub async fn grpc(
+    listener: TcpListener,
+    service: LogsServer,
+    timeouts: Timeouts,
+    stop: impl Future<Output = ()>,
+) -> Result<(), String> {
+    let idle = timeouts.idle;
+    let incoming = TcpListenerStream::new(listener).map(move |accepted| {
+        accepted.map(|stream| {
+            let _ = stream.set_nodelay(true);
+            IdleTimeout::new(stream, idle)
+        })
+    });
+    tonic::transport::Server::builder()
+        .timeout(timeouts.request_read)
+        .http2_keepalive_interval(Some(idle))
+        .http2_keepalive_timeout(Some(idle.min(Duration::from_secs(20))))
+        .add_service(service)
+        .serve_with_incoming_shutdown(incoming, stop)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// A connection closed with `TimedOut` when the peer sends nothing for `idle`
+/// while the server is waiting to read.
+pub struct IdleTimeout<S> {
+    inner: S,
+    idle: Duration,
+    deadline: Pin<Box<Sleep>>,
+}
+
+impl<S> IdleTimeout<S> {
+    /// Wraps `inner`; the clock starts now.
+    pub fn new(inner: S, idle: Duration) -> Self {
+        Self {
+            inner,
+            idle,
+            deadline: Box::pin(tokio::time::sleep(idle)),
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for IdleTimeout<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        match Pin::new(&mut self.inner).poll_read(cx, buf) {
+            Poll::Ready(result) => {
+                if buf.filled().len() > before {
+                    let next = Instant::now() + self.idle;
+                    self.deadline.as_mut().reset(next);
+                }
+                Poll::Ready(result)
+            }
+            Poll::Pending => match self.deadline.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "connection idle for longer than --idle-timeout",
+                ))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for IdleTimeout<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+impl Connected for IdleTimeout<TcpStream> {
+    type ConnectInfo = TcpConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.inner.connect_info()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_silent_peer_is_cut_and_a_talking_one_is_not() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let server = tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.expect("accept");
+            let mut conn = IdleTimeout::new(stream, Duration::from_millis(300));
+            let mut received = Vec::new();
+            let mut buf = [0_u8; 16];
+            loop {
+                match conn.read(&mut buf).await {
+                    Ok(0) => return (received, None),
+                    Ok(n) => received.extend_from_slice(&buf[..n]),
+                    Err(e) => return (received, Some(e.kind())),
+                }
+            }
+        });
+        let mut client = TcpStream::connect(addr).await.expect("connect");
+        let started = std::time::Instant::now();
+        // Talking every 100 ms keeps it open past the 300 ms idle limit.
+        for byte in b"PRI *" {
+            client.write_all(&[*byte]).await.expect("write");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let (received, error) = server.await.expect("join");
+        assert_eq!(received, b"PRI *");
+        assert_eq!(error, Some(io::ErrorKind::TimedOut));
+        let elapsed = started.elapsed();
+        assert!(
+            elapsed >= Duration::from_millis(700) && elapsed < Duration::from_secs(3),
+            "{elapsed:?}"
+        );
+    }
+}
