@@ -136,7 +136,7 @@ async fn main() -> anyhow::Result<()> {
             .execute()
             .await?;
         let load = load.elapsed();
-        let source = MetricsSource::new(client.clone());
+        let source = MetricsSource::new(client.clone(), Duration::from_secs(60));
         let plan = defs.plan(Utc::now());
         let at = |i: usize| plan.windows[i].1.start.timestamp();
         let views = median(args.runs, || async {

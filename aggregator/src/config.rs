@@ -69,6 +69,23 @@ pub struct RunArgs {
     /// How long to wait for ClickHouse at start-up before giving up.
     #[arg(long, env = "GROWTH_STARTUP_TIMEOUT", default_value = "60s", value_parser = parse_interval)]
     pub startup_timeout: Duration,
+
+    /// Longest any ClickHouse query may run (a refresh's, or one asked by the JSON API).
+    #[arg(long, env = "GROWTH_QUERY_TIMEOUT", default_value = "10s", value_parser = parse_interval)]
+    pub query_timeout: Duration,
+
+    /// /readyz fails once the last good refresh is older than this many refresh intervals.
+    #[arg(long, env = "GROWTH_READY_MAX_INTERVALS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub ready_max_intervals: u32,
+
+    /// At most this many event names per app on /metrics (the most frequent); the rest
+    /// are summed as event="other".
+    #[arg(long, env = "GROWTH_MAX_EVENTS_PER_APP", default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub max_events_per_app: u32,
+
+    /// At most this many apps on /metrics (those with the most events).
+    #[arg(long, env = "GROWTH_MAX_APPS", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub max_apps: u32,
 }
 
 fn parse_interval(text: &str) -> Result<Duration, String> {
@@ -109,6 +126,10 @@ pub struct Config {
     pub listen_addr: SocketAddr,
     pub refresh_interval: Duration,
     pub startup_timeout: Duration,
+    pub query_timeout: Duration,
+    pub ready_max_intervals: u32,
+    pub max_events_per_app: u32,
+    pub max_apps: u32,
     pub definitions: MetricDefinitions,
 }
 
@@ -137,6 +158,10 @@ impl RunArgs {
             listen_addr: self.listen_addr,
             refresh_interval: self.refresh_interval,
             startup_timeout: self.startup_timeout,
+            query_timeout: self.query_timeout,
+            ready_max_intervals: self.ready_max_intervals,
+            max_events_per_app: self.max_events_per_app,
+            max_apps: self.max_apps,
         }
     }
 }

@@ -88,28 +88,48 @@ pub struct RefreshPlan {
     pub today: NaiveDate,
     /// For each window, the UTC range of its days.
     pub windows: Vec<(Window, Range<DateTime<Utc>>)>,
-    /// The reported cohorts, oldest first, today last.
+    /// For each window, the UTC range of the same number of days just before it.
+    pub previous_windows: Vec<(Window, Range<DateTime<Utc>>)>,
+    /// UTC range of the 30 days ending yesterday (the MAU of previous stickiness).
+    pub previous_month: Range<DateTime<Utc>>,
+    /// Every cohort day a refresh computes, oldest first, today last: enough for the
+    /// report (every retention day visible), `/metrics` and the recent ratios.
     pub cohort_days: Vec<NaiveDate>,
-    /// UTC range in which a reported cohort's first event falls.
+    /// UTC range in which a computed cohort's first event falls.
     pub cohort_range: Range<DateTime<Utc>>,
-    /// UTC range of activity that can count towards a reported (cohort, day N).
+    /// UTC range of activity that can count towards a computed (cohort, day N).
     pub retention_activity_range: Range<DateTime<Utc>>,
 }
 
 impl MetricDefinitions {
+    /// How many cohorts people see (report, dashboard): at least `--cohorts`, and
+    /// enough for the largest retention day to have a cohort old enough (D30 needs 31).
+    pub fn report_cohorts(&self) -> u32 {
+        let max_n = self.retention_days.last().copied().unwrap_or(0);
+        self.cohorts.max(max_n.saturating_add(1))
+    }
+
     /// Plans a refresh at instant `now`.
     pub fn plan(&self, now: DateTime<Utc>) -> RefreshPlan {
-        let today = now.with_timezone(&self.timezone).date_naive();
+        let tz = self.timezone;
+        let today = now.with_timezone(&tz).date_naive();
         let windows = Window::ALL
             .iter()
+            .map(|w| (*w, days_range(tz, days_before(today, w.days() - 1), today)))
+            .collect();
+        let previous_windows = Window::ALL
+            .iter()
             .map(|w| {
-                (
-                    *w,
-                    days_range(self.timezone, days_before(today, w.days() - 1), today),
-                )
+                let last = days_before(today, w.days());
+                (*w, days_range(tz, days_before(last, w.days() - 1), last))
             })
             .collect();
-        let oldest = days_before(today, u64::from(self.cohorts.max(1)) - 1);
+        let yesterday = days_before(today, 1);
+        // The recent ratio of day N looks at the K cohorts before today-N.
+        let max_n = u64::from(self.retention_days.last().copied().unwrap_or(0));
+        let back =
+            (u64::from(self.report_cohorts()) - 1).max(max_n + u64::from(self.cohorts.max(1)));
+        let oldest = days_before(today, back);
         let cohort_days: Vec<NaiveDate> = oldest.iter_days().take_while(|d| *d <= today).collect();
         let min_n = u64::from(self.retention_days.first().copied().unwrap_or(1));
         let first_activity = oldest
@@ -119,11 +139,40 @@ impl MetricDefinitions {
         RefreshPlan {
             today,
             windows,
-            cohort_range: days_range(self.timezone, oldest, today),
-            retention_activity_range: day_start(self.timezone, first_activity)
-                ..day_start(self.timezone, next_day(today)),
+            previous_windows,
+            previous_month: days_range(tz, days_before(yesterday, 29), yesterday),
+            cohort_range: days_range(tz, oldest, today),
+            retention_activity_range: day_start(tz, first_activity)..day_start(tz, next_day(today)),
             cohort_days,
         }
+    }
+}
+
+/// Where a per-cohort value stands on the day it is computed (docs/api.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CellStatus {
+    /// Day C+N has ended: the value will not change.
+    Final,
+    /// Day C+N is today: the value so far; it can still grow.
+    InProgress,
+    /// Day C+N is after today: no value yet.
+    Pending,
+    /// The cohort has no users: no ratio.
+    Empty,
+}
+
+/// The status of period `target` (day or week C+N) of a cohort of `users`, when the
+/// period containing now is `current`.
+pub fn cell_status(users: u64, target: NaiveDate, current: NaiveDate) -> CellStatus {
+    if users == 0 {
+        CellStatus::Empty
+    } else if target < current {
+        CellStatus::Final
+    } else if target == current {
+        CellStatus::InProgress
+    } else {
+        CellStatus::Pending
     }
 }
 
@@ -132,9 +181,39 @@ impl MetricDefinitions {
 pub struct CohortReport {
     pub day: NaiveDate,
     pub users: u64,
-    /// Day N → share of the cohort active on day C+N. Only days that have come,
-    /// and only for non-empty cohorts: an unknown value is absent, never a fake 0.
+    /// Day N → share of the cohort active on day C+N. Only days that have come
+    /// (today included: see [`CohortReport::status`]), and only for non-empty
+    /// cohorts: an unknown value is absent, never a fake 0.
     pub retention: BTreeMap<u32, f64>,
+    /// Day N → users of the cohort active on day C+N, for the same keys.
+    pub retained: BTreeMap<u32, u64>,
+}
+
+impl CohortReport {
+    /// The status of day N of this cohort on `today`.
+    pub fn status(&self, n: u32, today: NaiveDate) -> CellStatus {
+        let target = self
+            .day
+            .checked_add_days(Days::new(u64::from(n)))
+            .unwrap_or(NaiveDate::MAX);
+        cell_status(self.users, target, today)
+    }
+}
+
+/// Recent retention of one day N: the sums over the cohorts counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RecentRetention {
+    /// Σ users of the cohorts counted.
+    pub cohort_users: u64,
+    /// Σ users of those cohorts active on their day C+N.
+    pub retained_users: u64,
+}
+
+impl RecentRetention {
+    /// retained ÷ cohort users; `None` when every cohort counted was empty.
+    pub fn ratio(&self) -> Option<f64> {
+        (self.cohort_users > 0).then(|| self.retained_users as f64 / self.cohort_users as f64)
+    }
 }
 
 /// Builds the cohort lines from the counts ClickHouse returned.
@@ -151,7 +230,7 @@ pub fn cohort_reports(
         .iter()
         .map(|&day| {
             let users = sizes.get(&day).copied().unwrap_or(0);
-            let retention = if users == 0 {
+            let counts: BTreeMap<u32, u64> = if users == 0 {
                 BTreeMap::new()
             } else {
                 definitions
@@ -161,17 +240,49 @@ pub fn cohort_reports(
                         day.checked_add_days(Days::new(u64::from(n)))
                             .is_some_and(|d| d <= plan.today)
                     })
-                    .map(|&n| {
-                        let active = retained.get(&(day, n)).copied().unwrap_or(0);
-                        (n, active as f64 / users as f64)
-                    })
+                    .map(|&n| (n, retained.get(&(day, n)).copied().unwrap_or(0)))
                     .collect()
             };
             CohortReport {
                 day,
                 users,
-                retention,
+                retention: counts
+                    .iter()
+                    .map(|(&n, &active)| (n, active as f64 / users as f64))
+                    .collect(),
+                retained: counts,
             }
+        })
+        .collect()
+}
+
+/// DESIGN.md's recent retention for each configured N: over the `--cohorts` most
+/// recent cohort days C with C + N < today, Σ retained ÷ Σ cohort users.
+pub fn recent_retention(
+    definitions: &MetricDefinitions,
+    today: NaiveDate,
+    cohorts: &[CohortReport],
+) -> BTreeMap<u32, RecentRetention> {
+    definitions
+        .retention_days
+        .iter()
+        .map(|&n| {
+            let ended = |c: &&CohortReport| {
+                c.day
+                    .checked_add_days(Days::new(u64::from(n)))
+                    .is_some_and(|d| d < today)
+            };
+            let mut sum = RecentRetention::default();
+            for c in cohorts
+                .iter()
+                .rev()
+                .filter(ended)
+                .take(definitions.cohorts as usize)
+            {
+                sum.cohort_users += c.users;
+                sum.retained_users += c.retained.get(&n).copied().unwrap_or(0);
+            }
+            (n, sum)
         })
         .collect()
 }
@@ -245,18 +356,27 @@ mod tests {
 
     #[test]
     fn cohorts_are_the_last_k_days_with_today() {
-        let plan = defs(Tz::UTC).plan(at("2026-11-24T12:00:00Z"));
-        assert_eq!(plan.cohort_days.len(), 7);
-        assert_eq!(plan.cohort_days[0], date("2026-11-18"));
+        let d = defs(Tz::UTC);
+        // D30 needs 31 cohorts; the recent D30 ratio the 7 cohorts before today-30.
+        assert_eq!(d.report_cohorts(), 31);
+        let plan = d.plan(at("2026-11-24T12:00:00Z"));
+        assert_eq!(plan.cohort_days.len(), 38);
+        assert_eq!(plan.cohort_days[0], date("2026-10-18"));
         assert_eq!(
             *plan.cohort_days.last().expect("cohorts"),
             date("2026-11-24")
         );
-        assert_eq!(plan.cohort_range.start, at("2026-11-18T00:00:00Z"));
+        assert_eq!(plan.cohort_range.start, at("2026-10-18T00:00:00Z"));
         assert_eq!(
             plan.retention_activity_range.start,
-            at("2026-11-19T00:00:00Z")
+            at("2026-10-19T00:00:00Z")
         );
+        let short = MetricDefinitions {
+            retention_days: vec![1, 3],
+            ..d
+        };
+        assert_eq!(short.report_cohorts(), 7);
+        assert_eq!(short.plan(at("2026-11-24T12:00:00Z")).cohort_days.len(), 11);
         assert_eq!(
             plan.retention_activity_range.end,
             at("2026-11-25T00:00:00Z")
@@ -278,20 +398,62 @@ mod tests {
             ((date("2026-11-21"), 3), 2),
         ]);
         let reports = cohort_reports(&d, &plan, &sizes, &retained);
-        assert_eq!(reports.len(), 7);
-        let first = &reports[0];
+        assert_eq!(reports.len(), plan.cohort_days.len());
+        let day = |s: &str| reports.iter().find(|r| r.day == date(s)).expect("cohort");
+        let first = day("2026-11-18");
         assert_eq!(first.users, 4);
         // Day 7 of 11-18 is 11-25, not yet come; day 30 neither.
         assert_eq!(first.retention, BTreeMap::from([(1, 0.5), (3, 0.25)]));
-        let empty = &reports[1];
+        assert_eq!(first.retained, BTreeMap::from([(1, 2), (3, 1)]));
+        assert_eq!(first.status(3, plan.today), CellStatus::Final);
+        assert_eq!(first.status(7, plan.today), CellStatus::Pending);
+        let empty = day("2026-11-19");
         assert_eq!((empty.users, empty.retention.len()), (0, 0));
+        assert_eq!(empty.status(1, plan.today), CellStatus::Empty);
         let third = reports
             .iter()
             .find(|r| r.day == date("2026-11-21"))
             .expect("cohort");
-        // Day 3 is today: reported; nobody back on day 1 is a real 0.
+        // Day 3 is today: reported, in progress; nobody back on day 1 is a real 0.
         assert_eq!(third.retention, BTreeMap::from([(1, 0.0), (3, 1.0)]));
+        assert_eq!(third.status(3, plan.today), CellStatus::InProgress);
         let today = reports.last().expect("today");
         assert!(today.retention.is_empty());
+    }
+
+    #[test]
+    fn recent_retention_sums_the_latest_ended_cohorts() {
+        let d = MetricDefinitions {
+            retention_days: vec![1, 3],
+            cohorts: 2,
+            ..defs(Tz::UTC)
+        };
+        let plan = d.plan(at("2026-11-24T12:00:00Z"));
+        // Day 1 ended for cohorts up to 11-22; the latest two are 11-22 (empty) and 11-21.
+        let sizes = BTreeMap::from([
+            (date("2026-11-20"), 10),
+            (date("2026-11-21"), 4),
+            (date("2026-11-23"), 5),
+        ]);
+        let retained = BTreeMap::from([
+            ((date("2026-11-20"), 1), 5),
+            ((date("2026-11-21"), 1), 1),
+            ((date("2026-11-23"), 1), 5),
+            ((date("2026-11-20"), 3), 2),
+        ]);
+        let reports = cohort_reports(&d, &plan, &sizes, &retained);
+        let recent = recent_retention(&d, plan.today, &reports);
+        assert_eq!(
+            recent[&1],
+            RecentRetention {
+                cohort_users: 4,
+                retained_users: 1
+            }
+        );
+        assert_eq!(recent[&1].ratio(), Some(0.25));
+        // Day 3 ended for cohorts up to 11-20: 11-20 and 11-19 (empty).
+        assert_eq!(recent[&3].ratio(), Some(0.2));
+        let none = recent_retention(&d, plan.today, &reports[..1]);
+        assert_eq!(none[&1].ratio(), None);
     }
 }

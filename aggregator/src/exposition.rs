@@ -123,7 +123,7 @@ pub fn render(snapshot: &MetricsSnapshot, format: Format) -> String {
         "Users whose first event of any kind fell on the cohort day.",
     );
     for (app, m) in &snapshot.apps {
-        for c in &m.cohorts {
+        for c in m.latest_cohorts(snapshot.exported_cohorts) {
             let day = c.day.to_string();
             f.sample(&[("app", app), ("cohort", &day)], c.users as f64);
         }
@@ -136,12 +136,38 @@ pub fn render(snapshot: &MetricsSnapshot, format: Format) -> String {
         "Share of the cohort with an active event on day cohort+N; absent until that day comes.",
     );
     for (app, m) in &snapshot.apps {
-        for c in &m.cohorts {
+        for c in m.latest_cohorts(snapshot.exported_cohorts) {
             let day = c.day.to_string();
             for (n, ratio) in &c.retention {
                 let n = n.to_string();
                 f.sample(&[("app", app), ("cohort", &day), ("day", &n)], *ratio);
             }
+        }
+    }
+    let mut f = header(
+        &mut out,
+        format,
+        "growth_retention_recent_ratio",
+        "gauge",
+        "Over the latest --cohorts cohorts whose day cohort+N has ended: users active on that day / cohort users; absent when all are empty.",
+    );
+    for (app, m) in &snapshot.apps {
+        for (n, recent) in &m.recent_retention {
+            if let Some(ratio) = recent.ratio() {
+                f.sample(&[("app", app), ("day", &n.to_string())], ratio);
+            }
+        }
+    }
+    let mut f = header(
+        &mut out,
+        format,
+        "growth_stickiness_ratio",
+        "gauge",
+        "DAU / MAU (window 1d / 30d); absent when MAU is 0.",
+    );
+    for (app, m) in &snapshot.apps {
+        if let Some(ratio) = m.stickiness() {
+            f.sample(&[("app", app)], ratio);
         }
     }
     let mut f = header(
@@ -189,20 +215,25 @@ mod tests {
                     day: "2026-11-20".parse().expect("date"),
                     users: 14,
                     retention: BTreeMap::from([(1, 0.5), (3, 0.0)]),
+                    retained: BTreeMap::from([(1, 7), (3, 0)]),
                 },
                 CohortReport {
                     day: "2026-11-24".parse().expect("date"),
                     users: 0,
                     retention: BTreeMap::new(),
+                    retained: BTreeMap::new(),
                 },
             ],
             totals: BTreeMap::from([("expense_logged".to_owned(), 1234)]),
+            ..Default::default()
         };
         MetricsSnapshot {
             generated_at: "2026-11-24T12:00:00.5Z".parse().expect("instant"),
             today: "2026-11-24".parse().expect("date"),
             timezone: chrono_tz::Tz::UTC,
             retention_days: vec![1, 3],
+            exported_cohorts: 7,
+            report_cohorts: 7,
             apps: BTreeMap::from([("fin\"brain".to_owned(), app)]),
         }
     }

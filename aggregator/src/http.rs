@@ -1,4 +1,7 @@
-//! HTTP surface: thin handlers that read the cached snapshot and render it.
+//! HTTP surface: the router and its shared state. Handlers are thin: they read the
+//! cached snapshot (or ask [`crate::on_demand`] through the API) and render it.
+
+use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::State;
@@ -6,24 +9,51 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 
+use crate::config::Config;
 use crate::exposition::{self, Format};
+use crate::on_demand::AnswerCache;
+use crate::queries::MetricsSource;
 use crate::report;
 use crate::snapshot::SnapshotCache;
 
 const NOT_READY: &str = "metrics not computed yet: waiting for the first refresh from ClickHouse\n";
 
-/// The routes: `/metrics`, `/admin/metrics`, `/admin/metrics.txt`, `/healthz`.
-pub fn router(cache: SnapshotCache) -> Router {
+/// What every handler may use: the latest snapshot, the settings, a way to ask
+/// ClickHouse (with the query timeout) and the cache of on-demand answers.
+#[derive(Clone)]
+pub struct AppState {
+    pub cache: SnapshotCache,
+    pub config: Arc<Config>,
+    pub source: MetricsSource,
+    pub answers: AnswerCache,
+}
+
+impl AppState {
+    /// State for `config`, reading through `source`.
+    pub fn new(config: Config, source: MetricsSource) -> Self {
+        Self {
+            cache: SnapshotCache::default(),
+            config: Arc::new(config),
+            source,
+            answers: AnswerCache::default(),
+        }
+    }
+}
+
+/// The routes: `/metrics`, `/admin/metrics`, `/admin/metrics.txt`, `/healthz`, `/api/v1/*`.
+pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/admin/metrics", get(admin_html))
         .route("/admin/metrics.txt", get(admin_text))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/", get(|| async { Html("<a href=\"/admin/metrics\">admin metrics</a> · <a href=\"/metrics\">/metrics</a>") }))
-        .with_state(cache)
+        .merge(crate::api::routes())
+        .with_state(state)
 }
 
-fn not_ready() -> Response {
+/// 503 with `Retry-After: 1`: no refresh has succeeded yet.
+pub fn not_ready() -> Response {
     (
         StatusCode::SERVICE_UNAVAILABLE,
         [(header::RETRY_AFTER, "1")],
@@ -32,8 +62,8 @@ fn not_ready() -> Response {
         .into_response()
 }
 
-async fn metrics(State(cache): State<SnapshotCache>, headers: HeaderMap) -> Response {
-    let Some(snapshot) = cache.latest() else {
+async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let Some(snapshot) = state.cache.latest() else {
         return not_ready();
     };
     let format = Format::negotiate(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
@@ -44,8 +74,8 @@ async fn metrics(State(cache): State<SnapshotCache>, headers: HeaderMap) -> Resp
         .into_response()
 }
 
-async fn admin_text(State(cache): State<SnapshotCache>) -> Response {
-    let Some(snapshot) = cache.latest() else {
+async fn admin_text(State(state): State<AppState>) -> Response {
+    let Some(snapshot) = state.cache.latest() else {
         return not_ready();
     };
     (
@@ -55,8 +85,8 @@ async fn admin_text(State(cache): State<SnapshotCache>) -> Response {
         .into_response()
 }
 
-async fn admin_html(State(cache): State<SnapshotCache>) -> Response {
-    let Some(snapshot) = cache.latest() else {
+async fn admin_html(State(state): State<AppState>) -> Response {
+    let Some(snapshot) = state.cache.latest() else {
         return not_ready();
     };
     match report::html(&snapshot) {

@@ -8,6 +8,7 @@
 //!
 //! * `/metrics` — Prometheus text (OpenMetrics when the scraper asks for it);
 //! * `/admin/metrics` — the HTML page, `/admin/metrics.txt` — the plain-text report;
+//! * `/api/v1/*` — the JSON API (`docs/api.md`);
 //! * `/healthz`.
 //!
 //! What it is not for: it receives no events (that is `growth-collector`) and it
@@ -24,10 +25,12 @@
 //! # }
 //! ```
 
+pub mod api;
 pub mod config;
 pub mod definitions;
 pub mod exposition;
 pub mod http;
+pub mod on_demand;
 pub mod queries;
 pub mod report;
 pub mod snapshot;
@@ -40,6 +43,7 @@ use chrono::Utc;
 use growth_schema::migrate::migrate;
 
 use crate::config::Config;
+use crate::http::AppState;
 use crate::queries::MetricsSource;
 use crate::snapshot::{SnapshotCache, compute};
 
@@ -82,7 +86,6 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     migrate_with_retry(&config).await?;
-    let cache = SnapshotCache::default();
     let listener = tokio::net::TcpListener::bind(config.listen_addr)
         .await
         .with_context(|| {
@@ -93,12 +96,13 @@ pub async fn serve(
         })?;
     tracing::info!(addr = %config.listen_addr, timezone = config.definitions.timezone.name(), refresh = ?config.refresh_interval, "serving /metrics, /admin/metrics, /admin/metrics.txt, /healthz");
 
-    let source = MetricsSource::new(config.clickhouse.client());
+    let source = MetricsSource::new(config.clickhouse.client(), config.query_timeout);
+    let state = AppState::new(config.clone(), source.clone());
     // The first refresh happens before the first request is answered, so a client that
     // sees /healthz answer also finds /metrics filled (unless that refresh failed).
-    refresh_once(&source, &config, &cache).await;
-    let refresher = tokio::spawn(refresh_loop(source, config.clone(), cache.clone()));
-    let result = axum::serve(listener, http::router(cache))
+    refresh_once(&source, &config, &state.cache).await;
+    let refresher = tokio::spawn(refresh_loop(source, config, state.cache.clone()));
+    let result = axum::serve(listener, http::router(state))
         .with_graceful_shutdown(shutdown)
         .await;
     refresher.abort();

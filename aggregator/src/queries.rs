@@ -28,6 +28,11 @@ pub struct ActiveUsers {
     pub day: u64,
     pub week: u64,
     pub month: u64,
+    pub previous_day: u64,
+    pub previous_week: u64,
+    pub previous_month: u64,
+    /// The 30 days ending yesterday.
+    pub month_to_yesterday: u64,
 }
 
 /// Size of one cohort.
@@ -68,9 +73,19 @@ fn window_range(plan: &RefreshPlan, window: Window) -> (i64, i64) {
 }
 
 impl MetricsSource {
-    /// `client` must be bound to the growth database.
-    pub fn new(client: Client) -> Self {
-        Self { client }
+    /// `client` must be bound to the growth database. ClickHouse stops any query
+    /// of this source after `timeout` (`max_execution_time`), so a slow question
+    /// never holds a refresh or an API request for long.
+    pub fn new(client: Client, timeout: std::time::Duration) -> Self {
+        let seconds = timeout.as_secs_f64().max(0.1);
+        Self {
+            client: client.with_setting("max_execution_time", format!("{seconds:.1}")),
+        }
+    }
+
+    /// The client, for the on-demand questions of the JSON API.
+    pub fn client(&self) -> &Client {
+        &self.client
     }
 
     /// Events per app and name, ever (anonymous events included).
@@ -82,23 +97,39 @@ impl MetricsSource {
             .await
     }
 
-    /// Distinct users with an active event in each window ending today.
+    /// Distinct users with an active event in each window ending today, in the
+    /// window before it, and in the 30 days ending yesterday.
     pub async fn active_users(
         &self,
         defs: &MetricDefinitions,
         plan: &RefreshPlan,
     ) -> clickhouse::error::Result<Vec<ActiveUsers>> {
+        let range = |ranges: &[(Window, std::ops::Range<DateTime<Utc>>)], w: Window| {
+            ranges
+                .iter()
+                .find(|(x, _)| *x == w)
+                .map(|(_, r)| (unix(r.start), unix(r.end)))
+                .unwrap_or_default()
+        };
         let (day_from, end) = window_range(plan, Window::Day);
         let (week_from, _) = window_range(plan, Window::Week);
         let (month_from, _) = window_range(plan, Window::Month);
+        let (prev_day_from, _) = range(&plan.previous_windows, Window::Day);
+        let (prev_week_from, _) = range(&plan.previous_windows, Window::Week);
+        let (prev_month_from, _) = range(&plan.previous_windows, Window::Month);
+        let yesterday_month_from = unix(plan.previous_month.start);
         self.client
             .query(
                 "SELECT app,
                     uniqExactIf(user_key, bucket >= toDateTime({day_from:Int64}, 'UTC')) AS day,
                     uniqExactIf(user_key, bucket >= toDateTime({week_from:Int64}, 'UTC')) AS week,
-                    uniqExact(user_key) AS month
+                    uniqExactIf(user_key, bucket >= toDateTime({month_from:Int64}, 'UTC')) AS month,
+                    uniqExactIf(user_key, bucket >= toDateTime({prev_day_from:Int64}, 'UTC') AND bucket < toDateTime({day_from:Int64}, 'UTC')) AS previous_day,
+                    uniqExactIf(user_key, bucket >= toDateTime({prev_week_from:Int64}, 'UTC') AND bucket < toDateTime({week_from:Int64}, 'UTC')) AS previous_week,
+                    uniqExactIf(user_key, bucket < toDateTime({month_from:Int64}, 'UTC')) AS previous_month,
+                    uniqExactIf(user_key, bucket >= toDateTime({yesterday_month_from:Int64}, 'UTC') AND bucket < toDateTime({day_from:Int64}, 'UTC')) AS month_to_yesterday
                  FROM ?
-                 WHERE bucket >= toDateTime({month_from:Int64}, 'UTC') AND bucket < toDateTime({end:Int64}, 'UTC')
+                 WHERE bucket >= toDateTime({prev_month_from:Int64}, 'UTC') AND bucket < toDateTime({end:Int64}, 'UTC')
                    AND (empty({active:Array(String)}) OR has({active:Array(String)}, event))
                  GROUP BY app ORDER BY app",
             )
@@ -106,6 +137,10 @@ impl MetricsSource {
             .param("day_from", day_from)
             .param("week_from", week_from)
             .param("month_from", month_from)
+            .param("prev_day_from", prev_day_from)
+            .param("prev_week_from", prev_week_from)
+            .param("prev_month_from", prev_month_from)
+            .param("yesterday_month_from", yesterday_month_from)
             .param("end", end)
             .param("active", &defs.active_events)
             .fetch_all()

@@ -8,13 +8,23 @@ use std::sync::OnceLock;
 use minijinja::{Environment, context};
 use serde::Serialize;
 
-use crate::definitions::Window;
+use crate::definitions::{CellStatus, CohortReport, Window};
 use crate::snapshot::MetricsSnapshot;
 
 const NOT_YET: &str = "-";
+/// Appended to a value whose day is still running (it can still grow).
+const IN_PROGRESS: &str = "*";
 
 fn percent(ratio: Option<&f64>) -> String {
     ratio.map_or_else(|| NOT_YET.to_owned(), |r| format!("{:.1}%", r * 100.0))
+}
+
+fn cell(c: &CohortReport, n: u32, today: chrono::NaiveDate) -> String {
+    let value = percent(c.retention.get(&n));
+    match c.status(n, today) {
+        CellStatus::InProgress => format!("{value}{IN_PROGRESS}"),
+        _ => value,
+    }
 }
 
 /// The plain-text report: generated at, active users, the cohort table, totals.
@@ -35,26 +45,39 @@ pub fn text(snapshot: &MetricsSnapshot) -> String {
         let _ = writeln!(out, "== app {app} ==");
         let _ = writeln!(
             out,
-            "active users: today (DAU) {}, 7 days {}, 30 days {}\n",
+            "active users: today (DAU) {}, 7 days {}, 30 days {}",
             users(Window::Day),
             users(Window::Week),
             users(Window::Month)
+        );
+        let ratio = |r: Option<f64>| percent(r.as_ref());
+        let _ = writeln!(out, "stickiness (DAU/MAU): {}", ratio(m.stickiness()));
+        let recent: Vec<String> = m
+            .recent_retention
+            .iter()
+            .map(|(n, r)| format!("D{n} {}", ratio(r.ratio())))
+            .collect();
+        let _ = writeln!(
+            out,
+            "recent retention (last {} ended cohorts): {}\n",
+            snapshot.exported_cohorts,
+            recent.join(", ")
         );
         let _ = write!(out, "{:<12} {:>7}", "cohort", "users");
         for n in &snapshot.retention_days {
             let _ = write!(out, " {:>7}", format!("D{n}"));
         }
         out.push('\n');
-        for c in m.cohorts.iter().rev() {
+        for c in m.latest_cohorts(snapshot.report_cohorts).iter().rev() {
             let _ = write!(out, "{:<12} {:>7}", c.day.to_string(), c.users);
             for n in &snapshot.retention_days {
-                let _ = write!(out, " {:>7}", percent(c.retention.get(n)));
+                let _ = write!(out, " {:>7}", cell(c, *n, snapshot.today));
             }
             out.push('\n');
         }
         let _ = writeln!(
             out,
-            "({NOT_YET} = day not reached yet, or empty cohort)\n\nrunning totals"
+            "({NOT_YET} = day not reached yet, or empty cohort; {IN_PROGRESS} = day still in progress, can still grow)\n\nrunning totals"
         );
         let width = m.totals.keys().map(String::len).max().unwrap_or(0);
         for (event, count) in &m.totals {
@@ -121,7 +144,7 @@ pub fn html(snapshot: &MetricsSnapshot) -> Result<String, TemplateError> {
                 wau: users(Window::Week),
                 mau: users(Window::Month),
                 cohorts: m
-                    .cohorts
+                    .latest_cohorts(snapshot.report_cohorts)
                     .iter()
                     .rev()
                     .map(|c| CohortRow {
@@ -130,7 +153,7 @@ pub fn html(snapshot: &MetricsSnapshot) -> Result<String, TemplateError> {
                         retention: snapshot
                             .retention_days
                             .iter()
-                            .map(|n| percent(c.retention.get(n)))
+                            .map(|n| cell(c, *n, snapshot.today))
                             .collect(),
                     })
                     .collect(),
@@ -162,6 +185,8 @@ mod tests {
             today: "2026-11-24".parse().expect("date"),
             timezone: chrono_tz::Tz::UTC,
             retention_days: vec![1, 3],
+            exported_cohorts: 7,
+            report_cohorts: 7,
             apps: BTreeMap::from([(
                 "<finbrain>".to_owned(),
                 AppMetrics {
@@ -174,8 +199,10 @@ mod tests {
                         day: "2026-11-23".parse().expect("date"),
                         users: 4,
                         retention: BTreeMap::from([(1, 0.25)]),
+                        retained: BTreeMap::from([(1, 1)]),
                     }],
                     totals: BTreeMap::from([("expense_logged".to_owned(), 7)]),
+                    ..Default::default()
                 },
             )]),
         }
@@ -188,7 +215,7 @@ mod tests {
         assert!(
             t.lines()
                 .any(|l| l.split_whitespace().collect::<Vec<_>>()
-                    == ["2026-11-23", "4", "25.0%", "-"]),
+                    == ["2026-11-23", "4", "25.0%*", "-"]),
             "{t}"
         );
         assert!(

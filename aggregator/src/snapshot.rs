@@ -6,7 +6,9 @@ use std::sync::{Arc, RwLock};
 use chrono::{DateTime, NaiveDate, Utc};
 use chrono_tz::Tz;
 
-use crate::definitions::{CohortReport, MetricDefinitions, Window, cohort_reports};
+use crate::definitions::{
+    CohortReport, MetricDefinitions, RecentRetention, Window, cohort_reports, recent_retention,
+};
 use crate::queries::MetricsSource;
 
 /// Every metric of every app, as of `generated_at`.
@@ -16,6 +18,10 @@ pub struct MetricsSnapshot {
     pub today: NaiveDate,
     pub timezone: Tz,
     pub retention_days: Vec<u32>,
+    /// How many of the latest cohorts `/metrics` exports (`--cohorts`).
+    pub exported_cohorts: u32,
+    /// How many of the latest cohorts people see (report, API): every retention day fits.
+    pub report_cohorts: u32,
     pub apps: BTreeMap<String, AppMetrics>,
 }
 
@@ -23,10 +29,45 @@ pub struct MetricsSnapshot {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct AppMetrics {
     pub active_users: BTreeMap<Window, u64>,
-    /// Oldest first, today last.
+    /// The same windows one window earlier (1d: yesterday).
+    pub previous_active_users: BTreeMap<Window, u64>,
+    /// Distinct active users in the 30 days ending yesterday.
+    pub previous_month_users: u64,
+    /// Every computed cohort, oldest first, today last (more than are exported).
     pub cohorts: Vec<CohortReport>,
+    /// Day N → recent retention.
+    pub recent_retention: BTreeMap<u32, RecentRetention>,
     /// Event name → events ever.
     pub totals: BTreeMap<String, u64>,
+}
+
+impl AppMetrics {
+    /// Active users of a window (0 when nobody was active).
+    pub fn active(&self, window: Window) -> u64 {
+        self.active_users.get(&window).copied().unwrap_or(0)
+    }
+
+    /// DAU ÷ MAU; `None` when MAU is 0.
+    pub fn stickiness(&self) -> Option<f64> {
+        let mau = self.active(Window::Month);
+        (mau > 0).then(|| self.active(Window::Day) as f64 / mau as f64)
+    }
+
+    /// Yesterday's DAU ÷ the MAU of the 30 days ending yesterday.
+    pub fn previous_stickiness(&self) -> Option<f64> {
+        let dau = self
+            .previous_active_users
+            .get(&Window::Day)
+            .copied()
+            .unwrap_or(0);
+        (self.previous_month_users > 0).then(|| dau as f64 / self.previous_month_users as f64)
+    }
+
+    /// The latest `n` cohorts, oldest first.
+    pub fn latest_cohorts(&self, n: u32) -> &[CohortReport] {
+        let skip = self.cohorts.len().saturating_sub(n as usize);
+        &self.cohorts[skip..]
+    }
 }
 
 /// Computes a snapshot at instant `now`: four queries on the views.
@@ -57,6 +98,12 @@ pub async fn compute(
             (Window::Week, a.week),
             (Window::Month, a.month),
         ]);
+        app.previous_active_users = BTreeMap::from([
+            (Window::Day, a.previous_day),
+            (Window::Week, a.previous_week),
+            (Window::Month, a.previous_month),
+        ]);
+        app.previous_month_users = a.month_to_yesterday;
     }
     let mut sizes_by_app: BTreeMap<String, BTreeMap<NaiveDate, u64>> = BTreeMap::new();
     for s in sizes {
@@ -77,16 +124,20 @@ pub async fn compute(
     for (name, app) in apps.iter_mut() {
         for w in Window::ALL {
             app.active_users.entry(w).or_insert(0);
+            app.previous_active_users.entry(w).or_insert(0);
         }
         let sizes = sizes_by_app.get(name).unwrap_or(&empty_sizes);
         let retained = retained_by_app.get(name).unwrap_or(&empty_retained);
         app.cohorts = cohort_reports(defs, &plan, sizes, retained);
+        app.recent_retention = recent_retention(defs, plan.today, &app.cohorts);
     }
     Ok(MetricsSnapshot {
         generated_at: now,
         today: plan.today,
         timezone: defs.timezone,
         retention_days: defs.retention_days.clone(),
+        exported_cohorts: defs.cohorts,
+        report_cohorts: defs.report_cohorts(),
         apps,
     })
 }
