@@ -217,7 +217,8 @@ struct Setting {
 #[tokio::test(flavor = "multi_thread")]
 async fn api_and_new_series_match_an_independent_reference() {
     let database = unique_database("api");
-    let collector = Collector::start(&database, None).await;
+    // The data set goes 70 days back: past the collector's default event-age window.
+    let collector = Collector::start_with(&database, None, &["--max-event-age", "100days"]).await;
     let aggregator = Aggregator::start(&database, &[]).await;
     let api = Api {
         url: aggregator.url.clone(),
