@@ -5,9 +5,10 @@
 //! is a snapshot recomputed wholesale each refresh, with series that must vanish when
 //! a value becomes unknown. The text formats are small; escaping follows the spec.
 
+use std::collections::BTreeMap;
 use std::fmt::Write;
 
-use crate::snapshot::MetricsSnapshot;
+use crate::snapshot::{AppMetrics, MetricsSnapshot};
 
 /// Which text format to write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,8 +101,68 @@ fn push_value(out: &mut String, v: f64) {
     }
 }
 
-/// Writes every series of DESIGN.md for every app.
-pub fn render(snapshot: &MetricsSnapshot, format: Format) -> String {
+/// Cardinality bounds of the exposition (`--max-apps`, `--max-events-per-app`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub max_apps: usize,
+    pub max_events_per_app: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_apps: usize::MAX,
+            max_events_per_app: usize::MAX,
+        }
+    }
+}
+
+/// The `event` label that sums the event names past `--max-events-per-app`.
+pub const OTHER_EVENTS: &str = "other";
+
+/// The refresh loop's own health, exported beside the metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct RefreshStats {
+    /// How long the last refresh took.
+    pub duration_seconds: f64,
+    /// Failed refreshes since start.
+    pub errors_total: u64,
+}
+
+/// The apps to export: those with the most events, at most `max`, by name.
+fn exported_apps(snapshot: &MetricsSnapshot, max: usize) -> Vec<(&String, &AppMetrics)> {
+    let mut apps: Vec<(&String, &AppMetrics)> = snapshot.apps.iter().collect();
+    if apps.len() > max {
+        apps.sort_by_key(|(name, m)| (std::cmp::Reverse(m.totals.values().sum::<u64>()), *name));
+        apps.truncate(max);
+        apps.sort_by_key(|(name, _)| *name);
+    }
+    apps
+}
+
+/// The event totals to export: the `max` most frequent names, the rest as "other".
+fn exported_totals(totals: &BTreeMap<String, u64>, max: usize) -> BTreeMap<&str, u64> {
+    if totals.len() <= max {
+        return totals.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+    }
+    let mut by_count: Vec<(&String, &u64)> = totals.iter().collect();
+    by_count.sort_by_key(|(name, count)| (std::cmp::Reverse(**count), *name));
+    let mut out: BTreeMap<&str, u64> = BTreeMap::new();
+    for (i, (name, count)) in by_count.into_iter().enumerate() {
+        let key = if i < max { name.as_str() } else { OTHER_EVENTS };
+        *out.entry(key).or_default() += count;
+    }
+    out
+}
+
+/// Writes every series of DESIGN.md for the exported apps, and the refresh's health.
+pub fn render(
+    snapshot: &MetricsSnapshot,
+    limits: &Limits,
+    refresh: &RefreshStats,
+    format: Format,
+) -> String {
+    let apps = exported_apps(snapshot, limits.max_apps);
     let mut out = String::with_capacity(4096);
     let mut f = header(
         &mut out,
@@ -110,7 +171,7 @@ pub fn render(snapshot: &MetricsSnapshot, format: Format) -> String {
         "gauge",
         "Distinct users with at least one active event in the window of calendar days ending today (1d = today).",
     );
-    for (app, m) in &snapshot.apps {
+    for &(app, m) in &apps {
         for (window, users) in &m.active_users {
             f.sample(&[("app", app), ("window", window.label())], *users as f64);
         }
@@ -122,7 +183,7 @@ pub fn render(snapshot: &MetricsSnapshot, format: Format) -> String {
         "gauge",
         "Users whose first event of any kind fell on the cohort day.",
     );
-    for (app, m) in &snapshot.apps {
+    for &(app, m) in &apps {
         for c in m.latest_cohorts(snapshot.exported_cohorts) {
             let day = c.day.to_string();
             f.sample(&[("app", app), ("cohort", &day)], c.users as f64);
@@ -135,7 +196,7 @@ pub fn render(snapshot: &MetricsSnapshot, format: Format) -> String {
         "gauge",
         "Share of the cohort with an active event on day cohort+N; absent until that day comes.",
     );
-    for (app, m) in &snapshot.apps {
+    for &(app, m) in &apps {
         for c in m.latest_cohorts(snapshot.exported_cohorts) {
             let day = c.day.to_string();
             for (n, ratio) in &c.retention {
@@ -151,7 +212,7 @@ pub fn render(snapshot: &MetricsSnapshot, format: Format) -> String {
         "gauge",
         "Over the latest --cohorts cohorts whose day cohort+N has ended: users active on that day / cohort users; absent when all are empty.",
     );
-    for (app, m) in &snapshot.apps {
+    for &(app, m) in &apps {
         for (n, recent) in &m.recent_retention {
             if let Some(ratio) = recent.ratio() {
                 f.sample(&[("app", app), ("day", &n.to_string())], ratio);
@@ -165,7 +226,7 @@ pub fn render(snapshot: &MetricsSnapshot, format: Format) -> String {
         "gauge",
         "DAU / MAU (window 1d / 30d); absent when MAU is 0.",
     );
-    for (app, m) in &snapshot.apps {
+    for &(app, m) in &apps {
         if let Some(ratio) = m.stickiness() {
             f.sample(&[("app", app)], ratio);
         }
@@ -177,9 +238,9 @@ pub fn render(snapshot: &MetricsSnapshot, format: Format) -> String {
         "counter",
         "Events received per app and event name, ever.",
     );
-    for (app, m) in &snapshot.apps {
-        for (event, count) in &m.totals {
-            f.sample(&[("app", app), ("event", event)], *count as f64);
+    for &(app, m) in &apps {
+        for (event, count) in exported_totals(&m.totals, limits.max_events_per_app) {
+            f.sample(&[("app", app), ("event", event)], count as f64);
         }
     }
     let mut f = header(
@@ -190,9 +251,25 @@ pub fn render(snapshot: &MetricsSnapshot, format: Format) -> String {
         "When these metrics were computed (Unix seconds).",
     );
     let at = snapshot.generated_at.timestamp_millis() as f64 / 1000.0;
-    for app in snapshot.apps.keys() {
+    for (app, _) in &apps {
         f.sample(&[("app", app)], at);
     }
+    let mut f = header(
+        &mut out,
+        format,
+        "growth_metrics_refresh_duration_seconds",
+        "gauge",
+        "How long the last refresh of these metrics took (good or failed).",
+    );
+    f.sample(&[], refresh.duration_seconds);
+    let mut f = header(
+        &mut out,
+        format,
+        "growth_metrics_refresh_errors_total",
+        "counter",
+        "Refreshes that failed (ClickHouse error or timeout) since the aggregator started.",
+    );
+    f.sample(&[], refresh.errors_total as f64);
     if format == Format::OpenMetrics {
         out.push_str("# EOF\n");
     }
@@ -240,7 +317,12 @@ mod tests {
 
     #[test]
     fn prometheus_text_has_the_designed_series() {
-        let text = render(&snapshot(), Format::Prometheus);
+        let text = render(
+            &snapshot(),
+            &Limits::default(),
+            &RefreshStats::default(),
+            Format::Prometheus,
+        );
         for line in [
             r#"growth_active_users{app="fin\"brain",window="1d"} 2"#,
             r#"growth_active_users{app="fin\"brain",window="30d"} 9"#,
@@ -263,10 +345,48 @@ mod tests {
 
     #[test]
     fn openmetrics_names_counter_families_and_ends_with_eof() {
-        let text = render(&snapshot(), Format::OpenMetrics);
+        let text = render(
+            &snapshot(),
+            &Limits::default(),
+            &RefreshStats::default(),
+            Format::OpenMetrics,
+        );
         assert!(text.contains("# TYPE growth_events counter\n"));
         assert!(text.contains("growth_events_total{"));
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn labels_are_bounded_and_refresh_health_is_exported() {
+        let mut snap = snapshot();
+        let mut small = AppMetrics::default();
+        small.totals.insert("x".into(), 1);
+        snap.apps.insert("small".into(), small);
+        let big = snap.apps.get_mut("fin\"brain").expect("app");
+        big.totals.insert("a".into(), 5);
+        big.totals.insert("b".into(), 3);
+        big.totals.insert("other".into(), 1);
+        let limits = Limits {
+            max_apps: 1,
+            max_events_per_app: 2,
+        };
+        let stats = RefreshStats {
+            duration_seconds: 0.25,
+            errors_total: 3,
+        };
+        let text = render(&snap, &limits, &stats, Format::Prometheus);
+        assert!(!text.contains("app=\"small\""), "{text}");
+        for line in [
+            r#"growth_events_total{app="fin\"brain",event="expense_logged"} 1234"#,
+            r#"growth_events_total{app="fin\"brain",event="a"} 5"#,
+            r#"growth_events_total{app="fin\"brain",event="other"} 4"#,
+            "growth_metrics_refresh_duration_seconds 0.25",
+            "growth_metrics_refresh_errors_total 3",
+            r#"growth_stickiness_ratio{app="fin\"brain"} 0.2222222222222222"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line}\n{text}");
+        }
+        assert!(!text.contains("event=\"b\""), "{text}");
     }
 
     #[test]

@@ -13,6 +13,7 @@ use crate::config::Config;
 use crate::exposition::{self, Format};
 use crate::on_demand::AnswerCache;
 use crate::queries::MetricsSource;
+use crate::refresh::RefreshHealth;
 use crate::report;
 use crate::snapshot::SnapshotCache;
 
@@ -26,6 +27,7 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub source: MetricsSource,
     pub answers: AnswerCache,
+    pub health: RefreshHealth,
 }
 
 impl AppState {
@@ -36,6 +38,7 @@ impl AppState {
             config: Arc::new(config),
             source,
             answers: AnswerCache::default(),
+            health: RefreshHealth::default(),
         }
     }
 }
@@ -47,6 +50,7 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/metrics", get(admin_html))
         .route("/admin/metrics.txt", get(admin_text))
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
         .route("/", get(|| async { Html("<a href=\"/admin/metrics\">admin metrics</a> · <a href=\"/metrics\">/metrics</a>") }))
         .merge(crate::api::routes())
         .with_state(state)
@@ -62,14 +66,39 @@ pub fn not_ready() -> Response {
         .into_response()
 }
 
+/// 200 while a good refresh happened within `--ready-max-intervals` intervals.
+async fn readyz(State(state): State<AppState>) -> Response {
+    let max_age = state.config.refresh_interval * state.config.ready_max_intervals;
+    if state.health.is_ready(max_age) {
+        return "ready\n".into_response();
+    }
+    let why = match state.health.since_last_good() {
+        None => "not ready: no refresh has succeeded yet\n".to_owned(),
+        Some(age) => format!(
+            "not ready: the last good refresh was {:.0}s ago (allowed {:.0}s)\n",
+            age.as_secs_f64(),
+            max_age.as_secs_f64()
+        ),
+    };
+    (StatusCode::SERVICE_UNAVAILABLE, why).into_response()
+}
+
 async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let Some(snapshot) = state.cache.latest() else {
         return not_ready();
     };
     let format = Format::negotiate(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
+    let limits = exposition::Limits {
+        max_apps: state.config.max_apps as usize,
+        max_events_per_app: state.config.max_events_per_app as usize,
+    };
+    let refresh = exposition::RefreshStats {
+        duration_seconds: state.health.last_duration().as_secs_f64(),
+        errors_total: state.health.errors_total(),
+    };
     (
         [(header::CONTENT_TYPE, format.content_type())],
-        exposition::render(&snapshot, format),
+        exposition::render(&snapshot, &limits, &refresh, format),
     )
         .into_response()
 }

@@ -9,7 +9,7 @@
 //! * `/metrics` — Prometheus text (OpenMetrics when the scraper asks for it);
 //! * `/admin/metrics` — the HTML page, `/admin/metrics.txt` — the plain-text report;
 //! * `/api/v1/*` — the JSON API (`docs/api.md`);
-//! * `/healthz`.
+//! * `/healthz` (alive), `/readyz` (a good refresh happened recently).
 //!
 //! What it is not for: it receives no events (that is `growth-collector`) and it
 //! owns no table definitions (those live in `growth-schema`).
@@ -32,6 +32,7 @@ pub mod exposition;
 pub mod http;
 pub mod on_demand;
 pub mod queries;
+pub mod refresh;
 pub mod report;
 pub mod snapshot;
 
@@ -39,13 +40,12 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use chrono::Utc;
 use growth_schema::migrate::migrate;
 
 use crate::config::Config;
 use crate::http::AppState;
 use crate::queries::MetricsSource;
-use crate::snapshot::{SnapshotCache, compute};
+use crate::refresh::{refresh_loop, refresh_once};
 
 /// Applies the migrations, waiting up to `timeout` for ClickHouse to answer.
 pub async fn migrate_with_retry(config: &Config) -> anyhow::Result<()> {
@@ -94,44 +94,22 @@ pub async fn serve(
                 config.listen_addr
             )
         })?;
-    tracing::info!(addr = %config.listen_addr, timezone = config.definitions.timezone.name(), refresh = ?config.refresh_interval, "serving /metrics, /admin/metrics, /admin/metrics.txt, /healthz");
+    tracing::info!(addr = %config.listen_addr, timezone = config.definitions.timezone.name(), refresh = ?config.refresh_interval, "serving /metrics, /admin/metrics, /admin/metrics.txt, /api/v1, /healthz, /readyz");
 
     let source = MetricsSource::new(config.clickhouse.client(), config.query_timeout);
     let state = AppState::new(config.clone(), source.clone());
     // The first refresh happens before the first request is answered, so a client that
     // sees /healthz answer also finds /metrics filled (unless that refresh failed).
-    refresh_once(&source, &config, &state.cache).await;
-    let refresher = tokio::spawn(refresh_loop(source, config, state.cache.clone()));
+    refresh_once(&source, &config, &state.cache, &state.health).await;
+    let refresher = tokio::spawn(refresh_loop(
+        source,
+        state.config.clone(),
+        state.cache.clone(),
+        state.health.clone(),
+    ));
     let result = axum::serve(listener, http::router(state))
         .with_graceful_shutdown(shutdown)
         .await;
     refresher.abort();
     result.context("HTTP server failed")
-}
-
-async fn refresh_once(source: &MetricsSource, config: &Config, cache: &SnapshotCache) {
-    let started = Instant::now();
-    match compute(source, &config.definitions, Utc::now()).await {
-        Ok(snapshot) => {
-            tracing::debug!(
-                apps = snapshot.apps.len(),
-                elapsed_ms = started.elapsed().as_millis() as u64,
-                "refreshed"
-            );
-            cache.publish(snapshot);
-        }
-        // Keep serving the last good snapshot; its timestamp shows its age.
-        Err(e) => tracing::warn!(error = %e, "refresh failed; serving the previous metrics"),
-    }
-}
-
-async fn refresh_loop(source: MetricsSource, config: Config, cache: SnapshotCache) {
-    let mut ticker = tokio::time::interval(config.refresh_interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // The first tick is immediate, and `serve` has just refreshed.
-    ticker.tick().await;
-    loop {
-        ticker.tick().await;
-        refresh_once(&source, &config, &cache).await;
-    }
 }
