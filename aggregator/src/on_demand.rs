@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Datelike, Days, NaiveDate, Utc};
 use clickhouse::sql::Identifier;
-use growth_schema::tables::{EVENT_COUNTS, EVENTS, USER_ACTIVITY, USER_FIRST_SEEN};
+use growth_schema::tables::{EVENT_COUNTS, EVENTS, FIRST_SEEN_CHANGES, USER_QUARTER_HOURS};
 use serde::Deserialize;
 
 use crate::definitions::{CellStatus, MetricDefinitions, cell_status, day_start, days_range};
@@ -71,14 +71,14 @@ pub async fn active_series(
                      FROM ?
                      WHERE app = {app:String}
                        AND bucket >= toDateTime({from:Int64}, 'UTC') AND bucket < toDateTime({to:Int64}, 'UTC')
-                       AND (empty({active:Array(String)}) OR has({active:Array(String)}, event))
+                       AND (empty({active:Array(String)}) OR hasAny(event_names, {active:Array(String)}))
                      GROUP BY user_key
                  )
                  ARRAY JOIN [1, 7, 30] AS w
              )
              GROUP BY window, day ORDER BY window, day",
         )
-        .bind(Identifier(USER_ACTIVITY))
+        .bind(Identifier(USER_QUARTER_HOURS))
         .param("tz", defs.timezone.name())
         .param("app", app)
         .param("from", range.start.timestamp())
@@ -216,9 +216,11 @@ pub async fn retention(
         .client()
         .query(
             "WITH members AS (
-                 SELECT user_key, if({week:UInt8} = 1, toMonday(toDate(first_at, {tz:String})), toDate(first_at, {tz:String})) AS cohort
-                 FROM (SELECT user_key, min(first_seen) AS first_at FROM ? WHERE app = {app:String} GROUP BY user_key)
-                 WHERE first_at >= toDateTime64({from:Int64}, 3, 'UTC') AND first_at < toDateTime64({to:Int64}, 3, 'UTC')
+                 SELECT user_key, if({week:UInt8} = 1, toMonday(toDate(first_bucket, {tz:String})), toDate(first_bucket, {tz:String})) AS cohort
+                 FROM ?
+                 WHERE app = {app:String}
+                   AND first_bucket >= toDateTime({from:Int64}, 'UTC') AND first_bucket < toDateTime({to:Int64}, 'UTC')
+                 GROUP BY first_bucket, user_key HAVING sum(sign) > 0
              ),
              activity AS (
                  SELECT user_key,
@@ -226,7 +228,7 @@ pub async fn retention(
                  FROM ?
                  WHERE app = {app:String}
                    AND bucket >= toDateTime({activity_from:Int64}, 'UTC') AND bucket < toDateTime({activity_to:Int64}, 'UTC')
-                   AND (empty({active:Array(String)}) OR has({active:Array(String)}, event))
+                   AND (empty({active:Array(String)}) OR hasAny(event_names, {active:Array(String)}))
                    AND user_key IN (SELECT user_key FROM members)
                  GROUP BY user_key
              )
@@ -238,8 +240,8 @@ pub async fn retention(
              ARRAY JOIN arrayConcat([toUInt32(0)], arrayFilter(n -> if({after:UInt8} = 1, arrayExists(o -> o >= n, offsets), has(offsets, toInt64(n))), {days:Array(UInt32)})) AS n
              GROUP BY cohort, n ORDER BY cohort, n",
         )
-        .bind(Identifier(USER_FIRST_SEEN))
-        .bind(Identifier(USER_ACTIVITY))
+        .bind(Identifier(FIRST_SEEN_CHANGES))
+        .bind(Identifier(USER_QUARTER_HOURS))
         .param("week", u8::from(question.period == Period::Week))
         .param("tz", defs.timezone.name())
         .param("app", app)

@@ -1,6 +1,9 @@
-//! The questions a refresh asks ClickHouse. They read only the views filled by the
-//! schema's materialized views (`user_activity`, `user_first_seen`, `event_counts`),
-//! never the raw events, so their cost follows users × active days, not events.
+//! The questions a refresh asks ClickHouse. They read only the tables filled by the
+//! schema's materialized views, never the raw events, and only the time ranges the
+//! reported windows and cohorts need: `user_quarter_hours` by quarter-hour range
+//! (cost: active users × active quarter-hours of those days), `first_seen_changes` by
+//! first-seen range (cost: the cohorts' new users), `event_counts` for the totals.
+//! History outside the ranges is never read.
 //!
 //! Every value is bound as a query parameter (`{name:Type}`) or an identifier; no
 //! setting or user input is pasted into SQL text.
@@ -8,7 +11,7 @@
 use chrono::{DateTime, NaiveDate, Utc};
 use clickhouse::Client;
 use clickhouse::sql::Identifier;
-use growth_schema::tables::{EVENT_COUNTS, USER_ACTIVITY, USER_FIRST_SEEN};
+use growth_schema::tables::{EVENT_COUNTS, FIRST_SEEN_CHANGES, USER_QUARTER_HOURS};
 use serde::Deserialize;
 
 use crate::definitions::{MetricDefinitions, RefreshPlan, Window};
@@ -130,10 +133,10 @@ impl MetricsSource {
                     uniqExactIf(user_key, bucket >= toDateTime({yesterday_month_from:Int64}, 'UTC') AND bucket < toDateTime({day_from:Int64}, 'UTC')) AS month_to_yesterday
                  FROM ?
                  WHERE bucket >= toDateTime({prev_month_from:Int64}, 'UTC') AND bucket < toDateTime({end:Int64}, 'UTC')
-                   AND (empty({active:Array(String)}) OR has({active:Array(String)}, event))
+                   AND (empty({active:Array(String)}) OR hasAny(event_names, {active:Array(String)}))
                  GROUP BY app ORDER BY app",
             )
-            .bind(Identifier(USER_ACTIVITY))
+            .bind(Identifier(USER_QUARTER_HOURS))
             .param("day_from", day_from)
             .param("week_from", week_from)
             .param("month_from", month_from)
@@ -147,7 +150,7 @@ impl MetricsSource {
             .await
     }
 
-    /// Users whose first event (of any kind) falls on each reported cohort day.
+    /// Users whose first event (of any kind) falls on each computed cohort day.
     pub async fn cohort_sizes(
         &self,
         defs: &MetricDefinitions,
@@ -155,12 +158,15 @@ impl MetricsSource {
     ) -> clickhouse::error::Result<Vec<CohortSize>> {
         self.client
             .query(
-                "SELECT app, toDate(first_at, {tz:String}) AS cohort, count() AS users
-                 FROM (SELECT app, user_key, min(first_seen) AS first_at FROM ? GROUP BY app, user_key)
-                 WHERE first_at >= toDateTime64({from:Int64}, 3, 'UTC') AND first_at < toDateTime64({to:Int64}, 3, 'UTC')
+                "SELECT app, toDate(first_bucket, {tz:String}) AS cohort, uniqExact(user_key) AS users
+                 FROM (
+                     SELECT app, first_bucket, user_key FROM ?
+                     WHERE first_bucket >= toDateTime({from:Int64}, 'UTC') AND first_bucket < toDateTime({to:Int64}, 'UTC')
+                     GROUP BY app, first_bucket, user_key HAVING sum(sign) > 0
+                 )
                  GROUP BY app, cohort ORDER BY app, cohort",
             )
-            .bind(Identifier(USER_FIRST_SEEN))
+            .bind(Identifier(FIRST_SEEN_CHANGES))
             .param("tz", defs.timezone.name())
             .param("from", unix(plan.cohort_range.start))
             .param("to", unix(plan.cohort_range.end))
@@ -168,8 +174,8 @@ impl MetricsSource {
             .await
     }
 
-    /// For each reported cohort C and retention day N: users of C with an active
-    /// event on day C+N (days in the configured zone).
+    /// For each computed cohort C and retention day N with C+N ≤ today: users of C
+    /// with an active event on day C+N (days in the configured zone).
     pub async fn retained(
         &self,
         defs: &MetricDefinitions,
@@ -182,23 +188,30 @@ impl MetricsSource {
         }
         self.client
             .query(
-                "SELECT c.app AS app, c.cohort AS cohort,
-                        toUInt32(dateDiff('day', c.cohort, toDate(a.bucket, {tz:String}))) AS day_n,
+                "WITH members AS (
+                     SELECT app, user_key, toDate(first_bucket, {tz:String}) AS cohort
+                     FROM ?
+                     WHERE first_bucket >= toDateTime({from:Int64}, 'UTC') AND first_bucket < toDateTime({to:Int64}, 'UTC')
+                     GROUP BY app, first_bucket, user_key HAVING sum(sign) > 0
+                 )
+                 SELECT c.app AS app, c.cohort AS cohort,
+                        toUInt32(dateDiff('day', c.cohort, a.day)) AS day_n,
                         uniqExact(a.user_key) AS users
-                 FROM ? AS a
-                 INNER JOIN (
-                     SELECT app, user_key, min(first_seen) AS first_at, toDate(first_at, {tz:String}) AS cohort
-                     FROM ? GROUP BY app, user_key
-                     HAVING first_at >= toDateTime64({from:Int64}, 3, 'UTC') AND first_at < toDateTime64({to:Int64}, 3, 'UTC')
-                 ) AS c ON a.app = c.app AND a.user_key = c.user_key
-                 WHERE a.bucket >= toDateTime({activity_from:Int64}, 'UTC') AND a.bucket < toDateTime({activity_to:Int64}, 'UTC')
-                   AND (empty({active:Array(String)}) OR has({active:Array(String)}, a.event))
+                 FROM (
+                     SELECT DISTINCT app, user_key, toDate(bucket, {tz:String}) AS day
+                     FROM ?
+                     WHERE bucket >= toDateTime({activity_from:Int64}, 'UTC') AND bucket < toDateTime({activity_to:Int64}, 'UTC')
+                       AND (empty({active:Array(String)}) OR hasAny(event_names, {active:Array(String)}))
+                       AND user_key IN (SELECT user_key FROM members)
+                 ) AS a
+                 INNER JOIN members AS c ON a.app = c.app AND a.user_key = c.user_key
+                 WHERE a.day > c.cohort
                  GROUP BY app, cohort, day_n
                  HAVING has({days:Array(UInt32)}, day_n)
                  ORDER BY app, cohort, day_n",
             )
-            .bind(Identifier(USER_ACTIVITY))
-            .bind(Identifier(USER_FIRST_SEEN))
+            .bind(Identifier(FIRST_SEEN_CHANGES))
+            .bind(Identifier(USER_QUARTER_HOURS))
             .param("tz", defs.timezone.name())
             .param("from", unix(plan.cohort_range.start))
             .param("to", unix(plan.cohort_range.end))

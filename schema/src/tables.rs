@@ -6,10 +6,20 @@ use serde::{Deserialize, Serialize};
 
 /// Raw growth events, one row per accepted log record (migration 0001).
 pub const EVENTS: &str = "events";
-/// Per app, UTC quarter-hour, event and user activity (migration 0002).
+/// Per app, UTC quarter-hour, event and user activity (migration 0002; retired by
+/// 0012, no longer filled: read [`USER_QUARTER_HOURS`]).
 pub const USER_ACTIVITY: &str = "user_activity";
-/// Per app and user first/last seen time (migration 0003).
+/// Per app and user first/last seen time (migration 0003; retired by 0012, no longer
+/// filled: read [`FIRST_SEEN_CHANGES`]).
 pub const USER_FIRST_SEEN: &str = "user_first_seen";
+/// Per app, UTC quarter-hour and user: seen, with the set of event names (migration 0010).
+pub const USER_QUARTER_HOURS: &str = "user_quarter_hours";
+/// Per app: first-seen quarter-hours as a log of +1/-1 changes sorted by time, read
+/// by cohort range (migration 0011).
+pub const FIRST_SEEN_CHANGES: &str = "first_seen_changes";
+/// Per app and user: the first-seen quarter-hour (min), the lookup of
+/// `first_seen_changes_mv` (migration 0011).
+pub const FIRST_SEEN_LATEST: &str = "first_seen_latest";
 /// Per app, event and UTC quarter-hour event counts (migration 0004).
 pub const EVENT_COUNTS: &str = "event_counts";
 /// Applied migration versions, written by [`crate::migrate`].
