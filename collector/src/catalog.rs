@@ -44,6 +44,27 @@ impl Catalog {
         }
     }
 
+    /// Learns the (app, event) pairs ClickHouse already holds (`event_counts`), at
+    /// most as many as the bounds allow plus one app's worth, so that a database
+    /// full of names cannot blow up memory at start-up either.
+    pub async fn learn_from(
+        &self,
+        client: &clickhouse::Client,
+    ) -> Result<usize, clickhouse::error::Error> {
+        let most = self.max_apps.saturating_mul(self.max_events_per_app) as u64;
+        let pairs: Vec<(String, String)> = client
+            .query(&format!(
+                "SELECT app, event FROM {} GROUP BY app, event ORDER BY app, event LIMIT ?",
+                growth_schema::tables::EVENT_COUNTS
+            ))
+            .bind(most)
+            .fetch_all()
+            .await?;
+        let learned = pairs.len();
+        self.learn(pairs);
+        Ok(learned)
+    }
+
     /// Rejects the rows of `mapped` whose app or event name is one too many.
     pub fn admit(&self, mapped: &mut MappedRequest) {
         let mut known = self.lock();

@@ -129,6 +129,16 @@ impl Collector {
             }
         };
         log_migrations(&config, &report);
+        match rules.catalog.learn_from(&config.clickhouse.client()).await {
+            Ok(pairs) => tracing::info!(
+                pairs,
+                apps = rules.catalog.apps(),
+                "known apps and event names loaded"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %describe(&e), "cannot load the known apps and event names; starting from none")
+            }
+        }
 
         let (batch_sender, batcher) = batch::spawn(sink, config.batch, telemetry.clone());
         let intake = Intake::new(config.hasher.clone(), batch_sender, telemetry).with_rules(rules);
