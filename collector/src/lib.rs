@@ -16,6 +16,10 @@
 //! * [`map`] — the event contract: event name, user (a raw `user.id` is hashed here
 //!   with [`UserHasher`](growth_schema::user_hash::UserHasher) and never stored),
 //!   app, time, source, properties; rejects and counts what breaks it.
+//! * at the edge, before anything is stored: [`receiver::serve`] (timeouts),
+//!   [`auth`] (bearer tokens per app), [`receiver::decode`] (bounded decoding),
+//!   [`privacy`] (identifying attributes hashed or dropped), [`catalog`] (bounded
+//!   apps and event names); the rules and answers are in `docs/ingest.md`.
 //! * [`batch`] — gathers requests into large inserts; a sender is answered "ok"
 //!   only once its events are in ClickHouse, otherwise it is told to retry.
 //! * [`clickhouse`] — the sink: inserts, pings, waits for ClickHouse at start-up,
