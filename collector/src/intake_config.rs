@@ -47,7 +47,8 @@ pub struct IntakeArgs {
     #[arg(long, value_name = "N", env = "GROWTH_MAX_RECORDS_PER_REQUEST", default_value_t = DecodeLimits::default().max_records as u32, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_records_per_request: u32,
 
-    /// Most attributes plus array/map elements (at any depth) in one request; more is refused.
+    /// Most attributes, array/map elements (at any depth) and resource/scope groups in one
+    /// request; more is refused.
     #[arg(long, value_name = "N", env = "GROWTH_MAX_VALUES_PER_REQUEST", default_value_t = DecodeLimits::default().max_values as u32, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_values_per_request: u32,
 

@@ -410,6 +410,16 @@ fn cases() -> Vec<Case> {
             0,
         ),
         case(
+            "tiny_resource_groups_4mib",
+            proto(
+                std::iter::repeat_n([0x0a_u8, 0x00], 2 * MIB)
+                    .flatten()
+                    .collect(),
+            ),
+            H(400, "resource/scope groups"),
+            0,
+        ),
+        case(
             "deep_nesting_protobuf",
             proto(pb(&req(vec![rec(
                 "deep",
@@ -1239,6 +1249,19 @@ async fn hostile_requests_get_their_documented_answers() {
         .await
         .expect("select");
     assert_eq!(numbers, 0, "non-finite doubles are not numbers");
+
+    // The event-time window keeps a batch within this many monthly partitions
+    // (docs/ingest.md): the server must allow at least that many per insert.
+    let partitions: String = ch
+        .query("SELECT value FROM system.settings WHERE name = 'max_partitions_per_insert_block'")
+        .fetch_one()
+        .await
+        .expect("setting");
+    let partitions: u64 = partitions.parse().expect("a number");
+    assert!(
+        partitions == 0 || partitions >= 86,
+        "max_partitions_per_insert_block = {partitions} < 86"
+    );
 
     // Nothing identifying is stored raw, in any table.
     let tables: Vec<String> = ch

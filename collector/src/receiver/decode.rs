@@ -4,8 +4,8 @@
 //! protobuf but a ~200-byte `LogRecord` once decoded, so a 4 MiB request of empty
 //! records used to take ~890 MiB. Before anything is allocated, the request is
 //! measured against [`DecodeLimits`]: log records, values (every attribute
-//! key-value and every element of an array or map value, at any depth) and the
-//! nesting depth of array/map values. Protobuf is walked once without allocating
+//! key-value, every element of an array or map value at any depth, every resource
+//! and scope group) and the nesting depth of array/map values. Protobuf is walked once without allocating
 //! ([`wire`]), then decoded by prost; OTLP/JSON is decoded by [`super::otlp_json`],
 //! which counts while it decodes. Either way the worst case is a few decoded
 //! structs per counted element, whatever the request's shape.
@@ -18,7 +18,8 @@ use prost::Message;
 pub struct DecodeLimits {
     /// Log records per request.
     pub max_records: usize,
-    /// Attribute key-values plus array/map elements per request, at every depth.
+    /// Attribute key-values, array/map elements (at every depth) and resource/scope
+    /// groups per request: every repeated element that is not a log record.
     pub max_values: usize,
     /// Nesting depth of array and map values (an attribute holding a map is depth 1).
     pub max_depth: usize,
@@ -50,7 +51,7 @@ pub enum DecodeError {
     TooManyRecords(usize),
     /// More values than `--max-values-per-request`.
     #[error(
-        "request holds more than {0} attributes and array/map elements (--max-values-per-request); send smaller batches"
+        "request holds more than {0} attributes, array/map elements and resource/scope groups (--max-values-per-request); send smaller batches"
     )]
     TooManyValues(usize),
     /// Array/map values nested deeper than `--max-value-depth`.
@@ -129,6 +130,9 @@ mod wire {
         Resource,
         ScopeLogs,
         Scope,
+        EntityRef,
+        /// A repeated string or bytes element: no struct of its own, but a `String`.
+        Element,
         LogRecord,
         KeyValue,
         AnyValue,
@@ -144,6 +148,8 @@ mod wire {
             (ResourceLogs, 1) => Resource,
             (ResourceLogs, 2) => ScopeLogs,
             (Resource, 1) | (Scope, 3) | (LogRecord, 6) | (KvList, 1) => KeyValue,
+            (Resource, 3) => EntityRef,
+            (EntityRef, 3 | 4) => Element,
             (ScopeLogs, 1) => Scope,
             (ScopeLogs, 2) => LogRecord,
             (LogRecord, 5) | (KeyValue, 2) | (ArrayValue, 1) => AnyValue,
@@ -166,8 +172,18 @@ mod wire {
     ) -> Result<(), DecodeError> {
         match kind {
             Kind::LogRecord => budget.record()?,
-            Kind::KeyValue | Kind::AnyValue => budget.value()?,
+            // Every other element of a repeated field is a struct (or a String) once
+            // decoded, however few bytes it took: all are counted.
+            Kind::KeyValue
+            | Kind::AnyValue
+            | Kind::ResourceLogs
+            | Kind::ScopeLogs
+            | Kind::EntityRef
+            | Kind::Element => budget.value()?,
             _ => {}
+        }
+        if kind == Kind::Element {
+            return Ok(());
         }
         let depth = match kind {
             Kind::ArrayValue | Kind::KvList => depth + 1,
@@ -337,6 +353,38 @@ mod tests {
         assert_eq!(
             protobuf(&body, &LIMITS),
             Err(DecodeError::TooManyRecords(10))
+        );
+    }
+
+    #[test]
+    fn empty_groups_count_too() {
+        // 2 bytes per empty ResourceLogs: as amplifying as empty records.
+        let body: Vec<u8> = std::iter::repeat_n([0x0a_u8, 0x00], 201)
+            .flatten()
+            .collect();
+        assert_eq!(
+            protobuf(&body, &LIMITS),
+            Err(DecodeError::TooManyValues(200))
+        );
+        let json_body = format!("{{\"resourceLogs\": [{}{{}}]}}", "{},".repeat(200));
+        assert_eq!(
+            json(json_body.as_bytes(), &LIMITS),
+            Err(DecodeError::TooManyValues(200))
+        );
+        // Entity references of a resource, and their key lists.
+        let mut resource = Vec::new();
+        for _ in 0..201 {
+            resource.extend([0x1a, 0x02, 0x1a, 0x00]);
+        }
+        let mut body = vec![0x0a];
+        let mut resource_logs = vec![0x0a];
+        push_len(&mut resource_logs, resource.len());
+        resource_logs.extend(&resource);
+        push_len(&mut body, resource_logs.len());
+        body.extend(&resource_logs);
+        assert_eq!(
+            protobuf(&body, &LIMITS),
+            Err(DecodeError::TooManyValues(200))
         );
     }
 

@@ -256,6 +256,10 @@ impl Message for ResourceLogs {
         ("schemaUrl", "schema_url"),
     ];
 
+    fn start<E: de::Error>(ctx: &Ctx, _: usize) -> Result<(), E> {
+        ctx.charge(|budget| budget.value())
+    }
+
     fn field<'de, A: MapAccess<'de>>(
         &mut self,
         index: usize,
@@ -299,6 +303,10 @@ impl Message for ScopeLogs {
         ("logRecords", "log_records"),
         ("schemaUrl", "schema_url"),
     ];
+
+    fn start<E: de::Error>(ctx: &Ctx, _: usize) -> Result<(), E> {
+        ctx.charge(|budget| budget.value())
+    }
 
     fn field<'de, A: MapAccess<'de>>(
         &mut self,
