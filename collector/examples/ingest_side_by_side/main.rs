@@ -153,7 +153,10 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     }
     let load_before = loadavg();
     let header = report::Header {
-        events: requests * args.events_per_request,
+        events: args
+            .duration
+            .is_none()
+            .then_some(requests * args.events_per_request),
         events_per_request: args.events_per_request,
         request_bytes: templates.request_bytes(),
         spool: programs.collector_has_spool,

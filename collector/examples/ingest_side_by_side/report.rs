@@ -7,7 +7,8 @@ use crate::systems::{Stored, System};
 
 /// What the whole run shares.
 pub struct Header {
-    pub events: u64,
+    /// Events a run (a soak: `None`, it sends for a time).
+    pub events: Option<u64>,
     pub events_per_request: u64,
     pub request_bytes: usize,
     pub spool: bool,
@@ -91,8 +92,10 @@ pub fn one_line(o: &Outcome) -> String {
 
 fn print_header(header: &Header, load_before: &str, load_after: &str) {
     println!(
-        "{} events a run, {} a request ({} protobuf bytes), OTLP/gRPC. growth-collector spool: {}{}. Load average (1/5/15 min) before: {load_before}, after: {load_after}.\n",
-        header.events,
+        "{}, {} a request ({} protobuf bytes), OTLP/gRPC. growth-collector spool: {}{}. Load average (1/5/15 min) before: {load_before}, after: {load_after}.\n",
+        header
+            .events
+            .map_or("Soak".to_string(), |n| format!("{n} events a run")),
         header.events_per_request,
         header.request_bytes,
         if header.spool {
