@@ -11,7 +11,8 @@
 //!    as OTLP/HTTP protobuf requests (pre-encoded bodies) and as OTLP/gRPC requests
 //!    (`LogsServiceClient`, which clones and encodes each request like an exporter
 //!    would), R records a request, C concurrent senders. Wall time runs from the first
-//!    send to the last acknowledgement; the collector acknowledges only stored rows,
+//!    send until all N records are visible in ClickHouse (the collector acknowledges
+//!    once a request is in its spool, on disk; acknowledgement latency is shown apart),
 //!    and `SELECT count() FROM events` must equal N.
 //! 3. **Batching** — the same over HTTP for several `--batch-max-rows` /
 //!    `--batch-max-delay` (and sender) settings, as ratios to the first.
@@ -97,15 +98,11 @@ struct Args {
     /// The collector's --batch-max-delay in the end-to-end table.
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     batch_max_delay: Duration,
-    /// The collector's --batch-idle in the end-to-end table.
-    #[arg(long, default_value = "20ms", value_parser = parse_duration)]
-    batch_idle: Duration,
-    /// Batching table: ROWS:DELAY[:SENDERS[:IDLE]] settings, compared with the first
-    /// (IDLE defaults to the collector's 20ms; IDLE = DELAY turns the idle flush off).
+    /// Batching table: ROWS:DELAY[:SENDERS] settings, compared with the first.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "1000:1s:4:1s,4000:1s:4:1s,50000:1s:4:1s,50000:1s:4:20ms,50000:1s:20:20ms,50000:1s:64:20ms",
+        default_value = "1000:1s:4,50000:1s:4,200000:1s:4,200000:200ms:4,200000:1s:32",
         value_parser = parse_variant
     )]
     batching: Vec<Variant>,
@@ -161,7 +158,6 @@ struct Variant {
     max_rows: u32,
     max_delay: Duration,
     concurrency: Option<u64>,
-    idle: Duration,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -170,9 +166,9 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 
 fn parse_variant(text: &str) -> Result<Variant, String> {
     let parts: Vec<&str> = text.split(':').collect();
-    if !(2..=4).contains(&parts.len()) {
+    if !(2..=3).contains(&parts.len()) {
         return Err(format!(
-            "{text:?}: expected ROWS:DELAY[:SENDERS[:IDLE]], e.g. 50000:1s"
+            "{text:?}: expected ROWS:DELAY[:SENDERS], e.g. 50000:1s"
         ));
     }
     let max_rows = parts[0]
@@ -183,15 +179,10 @@ fn parse_variant(text: &str) -> Result<Variant, String> {
         Some(c) => Some(c.parse().map_err(|e| format!("{text:?}: senders: {e}"))?),
         None => None,
     };
-    let idle = match parts.get(3) {
-        Some(i) => parse_duration(i)?,
-        None => Duration::from_millis(20),
-    };
     Ok(Variant {
         max_rows,
         max_delay,
         concurrency,
-        idle,
     })
 }
 
@@ -536,7 +527,6 @@ struct Load {
     concurrency: u64,
     max_rows: u32,
     max_delay: Duration,
-    max_idle: Duration,
 }
 
 /// The prebuilt requests senders cycle through, plus a shorter last one.
@@ -750,7 +740,7 @@ impl ThreadCpu {
                 continue;
             };
             let used = Duration::from_nanos(nanos);
-            if name.starts_with(COLLECTOR_THREADS) {
+            if name.starts_with(COLLECTOR_THREADS) || name.starts_with("growth-spool") {
                 cpu.collector += used;
             } else if name.starts_with(SENDER_THREADS) {
                 cpu.senders += used;
@@ -774,6 +764,7 @@ async fn run_row(
     database: &str,
 ) -> anyhow::Result<Outcome> {
     let workload = Arc::new(Workload::new(args, load.records, load.per_request));
+    let spool_dir = std::env::temp_dir().join(format!("ingest-bench-spool-{database}"));
     let config = Cli::try_parse_args([
         "growth-collector".to_owned(),
         format!("--clickhouse-url={}", args.clickhouse_url),
@@ -786,7 +777,7 @@ async fn run_row(
             "--batch-max-delay={}",
             humantime::format_duration(load.max_delay)
         ),
-        format!("--batch-idle={}", humantime::format_duration(load.max_idle)),
+        format!("--spool-dir={}", spool_dir.display()),
     ])
     .map_err(|e| anyhow!("collector flags: {e}"))?
     .run
@@ -809,13 +800,14 @@ async fn run_row(
         bail!("the collector stopped before it was bound");
     };
 
-    let result = drive(args, load, &workload, addresses, &running).await;
+    let result = drive(args, load, &workload, addresses, &running, database).await;
 
     let _ = stop.send(());
     let finished = tokio::time::timeout(Duration::from_secs(60), running)
         .await
         .context("the collector did not stop within 60 s")?
         .context("collector task")?;
+    let _ = std::fs::remove_dir_all(&spool_dir);
     let outcome = result?;
     finished.context("the collector failed")?;
 
@@ -843,6 +835,7 @@ async fn drive(
     workload: &Arc<Workload>,
     addresses: growth_collector::Addresses,
     running: &tokio::task::JoinHandle<Result<(), growth_collector::CollectorError>>,
+    database: &str,
 ) -> anyhow::Result<Outcome> {
     let admin = format!("http://{}", addresses.admin);
     let http = reqwest::Client::builder()
@@ -934,9 +927,20 @@ async fn drive(
             }
         }
     }
-    let wall = started.elapsed();
     reporter.abort();
-    // Every insert has ended: the collector acknowledges only stored rows.
+    // Acknowledged means spooled: the clock stops once every record is in ClickHouse.
+    let stored = server.clone().with_database(database);
+    loop {
+        let count: u64 = stored
+            .query("SELECT count() FROM events")
+            .fetch_one()
+            .await?;
+        if count >= load.records || started.elapsed() > Duration::from_secs(600) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let wall = started.elapsed();
     let after = server_counters(&server).await?;
     let own = ThreadCpu::now()
         .zip(own_before)
@@ -1087,7 +1091,6 @@ async fn e2e_section(args: &Args, collector_rt: &Handle, row: &mut usize) -> any
             concurrency: args.concurrency,
             max_rows,
             max_delay: args.batch_max_delay,
-            max_idle: args.batch_idle,
         };
         *row += 1;
         let o = measure(args, collector_rt, load, *row).await?;
@@ -1138,16 +1141,14 @@ async fn batching_section(
             concurrency: variant.concurrency.unwrap_or(args.concurrency),
             max_rows: variant.max_rows,
             max_delay: variant.max_delay,
-            max_idle: variant.idle,
         };
         *row += 1;
         let o = measure(args, collector_rt, load, *row).await?;
         let base = *first.get_or_insert(o.records_per_s());
         lines.push(format!(
-            "| {} | {} | {} | {} | {:.1} | {:.0} | {:.2}× | {} | {} | {} / {} | {} |",
+            "| {} | {} | {} | {:.1} | {:.0} | {:.2}× | {} | {} | {} / {} | {} |",
             load.max_rows,
             humantime::format_duration(load.max_delay),
-            humantime::format_duration(load.max_idle),
             load.concurrency,
             o.wall.as_secs_f64(),
             o.records_per_s(),
@@ -1164,9 +1165,9 @@ async fn batching_section(
         args.batching_records, args.records_per_request
     );
     println!(
-        "| --batch-max-rows | --batch-max-delay | --batch-idle | senders | wall (s) | records/s | vs first | ClickHouse inserts | rows/insert | ack p50 / p99 (ms) | CPU µs/record: collector / senders / ClickHouse |"
+        "| --batch-max-rows | --batch-max-delay | senders | wall (s) | records/s | vs first | ClickHouse inserts | rows/insert | ack p50 / p99 (ms) | CPU µs/record: collector / senders / ClickHouse |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---|---|");
     for line in lines {
         println!("{line}");
     }

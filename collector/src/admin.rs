@@ -1,8 +1,14 @@
 //! The admin endpoints on `--admin-addr`: `/healthz` (the process runs), `/readyz`
-//! (it can take events: migrations applied and ClickHouse answering) and `/metrics`
+//! (it can take events: migrations applied, the spool below its high-water mark,
+//! and inserts not failing for longer than `--write-stall-timeout`) and `/metrics`
 //! (the collector's own counters, see [`crate::telemetry`]).
+//!
+//! A ClickHouse that is away for a moment does not make the collector unready: the
+//! spool takes the events meanwhile. Only a stall that lasts, or a spool filling up,
+//! does — that is when a load balancer should send elsewhere.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
@@ -10,8 +16,9 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
-use crate::clickhouse::{ClickHouseSink, describe};
+use crate::spool::Spool;
 use crate::telemetry::{self, Telemetry};
+use crate::writer::WriterHealth;
 
 /// Where the collector is in its life, as `/readyz` reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,25 +31,72 @@ pub enum Phase {
     Draining,
 }
 
+/// What decides readiness while serving: the spool's fill and the writer's health.
+#[derive(Debug)]
+pub struct DeliveryCheck {
+    /// The spool, for its size.
+    pub spool: Spool,
+    /// Unready above this many bytes.
+    pub high_water_bytes: u64,
+    /// Whether inserts succeed.
+    pub health: Arc<WriterHealth>,
+    /// Unready once inserts have failed this long.
+    pub stall_timeout: Duration,
+}
+
 /// The shared, changing phase.
 #[derive(Debug)]
-pub struct Readiness(Mutex<Phase>);
+pub struct Readiness {
+    phase: Mutex<Phase>,
+    delivery: OnceLock<DeliveryCheck>,
+}
 
 impl Default for Readiness {
     fn default() -> Self {
-        Self(Mutex::new(Phase::Starting("waiting for ClickHouse".into())))
+        Self {
+            phase: Mutex::new(Phase::Starting("waiting for ClickHouse".into())),
+            delivery: OnceLock::new(),
+        }
     }
 }
 
 impl Readiness {
     /// Moves to `phase`.
     pub fn set(&self, phase: Phase) {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = phase;
+        *self.phase.lock().unwrap_or_else(|p| p.into_inner()) = phase;
     }
 
     /// The current phase.
     pub fn get(&self) -> Phase {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.phase.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// From now on, readiness also depends on `check`.
+    pub fn watch_delivery(&self, check: DeliveryCheck) {
+        let _ = self.delivery.set(check);
+    }
+
+    /// Why the collector should not get traffic now; `None` when it should.
+    pub fn not_ready_reason(&self) -> Option<String> {
+        match self.get() {
+            Phase::Starting(reason) => return Some(reason),
+            Phase::Draining => return Some("shutting down".into()),
+            Phase::Serving => {}
+        }
+        let check = self.delivery.get()?;
+        if check.spool.above(check.high_water_bytes) {
+            return Some(format!(
+                "the spool holds more than its high-water mark of {} bytes",
+                check.high_water_bytes
+            ));
+        }
+        match check.health.failing_for() {
+            Some((failing, error)) if failing >= check.stall_timeout => Some(format!(
+                "nothing could be written to ClickHouse for {}s: {error}",
+                failing.as_secs()
+            )),
+            _ => None,
+        }
     }
 }
 
@@ -50,15 +104,10 @@ impl Readiness {
 struct AdminState {
     telemetry: Arc<Telemetry>,
     readiness: Arc<Readiness>,
-    sink: ClickHouseSink,
 }
 
 /// The admin routes.
-pub fn router(
-    telemetry: Arc<Telemetry>,
-    readiness: Arc<Readiness>,
-    sink: ClickHouseSink,
-) -> Router {
+pub fn router(telemetry: Arc<Telemetry>, readiness: Arc<Readiness>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -66,7 +115,6 @@ pub fn router(
         .with_state(AdminState {
             telemetry,
             readiness,
-            sink,
         })
 }
 
@@ -75,20 +123,13 @@ async fn healthz() -> &'static str {
 }
 
 async fn readyz(State(state): State<AdminState>) -> Response {
-    let not_ready = |reason: String| {
-        (
+    match state.readiness.not_ready_reason() {
+        None => (StatusCode::OK, "ready\n").into_response(),
+        Some(reason) => (
             StatusCode::SERVICE_UNAVAILABLE,
             format!("not ready: {reason}\n"),
         )
-            .into_response()
-    };
-    match state.readiness.get() {
-        Phase::Starting(reason) => not_ready(reason),
-        Phase::Draining => not_ready("shutting down".into()),
-        Phase::Serving => match state.sink.ping().await {
-            Ok(()) => (StatusCode::OK, "ready\n").into_response(),
-            Err(e) => not_ready(format!("ClickHouse does not answer: {}", describe(&e))),
-        },
+            .into_response(),
     }
 }
 
@@ -104,7 +145,6 @@ async fn metrics(State(state): State<AdminState>) -> Response {
 mod tests {
     use axum::body::{Body, to_bytes};
     use axum::http::Request;
-    use growth_schema::connection::ClickHouseArgs;
     use tower::ServiceExt as _;
 
     use super::*;
@@ -122,24 +162,10 @@ mod tests {
         (status, String::from_utf8_lossy(&body).into_owned())
     }
 
-    fn unreachable_sink() -> ClickHouseSink {
-        // Port 9 (discard) on loopback: nothing listens, so connecting fails at once.
-        ClickHouseSink::new(&ClickHouseArgs {
-            url: "http://127.0.0.1:9".into(),
-            database: "growth".into(),
-            user: "default".into(),
-            password: String::new(),
-        })
-    }
-
     #[tokio::test]
     async fn health_readiness_and_metrics() {
         let readiness = Arc::new(Readiness::default());
-        let router = router(
-            Arc::new(Telemetry::new()),
-            readiness.clone(),
-            unreachable_sink(),
-        );
+        let router = router(Arc::new(Telemetry::new()), readiness.clone());
         assert_eq!(
             get_path(&router, "/healthz").await,
             (StatusCode::OK, "ok\n".into())
@@ -150,9 +176,10 @@ mod tests {
         assert!(body.contains("waiting for ClickHouse"), "{body}");
 
         readiness.set(Phase::Serving);
-        let (status, body) = get_path(&router, "/readyz").await;
-        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
-        assert!(body.contains("ClickHouse does not answer"), "{body}");
+        assert_eq!(
+            get_path(&router, "/readyz").await,
+            (StatusCode::OK, "ready\n".into())
+        );
 
         readiness.set(Phase::Draining);
         assert!(

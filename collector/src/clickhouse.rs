@@ -1,17 +1,22 @@
 //! The sink: writes batches of growth events to ClickHouse, and answers whether
 //! ClickHouse is there at all (start-up wait and `/readyz`).
 //!
-//! One batch is one `INSERT` in RowBinary with the column names and types checked
-//! against the table (the `clickhouse` crate's validation) and LZ4 on the wire.
-//! Retrying is the batcher's decision, not this module's.
+//! One batch is one `INSERT … FORMAT RowBinary` of rows already encoded in the spool
+//! ([`crate::rowbinary`]), LZ4 on the wire, carrying an `insert_deduplication_token`
+//! so that a batch sent twice (a crash or a lost answer) is stored once, in `events`
+//! and in the materialized views fed from it. Retrying is the writer's decision, not
+//! this module's; [`SinkError::class`] tells it whether retrying can help.
 
 use std::future::Future;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use clickhouse::Client;
 use growth_schema::connection::ClickHouseArgs;
 use growth_schema::migrate::{self, MigrateError, MigrationReport};
-use growth_schema::tables::{EVENTS, EventRow};
+use growth_schema::tables::EVENTS;
+
+use crate::rowbinary;
 
 /// Longest a chunk of an insert may take to send.
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
@@ -19,6 +24,8 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 const END_TIMEOUT: Duration = Duration::from_secs(30);
 /// Longest a readiness ping may take.
 const PING_TIMEOUT: Duration = Duration::from_secs(2);
+/// Bytes handed to the client (and LZ4-compressed) at a time.
+const SEND_CHUNK: usize = 1 << 20;
 
 /// Why talking to ClickHouse failed.
 #[derive(Debug, thiserror::Error)]
@@ -47,10 +54,66 @@ pub enum SinkError {
     },
 }
 
+/// Whether retrying a failed insert can succeed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorClass {
+    /// The server is away, slow, busy or short of memory: retry the same insert later.
+    Transient,
+    /// The rows themselves are refused (types, constraints, a poison row): retrying
+    /// the same rows fails the same way.
+    Permanent,
+}
+
+impl ErrorClass {
+    /// The label value of the `class` label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorClass::Transient => "transient",
+            ErrorClass::Permanent => "permanent",
+        }
+    }
+}
+
+/// ClickHouse error codes that reject the data rather than the moment: parse and
+/// type errors, constraint violations, `throwIf` in a view, too many partitions in
+/// one insert. Every other code (and every network error) counts as transient:
+/// retrying costs time, while calling a passing failure permanent would dead-letter
+/// good rows.
+const PERMANENT_CODES: &[u32] = &[
+    6,   // CANNOT_PARSE_TEXT
+    10,  // NOT_FOUND_COLUMN_IN_BLOCK
+    16,  // NO_SUCH_COLUMN_IN_TABLE
+    20,  // NUMBER_OF_COLUMNS_DOESNT_MATCH
+    26,  // CANNOT_PARSE_QUOTED_STRING
+    27,  // CANNOT_PARSE_INPUT_ASSERTION_FAILED
+    32,  // ATTEMPT_TO_READ_AFTER_EOF
+    33,  // CANNOT_READ_ALL_DATA
+    38,  // CANNOT_PARSE_DATE
+    41,  // CANNOT_PARSE_DATETIME
+    43,  // ILLEGAL_TYPE_OF_ARGUMENT
+    44,  // ILLEGAL_COLUMN
+    53,  // TYPE_MISMATCH
+    69,  // ARGUMENT_OUT_OF_BOUND
+    70,  // CANNOT_CONVERT_TYPE
+    72,  // CANNOT_PARSE_NUMBER
+    117, // INCORRECT_DATA
+    128, // TOO_LARGE_ARRAY_SIZE
+    131, // TOO_LARGE_STRING_SIZE
+    321, // VALUE_IS_OUT_OF_RANGE_OF_DATA_TYPE
+    349, // CANNOT_INSERT_NULL_IN_ORDINARY_COLUMN
+    395, // FUNCTION_THROW_IF_VALUE_IS_NON_ZERO
+    469, // VIOLATED_CONSTRAINT
+];
+
 /// Where batches go. The ClickHouse sink is the real one; tests supply their own.
 pub trait EventStore: Send + Sync + 'static {
-    /// Writes every row, or none (one insert).
-    fn insert(&self, rows: &[EventRow]) -> impl Future<Output = Result<(), SinkError>> + Send;
+    /// Writes every row of `rows` (RowBinary, [`rowbinary::COLUMNS`]) in one insert,
+    /// deduplicated by `token`: the same token with the same rows stores them once.
+    fn insert(
+        &self,
+        token: &str,
+        rows: Bytes,
+    ) -> impl Future<Output = Result<(), SinkError>> + Send;
 }
 
 /// The growth database on a ClickHouse server.
@@ -139,16 +202,48 @@ impl ClickHouseSink {
     }
 }
 
+impl SinkError {
+    /// Whether retrying the same insert can help.
+    pub fn class(&self) -> ErrorClass {
+        let text = describe(self);
+        // "Too many partitions for single INSERT block" shares TOO_MANY_PARTS (252)
+        // with the transient "too many parts"; a smaller batch fixes it.
+        if text.contains("Too many partitions for single INSERT block") {
+            return ErrorClass::Permanent;
+        }
+        match exception_code(&text) {
+            Some(code) if PERMANENT_CODES.contains(&code) => ErrorClass::Permanent,
+            _ => ErrorClass::Transient,
+        }
+    }
+}
+
+/// The number in ClickHouse's "Code: 27. DB::Exception: …".
+fn exception_code(text: &str) -> Option<u32> {
+    let after = &text[text.find("Code: ")? + "Code: ".len()..];
+    let digits: String = after.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
 impl EventStore for ClickHouseSink {
-    async fn insert(&self, rows: &[EventRow]) -> Result<(), SinkError> {
+    async fn insert(&self, token: &str, rows: Bytes) -> Result<(), SinkError> {
+        let sql = format!(
+            "INSERT INTO {EVENTS} ({}) FORMAT RowBinary",
+            rowbinary::COLUMNS
+        );
         let mut insert = self
             .database
-            .insert::<EventRow>(EVENTS)
-            .await?
+            .insert_formatted_with(sql)
+            .with_setting("insert_deduplicate", "1")
+            .with_setting("insert_deduplication_token", token)
+            .with_setting("deduplicate_blocks_in_dependent_materialized_views", "1")
             .with_timeouts(Some(SEND_TIMEOUT), Some(END_TIMEOUT));
-        for row in rows {
+        let mut at = 0;
+        while at < rows.len() {
+            let end = (at + SEND_CHUNK).min(rows.len());
             // After an error the insert is aborted and must not be written to again.
-            insert.write(row).await?;
+            insert.send(rows.slice(at..end)).await?;
+            at = end;
         }
         insert.end().await?;
         Ok(())

@@ -14,11 +14,14 @@ use growth_schema::connection::ClickHouseArgs;
 use growth_schema::user_hash::{KEY_ENV, UserHasher};
 
 use crate::intake_config::{IntakeArgs, IntakeConfig};
+use crate::spool::{FsyncPolicy, SpoolConfig};
 
 /// growth-collector: receives OpenTelemetry log records over OTLP (gRPC and HTTP),
 /// keeps those that name a growth event, hashes raw user ids, and writes the events
-/// to ClickHouse in batches. A sender's request is answered with success only once
-/// its events are stored; on failure it gets UNAVAILABLE / 503 and retries.
+/// to ClickHouse in batches. A sender's request is answered with success once its
+/// events are in the on-disk spool (--spool-dir); background writers insert them into
+/// ClickHouse, exactly once. When the spool is full or memory is short, senders get
+/// RESOURCE_EXHAUSTED / UNAVAILABLE (HTTP 429 / 503) with a retry delay.
 ///
 /// The user-hash key is read from the environment variable GROWTH_USER_HASH_KEY or
 /// from --user-hash-key-file, never from a flag's value. Without a key, user ids are
@@ -81,20 +84,6 @@ pub struct RunArgs {
     #[arg(long, value_name = "FILE", env = "GROWTH_USER_HASH_KEY_FILE")]
     pub user_hash_key_file: Option<PathBuf>,
 
-    /// Rows that make a batch: an insert starts as soon as this many rows wait.
-    #[arg(long, value_name = "ROWS", env = "GROWTH_BATCH_MAX_ROWS", default_value_t = 50_000, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
-    pub batch_max_rows: u32,
-
-    /// Longest a row waits for its batch to fill before it is inserted anyway (e.g. 1s, 200ms).
-    #[arg(long, value_name = "DURATION", env = "GROWTH_BATCH_MAX_DELAY", default_value = "1s", value_parser = parse_delay)]
-    pub batch_max_delay: Duration,
-
-    /// Insert a partial batch once no request has arrived for this long. Senders wait
-    /// for their answer before sending more, so a quiet intake means waiting longer
-    /// would only slow them down (e.g. 20ms; 0s inserts whenever the queue is empty).
-    #[arg(long, value_name = "DURATION", env = "GROWTH_BATCH_IDLE", default_value = "20ms", value_parser = parse_duration)]
-    pub batch_idle: Duration,
-
     /// Largest accepted request, after decompression (bytes, or with a unit: 512KiB, 16MiB).
     #[arg(long, value_name = "BYTES", env = "GROWTH_MAX_REQUEST_BYTES", default_value = "16MiB", value_parser = parse_size)]
     pub max_request_bytes: usize,
@@ -105,6 +94,74 @@ pub struct RunArgs {
 
     #[command(flatten)]
     pub intake: IntakeArgs,
+    // ---- Delivery: spool, batches, backpressure, shutdown (collector/src/{spool,writer}.rs) ----
+    /// Directory of the write-ahead spool (created if missing). A request is
+    /// acknowledged once its events are written (and synced) here.
+    #[arg(
+        long,
+        value_name = "DIR",
+        env = "GROWTH_SPOOL_DIR",
+        default_value = "growth-spool"
+    )]
+    pub spool_dir: PathBuf,
+
+    /// Most bytes the spool may hold; beyond it requests get RESOURCE_EXHAUSTED / 429
+    /// with a retry delay until ClickHouse catches up (e.g. 1GiB).
+    #[arg(long, value_name = "BYTES", env = "GROWTH_SPOOL_MAX_BYTES", default_value = "1GiB", value_parser = parse_size)]
+    pub spool_max_bytes: usize,
+
+    /// /readyz turns false while the spool holds more than this (default: 80% of
+    /// --spool-max-bytes).
+    #[arg(long, value_name = "BYTES", env = "GROWTH_SPOOL_HIGH_WATER_BYTES", value_parser = parse_size)]
+    pub spool_high_water_bytes: Option<usize>,
+
+    /// When the spool syncs: `always` (fdatasync before acknowledging, one sync for
+    /// every request that arrived meanwhile; survives power loss) or `never`
+    /// (acknowledge once the OS has the bytes; survives a crash of the collector only).
+    #[arg(
+        long,
+        value_name = "POLICY",
+        env = "GROWTH_SPOOL_FSYNC",
+        default_value = "always"
+    )]
+    pub spool_fsync: FsyncPolicy,
+
+    /// Size at which a spool segment file is closed and a new one started (at most
+    /// an eighth of --spool-max-bytes).
+    #[arg(long, value_name = "BYTES", env = "GROWTH_SPOOL_SEGMENT_BYTES", default_value = "32MiB", value_parser = parse_size)]
+    pub spool_segment_bytes: usize,
+
+    /// Rows that make a batch: an insert starts as soon as this many rows are spooled.
+    #[arg(long, value_name = "ROWS", env = "GROWTH_BATCH_MAX_ROWS", default_value_t = 200_000, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+    pub batch_max_rows: u32,
+
+    /// Bytes (RowBinary) that make a batch, whichever of rows and bytes comes first.
+    #[arg(long, value_name = "BYTES", env = "GROWTH_BATCH_MAX_BYTES", default_value = "32MiB", value_parser = parse_size)]
+    pub batch_max_bytes: usize,
+
+    /// Longest a spooled row waits for its batch to fill before it is inserted anyway
+    /// (e.g. 1s, 200ms): under light load, one insert per this interval.
+    #[arg(long, value_name = "DURATION", env = "GROWTH_BATCH_MAX_DELAY", default_value = "1s", value_parser = parse_delay)]
+    pub batch_max_delay: Duration,
+
+    /// Most bytes of requests being mapped and spooled at once; beyond it requests
+    /// get UNAVAILABLE / 503 with a retry delay (memory stays bounded).
+    #[arg(long, value_name = "BYTES", env = "GROWTH_MAX_INFLIGHT_BYTES", default_value = "128MiB", value_parser = parse_size)]
+    pub max_inflight_bytes: usize,
+
+    /// Most export requests handled at once, over both receivers; beyond it requests
+    /// get UNAVAILABLE / 503 with a retry delay.
+    #[arg(long, value_name = "N", env = "GROWTH_MAX_CONCURRENT_REQUESTS", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_concurrent_requests: u32,
+
+    /// /readyz turns false when rows wait and no insert has succeeded for this long.
+    #[arg(long, value_name = "DURATION", env = "GROWTH_WRITE_STALL_TIMEOUT", default_value = "30s", value_parser = parse_delay)]
+    pub write_stall_timeout: Duration,
+
+    /// On SIGTERM: stop accepting, answer what was accepted, keep inserting for at most
+    /// this long, then exit; what is not in ClickHouse by then stays in the spool.
+    #[arg(long, value_name = "DURATION", env = "GROWTH_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub shutdown_timeout: Duration,
 }
 
 /// Everything the collector needs, resolved: addresses, limits and the user hasher.
@@ -128,6 +185,37 @@ pub struct Config {
     pub startup_timeout: Duration,
     /// Input bounds, privacy, authentication and timeouts of the receivers.
     pub intake: IntakeConfig,
+    /// The write-ahead spool.
+    pub spool: SpoolConfig,
+    /// Limits, readiness and shutdown of the delivery path.
+    pub delivery: DeliveryConfig,
+}
+
+/// Limits, readiness and shutdown of the delivery path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeliveryConfig {
+    /// Most bytes of requests in flight at once.
+    pub max_inflight_bytes: usize,
+    /// Most requests in flight at once.
+    pub max_concurrent_requests: usize,
+    /// /readyz is false above this many spooled bytes.
+    pub spool_high_water_bytes: u64,
+    /// /readyz is false when nothing could be inserted for this long.
+    pub write_stall_timeout: Duration,
+    /// Longest a graceful shutdown keeps inserting.
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        Self {
+            max_inflight_bytes: 128 << 20,
+            max_concurrent_requests: 256,
+            spool_high_water_bytes: (1 << 30) / 10 * 8,
+            write_stall_timeout: Duration::from_secs(30),
+            shutdown_timeout: Duration::from_secs(10),
+        }
+    }
 }
 
 impl std::fmt::Debug for Config {
@@ -145,27 +233,29 @@ impl std::fmt::Debug for Config {
             .field("max_request_bytes", &self.max_request_bytes)
             .field("startup_timeout", &self.startup_timeout)
             .field("intake", &self.intake)
+            .field("spool", &self.spool)
+            .field("delivery", &self.delivery)
             .finish_non_exhaustive()
     }
 }
 
-/// When a batch is written to ClickHouse: whichever comes first.
+/// When spooled rows are inserted into ClickHouse: whichever comes first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BatchConfig {
     /// Insert once this many rows wait.
     pub max_rows: usize,
+    /// Insert once this many bytes (RowBinary) wait.
+    pub max_bytes: usize,
     /// Insert once the oldest waiting row has waited this long.
     pub max_delay: Duration,
-    /// Insert once no submission has arrived for this long.
-    pub max_idle: Duration,
 }
 
 impl Default for BatchConfig {
     fn default() -> Self {
         Self {
-            max_rows: 50_000,
+            max_rows: 200_000,
+            max_bytes: 32 << 20,
             max_delay: Duration::from_secs(1),
-            max_idle: Duration::from_millis(20),
         }
     }
 }
@@ -209,12 +299,29 @@ impl RunArgs {
             hasher,
             batch: BatchConfig {
                 max_rows: self.batch_max_rows as usize,
+                max_bytes: self.batch_max_bytes,
                 max_delay: self.batch_max_delay,
-                max_idle: self.batch_idle,
             },
             max_request_bytes: self.max_request_bytes,
             startup_timeout: self.startup_timeout,
             intake: self.intake.into_config(),
+            spool: SpoolConfig {
+                dir: self.spool_dir,
+                max_bytes: self.spool_max_bytes as u64,
+                segment_bytes: (self.spool_segment_bytes as u64)
+                    .min(self.spool_max_bytes as u64 / 8)
+                    .max(64 << 10),
+                fsync: self.spool_fsync,
+            },
+            delivery: DeliveryConfig {
+                max_inflight_bytes: self.max_inflight_bytes,
+                max_concurrent_requests: self.max_concurrent_requests as usize,
+                spool_high_water_bytes: self
+                    .spool_high_water_bytes
+                    .map_or(self.spool_max_bytes as u64 / 10 * 8, |b| b as u64),
+                write_stall_timeout: self.write_stall_timeout,
+                shutdown_timeout: self.shutdown_timeout,
+            },
         })
     }
 }
@@ -323,6 +430,10 @@ mod tests {
         assert_eq!(config.max_request_bytes, 16 << 20);
         assert_eq!(config.startup_timeout, Duration::from_secs(60));
         assert!(!config.hasher.is_keyed());
+        assert_eq!(config.spool.dir, PathBuf::from("growth-spool"));
+        assert_eq!(config.spool.fsync, FsyncPolicy::Always);
+        assert_eq!(config.spool.max_bytes, 1 << 30);
+        assert_eq!(config.delivery, DeliveryConfig::default());
     }
 
     #[test]

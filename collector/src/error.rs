@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 
 use crate::clickhouse::SinkError;
 use crate::config::ConfigError;
+use crate::spool::SpoolError;
 
 /// Why the collector stopped (or did not start).
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +26,9 @@ pub enum CollectorError {
         #[source]
         source: std::io::Error,
     },
+    /// The spool directory cannot be used.
+    #[error(transparent)]
+    Spool(#[from] SpoolError),
     /// ClickHouse was unreachable at start-up or migrating failed.
     #[error(transparent)]
     ClickHouse(#[from] SinkError),

@@ -5,9 +5,9 @@
 //!
 //! ```text
 //! OTLP/gRPC :4317 ─┐
-//!                  ├─ receiver ─→ map (OTLP → growth event, hash user) ─→ batch ─→ ClickHouse `events`
-//! OTLP/HTTP :4318 ─┘     ▲                                                  │
-//!                        └──────────── ack once the rows are stored ────────┘
+//!                  ├─ receiver ─→ map (OTLP → growth event, hash user) ─→ spool (disk) ─→ writer ─→ ClickHouse `events`
+//! OTLP/HTTP :4318 ─┘     ▲                                                   │
+//!                        └────────── ack once the rows are on disk ──────────┘
 //! admin :8888 — /healthz /readyz /metrics
 //! ```
 //!
@@ -22,15 +22,19 @@
 //!   apps and event names); the rules and answers are in `docs/ingest.md`.
 //! * [`batch`] — gathers requests into large inserts; a sender is answered "ok"
 //!   only once its events are in ClickHouse, otherwise it is told to retry.
+//! * [`spool`] — the write-ahead spool: a sender is answered "ok" once its events
+//!   are on disk (group commit), or told to retry later when the spool is full.
+//! * [`writer`] — drains the spool into ClickHouse in large inserts, exactly once
+//!   (deduplication tokens), retrying transient failures and setting refused rows
+//!   aside ([`deadletter`]); [`rowbinary`] is the rows' encoding on disk and on the wire.
 //! * [`clickhouse`] — the sink: inserts, pings, waits for ClickHouse at start-up,
 //!   applies [`growth_schema::migrate`].
 //! * [`admin`] and [`telemetry`] — health, readiness and the collector's own metrics.
 //! * [`config`] — flags and environment, parsed once; [`lifecycle`] — start and
 //!   graceful shutdown.
 //!
-//! What it is not for: it computes no metrics (that is `growth-aggregator`), keeps no
-//! spool on disk (a sender whose events cannot be stored is told to retry, which
-//! OTLP exporters do), and accepts only logs — not traces or metrics.
+//! What it is not for: it computes no metrics (that is `growth-aggregator`) and
+//! accepts only logs — not traces or metrics.
 //!
 //! ```no_run
 //! # async fn example(config: growth_collector::Config) -> Result<(), growth_collector::CollectorError> {
@@ -44,17 +48,20 @@
 
 pub mod admin;
 pub mod auth;
-pub mod batch;
 pub mod catalog;
 pub mod clickhouse;
 pub mod config;
+pub mod deadletter;
 pub mod error;
 pub mod intake_config;
 pub mod lifecycle;
 pub mod map;
 pub mod privacy;
 pub mod receiver;
+pub mod rowbinary;
+pub mod spool;
 pub mod telemetry;
+pub mod writer;
 
 #[cfg(test)]
 mod testing;

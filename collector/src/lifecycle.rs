@@ -1,31 +1,35 @@
 //! Start-up, serving and graceful shutdown: the one place that wires
-//! receivers → map → batch → ClickHouse together and decides in which order
-//! things start and stop.
+//! receivers → map → spool → writer → ClickHouse together and decides in which
+//! order things start and stop.
 //!
 //! Start: bind every listener (a taken port fails at once), serve the admin
-//! endpoints, wait for ClickHouse and migrate (retrying until `--startup-timeout`),
-//! then serve OTLP. Stop (on the shutdown signal): `/readyz` turns 503, the
-//! receivers stop accepting and finish the requests in flight while the batcher
-//! inserts without waiting for batches to fill; then the batcher answers its last
-//! batch and ends, and so does the admin server.
+//! endpoints, open the spool (recovering what a previous run left), wait for
+//! ClickHouse and migrate (retrying until `--startup-timeout`), start the writer,
+//! then serve OTLP. Stop (on the shutdown signal), all within `--shutdown-timeout`:
+//! `/readyz` turns 503, the receivers stop accepting and answer the requests in
+//! flight once their events are synced to the spool; the spool closes, and the
+//! writer inserts what is left without waiting for batches to fill. What is not in
+//! ClickHouse when the time is up stays in the spool for the next start.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use growth_schema::migrate::MigrationReport;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
-use crate::admin::{self, Phase, Readiness};
+use crate::admin::{self, DeliveryCheck, Phase, Readiness};
 use crate::auth::Auth;
-use crate::batch;
 use crate::clickhouse::{ClickHouseSink, describe};
 use crate::config::Config;
 use crate::error::CollectorError;
 use crate::receiver::{Intake, grpc, http, serve};
+use crate::spool;
 use crate::telemetry::Telemetry;
+use crate::writer::{self, WriterHealth};
 
 /// The addresses a bound [`Collector`] listens on (useful with port 0).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,7 +104,7 @@ impl Collector {
         let sink = ClickHouseSink::new(&config.clickhouse);
         let (admin_stop, admin_stop_rx) = watch::channel(false);
         let admin_task = spawn_server("admin", {
-            let router = admin::router(telemetry.clone(), readiness.clone(), sink.clone());
+            let router = admin::router(telemetry.clone(), readiness.clone());
             async move {
                 axum::serve(admin, router)
                     .with_graceful_shutdown(stopped(admin_stop_rx))
@@ -108,6 +112,16 @@ impl Collector {
                     .map_err(|e| e.to_string())
             }
         });
+
+        let (spool, tail, spool_thread) = match spool::open(&config.spool, telemetry.clone()) {
+            Ok(opened) => opened,
+            Err(e) => {
+                readiness.set(Phase::Starting(e.to_string()));
+                stop_server(admin_stop, admin_task).await;
+                return Err(e.into());
+            }
+        };
+        telemetry.watch_spool(tail.usage.clone());
 
         let started = tokio::select! {
             result = sink.wait_and_migrate(config.startup_timeout, |e| {
@@ -119,11 +133,15 @@ impl Collector {
             Some(Ok(report)) => report,
             Some(Err(e)) => {
                 readiness.set(Phase::Starting(e.to_string()));
+                drop(spool);
+                spool_thread.join().await;
                 stop_server(admin_stop, admin_task).await;
                 return Err(e.into());
             }
             None => {
                 tracing::info!("stopped before ClickHouse was ready");
+                drop(spool);
+                spool_thread.join().await;
                 stop_server(admin_stop, admin_task).await;
                 return Ok(());
             }
@@ -140,8 +158,16 @@ impl Collector {
             }
         }
 
-        let (batch_sender, batcher) = batch::spawn(sink, config.batch, telemetry.clone());
-        let intake = Intake::new(config.hasher.clone(), batch_sender, telemetry).with_rules(rules);
+        let health = Arc::new(WriterHealth::default());
+        let writer = writer::spawn(sink, tail, config.batch, telemetry.clone(), health.clone());
+        readiness.watch_delivery(DeliveryCheck {
+            spool: spool.clone(),
+            high_water_bytes: config.delivery.spool_high_water_bytes,
+            health,
+            stall_timeout: config.delivery.write_stall_timeout,
+        });
+        let intake = Intake::new(config.hasher.clone(), spool, &config.delivery, telemetry)
+            .with_rules(rules);
         let timeouts = config.intake.timeouts;
         let mut receivers = JoinSet::new();
         receivers.spawn(named(
@@ -171,16 +197,28 @@ impl Collector {
             Some(joined) = receivers.join_next() => receiver_failure(joined),
         };
         tracing::info!("shutting down: finishing requests in flight");
+        let deadline = Instant::now() + config.delivery.shutdown_timeout;
         readiness.set(Phase::Draining);
         stop_tx.send_replace(true);
-        batcher.start_draining();
-        while let Some(joined) = receivers.join_next().await {
-            let this = receiver_failure(joined);
-            failure = failure.or(this);
+        writer.start_draining();
+        let drained = tokio::time::timeout_at(deadline.into(), async {
+            while let Some(joined) = receivers.join_next().await {
+                let this = receiver_failure(joined);
+                failure = failure.take().or(this);
+            }
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!("shutdown timeout: closing connections still open");
+            receivers.abort_all();
+            while receivers.join_next().await.is_some() {}
         }
-        // Both servers are gone and with them every batch sender: the batcher
-        // answers its last batch and ends.
-        batcher.join().await;
+        // Both servers are gone and with them every spool handle: the spool thread
+        // syncs what it was given and closes; the writer inserts what is left.
+        spool_thread.join().await;
+        writer
+            .join(deadline.saturating_duration_since(Instant::now()))
+            .await;
         stop_server(admin_stop, admin_task).await;
         match failure {
             None => {
@@ -298,9 +336,12 @@ fn log_start(config: &Config, addresses: Addresses) {
         clickhouse = %config.clickhouse.url,
         database = %config.clickhouse.database,
         admin = %addresses.admin,
+        spool_dir = %config.spool.dir.display(),
+        spool_max_bytes = config.spool.max_bytes,
+        spool_fsync = ?config.spool.fsync,
         batch_max_rows = config.batch.max_rows,
+        batch_max_bytes = config.batch.max_bytes,
         batch_max_delay = ?config.batch.max_delay,
-        batch_idle = ?config.batch.max_idle,
         max_request_bytes = config.max_request_bytes,
         "starting growth-collector"
     );
@@ -348,6 +389,10 @@ mod tests {
         .expect("flags")
         .run
         .into_config(None)
+        .map(|mut config| {
+            config.spool.dir = crate::testing::temp_dir("lifecycle");
+            config
+        })
         .expect("config")
     }
 

@@ -1,20 +1,30 @@
 //! The collector's own counters, exposed on the admin `/metrics` endpoint.
 //!
-//! Every record that arrives ends up in exactly one of: stored
-//! (`events_stored_total`), failed (`events_failed_total`, the sender was told to
-//! retry), rejected (`records_rejected_total{reason}`) or not a growth event
-//! (`records_not_growth_total`); `records_received_total` counts them all.
+//! Every record that arrives ends up in exactly one of: spooled
+//! (`events_spooled_total`: acknowledged, on disk), refused before the spool
+//! (`events_refused_total`: the sender was told to retry), rejected
+//! (`records_rejected_total{reason}`) or not a growth event
+//! (`records_not_growth_total`); `records_received_total` counts them all. Every
+//! spooled event (and every one found in the spool at start-up,
+//! `spool_recovered_rows_total`) ends up stored (`events_stored_total`) or
+//! dead-lettered (`rows_dead_lettered_total`), or still waits (`spool_rows`).
 
 use std::fmt::Write as _;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::clickhouse::ErrorClass;
 use crate::map::{MappedRequest, RejectReason};
 use crate::receiver::Refusal;
+use crate::spool::SpoolUsage;
 
 /// Prefix of every metric name.
 pub const PREFIX: &str = "growth_collector";
@@ -25,6 +35,12 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct ReasonLabel {
     reason: RejectReason,
+}
+
+impl EncodeLabelValue for RejectReason {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        encoder.write_str(self.as_str())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -38,9 +54,47 @@ impl EncodeLabelValue for Refusal {
     }
 }
 
-impl EncodeLabelValue for RejectReason {
-    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
-        encoder.write_str(self.as_str())
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ClassLabel {
+    class: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct BackpressureLabel {
+    reason: &'static str,
+}
+
+/// Why a request was turned away before the spool (the `reason` label of
+/// `backpressure_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backpressure {
+    /// The spool is at `--spool-max-bytes`.
+    SpoolFull,
+    /// Bytes in flight are at `--max-inflight-bytes`.
+    Memory,
+    /// Requests in flight are at `--max-concurrent-requests`.
+    Concurrency,
+    /// The spool could not write (disk error) or is closed (shutting down).
+    SpoolUnavailable,
+}
+
+impl Backpressure {
+    /// Every reason, for zero-valued series.
+    pub const ALL: [Backpressure; 4] = [
+        Backpressure::SpoolFull,
+        Backpressure::Memory,
+        Backpressure::Concurrency,
+        Backpressure::SpoolUnavailable,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backpressure::SpoolFull => "spool_full",
+            Backpressure::Memory => "memory",
+            Backpressure::Concurrency => "concurrency",
+            Backpressure::SpoolUnavailable => "spool_unavailable",
+        }
     }
 }
 
@@ -55,11 +109,28 @@ pub struct Telemetry {
     values_truncated: Counter,
     identifying_redacted: Counter,
     requests_refused: Family<RefusalLabel, Counter>,
+    requests_spooled: Counter,
+    events_spooled: Counter,
+    events_refused: Counter,
     events_stored: Counter,
-    events_failed: Counter,
-    insert_failures: Counter,
     batches: Counter,
-    rows_waiting: Gauge,
+    insert_errors: Family<ClassLabel, Counter>,
+    insert_retries: Counter,
+    insert_duration: Histogram,
+    insert_rows: Histogram,
+    rows_dead_lettered: Counter,
+    backpressure: Family<BackpressureLabel, Counter>,
+    inflight_bytes: Gauge,
+    spool_bytes: Gauge,
+    spool_segments: Gauge,
+    spool_rows: Gauge,
+    spool_oldest_age: Gauge<f64, AtomicU64>,
+    spool_recovered_rows: Counter,
+    spool_tail_cuts: Counter,
+    spool_bytes_cut: Counter,
+    spool_unreadable: Counter,
+    usage: OnceLock<Arc<SpoolUsage>>,
+    oldest: Mutex<Option<std::time::Instant>>,
 }
 
 impl Default for Telemetry {
@@ -69,98 +140,182 @@ impl Default for Telemetry {
 }
 
 impl Telemetry {
-    /// Registers every metric (rejection reasons start at zero, so each series exists).
+    /// Registers every metric (label values start at zero, so each series exists).
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix(PREFIX);
-        let records_received = Counter::default();
-        let records_rejected = Family::<ReasonLabel, Counter>::default();
-        let records_not_growth = Counter::default();
-        let properties_dropped = Counter::default();
-        let values_truncated = Counter::default();
-        let identifying_redacted = Counter::default();
-        let requests_refused = Family::<RefusalLabel, Counter>::default();
-        let events_stored = Counter::default();
-        let events_failed = Counter::default();
-        let insert_failures = Counter::default();
-        let batches = Counter::default();
-        let rows_waiting = Gauge::default();
-        registry.register(
+        let t = Self {
+            registry: Registry::default(),
+            records_received: Counter::default(),
+            records_rejected: Family::default(),
+            records_not_growth: Counter::default(),
+            properties_dropped: Counter::default(),
+            values_truncated: Counter::default(),
+            identifying_redacted: Counter::default(),
+            requests_refused: Family::default(),
+            requests_spooled: Counter::default(),
+            events_spooled: Counter::default(),
+            events_refused: Counter::default(),
+            events_stored: Counter::default(),
+            batches: Counter::default(),
+            insert_errors: Family::default(),
+            insert_retries: Counter::default(),
+            insert_duration: Histogram::new(exponential_buckets(0.005, 2.0, 14)),
+            insert_rows: Histogram::new(exponential_buckets(16.0, 4.0, 9)),
+            rows_dead_lettered: Counter::default(),
+            backpressure: Family::default(),
+            inflight_bytes: Gauge::default(),
+            spool_bytes: Gauge::default(),
+            spool_segments: Gauge::default(),
+            spool_rows: Gauge::default(),
+            spool_oldest_age: Gauge::default(),
+            spool_recovered_rows: Counter::default(),
+            spool_tail_cuts: Counter::default(),
+            spool_bytes_cut: Counter::default(),
+            spool_unreadable: Counter::default(),
+            usage: OnceLock::new(),
+            oldest: Mutex::new(None),
+        };
+        let r = &mut registry;
+        r.register(
             "records_received",
             "OTLP log records received, growth events or not",
-            records_received.clone(),
+            t.records_received.clone(),
         );
-        registry.register(
+        r.register(
             "records_rejected",
             "Log records that named an event but broke the event contract, by reason; not stored",
-            records_rejected.clone(),
+            t.records_rejected.clone(),
         );
-        registry.register(
+        r.register(
             "records_not_growth",
             "Log records without an event name: not growth events, not stored",
-            records_not_growth.clone(),
+            t.records_not_growth.clone(),
         );
-        registry.register(
+        r.register(
             "properties_dropped",
             "Event properties dropped for exceeding the per-event limit or the key length limit",
-            properties_dropped.clone(),
+            t.properties_dropped.clone(),
         );
-        registry.register(
+        r.register(
             "values_truncated",
             "Event property values cut to the length limit",
-            values_truncated.clone(),
+            t.values_truncated.clone(),
         );
-        registry.register(
+        r.register(
             "identifying_redacted",
             "Values of attributes that identify a person (user.email, client.address, ...) hashed or dropped, nested ones included",
-            identifying_redacted.clone(),
+            t.identifying_redacted.clone(),
         );
-        registry.register(
+        r.register(
             "requests_refused",
             "Requests refused as a whole, by reason (unauthenticated, forbidden, undecodable, too_large, unsupported_media, read_timeout)",
-            requests_refused.clone(),
+            t.requests_refused.clone(),
         );
-        registry.register(
+        r.register(
+            "requests_spooled",
+            "Requests whose events were written to the spool and acknowledged",
+            t.requests_spooled.clone(),
+        );
+        r.register(
+            "events_spooled",
+            "Growth events written to the spool and acknowledged to their sender",
+            t.events_spooled.clone(),
+        );
+        r.register("events_refused", "Growth events of requests turned away before the spool (backpressure); their senders were told to retry", t.events_refused.clone());
+        r.register(
             "events_stored",
-            "Growth events written to ClickHouse",
-            events_stored.clone(),
+            "Growth events ClickHouse confirmed (replays of a batch it already had included)",
+            t.events_stored.clone(),
         );
-        registry.register(
-            "events_failed",
-            "Growth events whose insert failed after retries; their senders were told to retry",
-            events_failed.clone(),
+        r.register("batches", "Inserts ClickHouse confirmed", t.batches.clone());
+        r.register("insert_errors", "Failed ClickHouse inserts by class: transient ones are retried, permanent ones split the batch", t.insert_errors.clone());
+        r.register(
+            "insert_retries",
+            "Retries of inserts after a transient failure",
+            t.insert_retries.clone(),
         );
-        registry.register(
-            "insert_failures",
-            "Failed ClickHouse insert attempts (each retry counts)",
-            insert_failures.clone(),
+        r.register(
+            "insert_duration_seconds",
+            "Time of successful ClickHouse inserts",
+            t.insert_duration.clone(),
         );
-        registry.register("batches", "Batches flushed to ClickHouse", batches.clone());
-        registry.register(
-            "rows_waiting",
-            "Growth events received and not yet acknowledged by ClickHouse",
-            rows_waiting.clone(),
+        r.register(
+            "insert_rows",
+            "Rows per successful ClickHouse insert",
+            t.insert_rows.clone(),
+        );
+        r.register(
+            "rows_dead_lettered",
+            "Rows ClickHouse refused for good, written to the dead-letter file",
+            t.rows_dead_lettered.clone(),
+        );
+        r.register(
+            "backpressure",
+            "Requests turned away with a retry delay, by reason",
+            t.backpressure.clone(),
+        );
+        r.register(
+            "inflight_bytes",
+            "Bytes of requests being mapped and spooled",
+            t.inflight_bytes.clone(),
+        );
+        r.register(
+            "spool_bytes",
+            "Bytes in the spool (segment files and writes under way)",
+            t.spool_bytes.clone(),
+        );
+        r.register(
+            "spool_segments",
+            "Segment files in the spool",
+            t.spool_segments.clone(),
+        );
+        r.register(
+            "spool_rows",
+            "Growth events in the spool not yet confirmed by ClickHouse",
+            t.spool_rows.clone(),
+        );
+        r.register(
+            "spool_oldest_age_seconds",
+            "How long the oldest event not yet in ClickHouse has been in the spool",
+            t.spool_oldest_age.clone(),
+        );
+        r.register(
+            "spool_recovered_rows",
+            "Growth events found in the spool at start-up and replayed",
+            t.spool_recovered_rows.clone(),
+        );
+        r.register(
+            "spool_tail_cuts",
+            "Torn or corrupt segment tails cut at start-up",
+            t.spool_tail_cuts.clone(),
+        );
+        r.register(
+            "spool_bytes_cut",
+            "Bytes of torn or corrupt segment tails cut at start-up",
+            t.spool_bytes_cut.clone(),
+        );
+        r.register(
+            "spool_unreadable",
+            "Batches that could not be read back from the spool (disk failure) and were skipped",
+            t.spool_unreadable.clone(),
         );
         for reason in RejectReason::ALL {
-            let _ = records_rejected.get_or_create(&ReasonLabel { reason });
+            let _ = t.records_rejected.get_or_create(&ReasonLabel { reason });
         }
         for reason in Refusal::ALL {
-            let _ = requests_refused.get_or_create(&RefusalLabel { reason });
+            let _ = t.requests_refused.get_or_create(&RefusalLabel { reason });
         }
-        Self {
-            registry,
-            records_received,
-            records_rejected,
-            records_not_growth,
-            properties_dropped,
-            values_truncated,
-            identifying_redacted,
-            requests_refused,
-            events_stored,
-            events_failed,
-            insert_failures,
-            batches,
-            rows_waiting,
+        for class in [ErrorClass::Transient, ErrorClass::Permanent] {
+            let _ = t.insert_errors.get_or_create(&ClassLabel {
+                class: class.as_str(),
+            });
         }
+        for reason in Backpressure::ALL {
+            let _ = t.backpressure.get_or_create(&BackpressureLabel {
+                reason: reason.as_str(),
+            });
+        }
+        Self { registry, ..t }
     }
 
     /// Counts what mapping one request produced.
@@ -178,6 +333,12 @@ impl Telemetry {
         }
     }
 
+    /// One group commit: `requests` requests with `rows` events are durable.
+    pub fn spooled(&self, requests: u64, rows: u64) {
+        self.requests_spooled.inc_by(requests);
+        self.events_spooled.inc_by(rows);
+    }
+
     /// A request was refused as a whole.
     pub fn refused(&self, reason: Refusal) {
         self.requests_refused
@@ -185,33 +346,91 @@ impl Telemetry {
             .inc();
     }
 
-    /// Rows handed to the batcher and not yet acknowledged.
-    pub fn rows_queued(&self, rows: usize) {
-        self.rows_waiting.inc_by(gauge_value(rows));
+    /// A request with `rows` records was turned away with a retry delay.
+    pub fn backpressured(&self, reason: Backpressure, rows: u64) {
+        self.events_refused.inc_by(rows);
+        self.backpressure
+            .get_or_create(&BackpressureLabel {
+                reason: reason.as_str(),
+            })
+            .inc();
     }
 
-    /// Rows acknowledged by the batcher, stored or not.
-    pub fn rows_done(&self, rows: usize) {
-        self.rows_waiting.dec_by(gauge_value(rows));
+    /// Bytes entering (positive) or leaving (negative) the intake.
+    pub fn inflight(&self, bytes: i64) {
+        self.inflight_bytes.inc_by(bytes);
     }
 
-    /// A batch was flushed; `stored` says whether ClickHouse took it.
-    pub fn batch_flushed(&self, rows: usize, stored: bool) {
+    /// An insert of `rows` rows (`bytes` bytes) succeeded after `took`.
+    pub fn insert_done(&self, rows: u64, _bytes: usize, took: Duration) {
         self.batches.inc();
-        if stored {
-            self.events_stored.inc_by(rows as u64);
-        } else {
-            self.events_failed.inc_by(rows as u64);
-        }
+        self.events_stored.inc_by(rows);
+        self.insert_duration.observe(took.as_secs_f64());
+        self.insert_rows.observe(rows as f64);
     }
 
-    /// An insert attempt failed (it may be retried).
-    pub fn insert_failed(&self) {
-        self.insert_failures.inc();
+    /// An insert failed.
+    pub fn insert_error(&self, class: ErrorClass) {
+        self.insert_errors
+            .get_or_create(&ClassLabel {
+                class: class.as_str(),
+            })
+            .inc();
+    }
+
+    /// An insert is retried.
+    pub fn insert_retried(&self) {
+        self.insert_retries.inc();
+    }
+
+    /// Rows went to the dead-letter file.
+    pub fn dead_lettered(&self, rows: u64) {
+        self.rows_dead_lettered.inc_by(rows);
+    }
+
+    /// What start-up found in the spool.
+    pub fn spool_recovered(&self, rows: u64, segments: u64, _bytes: u64) {
+        self.spool_recovered_rows.inc_by(rows);
+        self.spool_segments
+            .inc_by(i64::try_from(segments).unwrap_or(i64::MAX));
+    }
+
+    /// A torn or corrupt tail of `bytes` bytes was cut.
+    pub fn spool_tail_cut(&self, bytes: u64) {
+        self.spool_tail_cuts.inc();
+        self.spool_bytes_cut.inc_by(bytes);
+    }
+
+    /// Segments were created (positive) or deleted (negative).
+    pub fn spool_segments_changed(&self, delta: i64) {
+        self.spool_segments.inc_by(delta);
+    }
+
+    /// A batch could not be read back.
+    pub fn spool_unreadable(&self) {
+        self.spool_unreadable.inc();
+    }
+
+    /// Rows in the spool not yet stored, and when the oldest of them was spooled.
+    pub fn spool_waiting(&self, rows: u64, oldest: Option<std::time::Instant>) {
+        self.spool_rows.set(i64::try_from(rows).unwrap_or(i64::MAX));
+        *self.oldest.lock().unwrap_or_else(|p| p.into_inner()) = oldest;
+    }
+
+    /// Lets `/metrics` report the spool's size.
+    pub fn watch_spool(&self, usage: Arc<SpoolUsage>) {
+        let _ = self.usage.set(usage);
     }
 
     /// The OpenMetrics text exposition (served with [`CONTENT_TYPE`]).
     pub fn render(&self) -> String {
+        if let Some(usage) = self.usage.get() {
+            self.spool_bytes
+                .set(i64::try_from(usage.used()).unwrap_or(i64::MAX));
+        }
+        let oldest = *self.oldest.lock().unwrap_or_else(|p| p.into_inner());
+        self.spool_oldest_age
+            .set(oldest.map_or(0.0, |at| at.elapsed().as_secs_f64()));
         let mut out = String::new();
         if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
             // Writing into a String cannot fail; say so rather than panic if it ever does.
@@ -219,10 +438,6 @@ impl Telemetry {
         }
         out
     }
-}
-
-fn gauge_value(rows: usize) -> i64 {
-    i64::try_from(rows).unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]
@@ -238,20 +453,27 @@ mod tests {
             rejected: vec![(RejectReason::InvalidUserHash, 2)],
             ..Default::default()
         });
-        telemetry.rows_queued(2);
-        telemetry.batch_flushed(2, true);
-        telemetry.insert_failed();
-        telemetry.rows_done(2);
+        telemetry.spooled(1, 2);
+        telemetry.insert_done(2, 100, Duration::from_millis(30));
+        telemetry.insert_error(ErrorClass::Transient);
+        telemetry.backpressured(Backpressure::SpoolFull, 3);
         let text = telemetry.render();
         for line in [
             "growth_collector_records_received_total 5",
             "growth_collector_records_not_growth_total 1",
             "growth_collector_records_rejected_total{reason=\"invalid_user_hash\"} 2",
             "growth_collector_records_rejected_total{reason=\"invalid_event_name\"} 0",
+            "growth_collector_events_spooled_total 2",
             "growth_collector_events_stored_total 2",
-            "growth_collector_insert_failures_total 1",
+            "growth_collector_events_refused_total 3",
+            "growth_collector_insert_errors_total{class=\"transient\"} 1",
+            "growth_collector_insert_errors_total{class=\"permanent\"} 0",
+            "growth_collector_backpressure_total{reason=\"spool_full\"} 1",
+            "growth_collector_backpressure_total{reason=\"memory\"} 0",
             "growth_collector_batches_total 1",
-            "growth_collector_rows_waiting 0",
+            "growth_collector_insert_rows_count 1",
+            "growth_collector_spool_rows 0",
+            "growth_collector_spool_oldest_age_seconds 0.0",
         ] {
             assert!(
                 text.lines().any(|l| l == line),

@@ -39,6 +39,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(2, "0002_user_activity.sql"),
     migration!(3, "0003_user_first_seen.sql"),
     migration!(4, "0004_event_counts.sql"),
+    migration!(5, "0005_deduplication_windows.sql"),
     migration!(10, "0010_user_quarter_hours.sql"),
     migration!(11, "0011_first_seen.sql"),
     migration!(12, "0012_retire_user_activity.sql"),

@@ -149,6 +149,36 @@ impl Running {
     }
 }
 
+impl Running {
+    /// Sends `signal` (e.g. "KILL", "TERM") to the process.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill runs");
+        assert!(
+            status.success(),
+            "kill -{signal} {} failed",
+            self.child.id()
+        );
+    }
+
+    /// Waits up to `timeout` for the process to exit; its exit status, or `None`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
 impl Drop for Running {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -162,6 +192,19 @@ pub struct Collector {
     pub grpc_endpoint: String,
     pub http_endpoint: String,
     pub admin: String,
+    /// Its `--spool-dir`.
+    pub spool_dir: PathBuf,
+}
+
+/// A fresh spool directory for one collector (removed first if it exists).
+pub fn temp_spool_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join("growth-e2e").join(format!(
+        "spool-{name}-{}-{}",
+        std::process::id(),
+        free_port()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
 }
 
 impl Collector {
@@ -172,12 +215,36 @@ impl Collector {
 
     /// Starts the collector with extra flags.
     pub async fn start_with(database: &str, hash_key: Option<&str>, extra: &[&str]) -> Self {
+        Self::start_in(database, hash_key, extra, temp_spool_dir(database)).await
+    }
+
+    /// Starts the collector with extra flags and the given spool directory (reuse one
+    /// to restart a collector on what a previous one left).
+    pub async fn start_in(
+        database: &str,
+        hash_key: Option<&str>,
+        extra: &[&str],
+        spool_dir: PathBuf,
+    ) -> Self {
+        Self::start_on(&clickhouse_url(), database, hash_key, extra, spool_dir).await
+    }
+
+    /// [`Collector::start_in`] against the ClickHouse at `clickhouse_url`.
+    pub async fn start_on(
+        clickhouse_url: &str,
+        database: &str,
+        hash_key: Option<&str>,
+        extra: &[&str],
+        spool_dir: PathBuf,
+    ) -> Self {
         let (grpc, http, admin) = (free_port(), free_port(), free_port());
         let mut args: Vec<String> = [
             "--clickhouse-url",
-            &clickhouse_url(),
+            clickhouse_url,
             "--clickhouse-database",
             database,
+            "--spool-dir",
+            &spool_dir.to_string_lossy(),
             "--otlp-grpc-addr",
             &format!("127.0.0.1:{grpc}"),
             "--otlp-http-addr",
@@ -204,7 +271,37 @@ impl Collector {
             grpc_endpoint: format!("http://127.0.0.1:{grpc}"),
             http_endpoint: format!("http://127.0.0.1:{http}"),
             admin,
+            spool_dir,
         }
+    }
+
+    /// The collector's own `/metrics`, parsed.
+    pub async fn metrics(&self) -> Exposition {
+        let text = reqwest::get(format!("{}/metrics", self.admin))
+            .await
+            .expect("collector admin answers")
+            .text()
+            .await
+            .expect("metrics body");
+        Exposition::parse(&text)
+    }
+
+    /// Waits until everything the collector acknowledged is in ClickHouse (its spool
+    /// holds no rows), up to 60 s. Acknowledged means spooled, not yet stored.
+    pub async fn settled(&self) {
+        eventually(
+            "the collector's spool to drain",
+            Duration::from_secs(60),
+            || async {
+                let m = self.metrics().await;
+                let stored = m.value("growth_collector_events_stored_total")
+                    + m.value("growth_collector_rows_dead_lettered_total");
+                let taken = m.value("growth_collector_events_spooled_total")
+                    + m.value("growth_collector_spool_recovered_rows_total");
+                (m.value("growth_collector_spool_rows") == 0.0 && stored >= taken).then_some(())
+            },
+        )
+        .await;
     }
 }
 
@@ -309,6 +406,15 @@ impl Exposition {
             });
         }
         Self { samples }
+    }
+
+    /// The sum of a metric's samples (0 when it has none).
+    pub fn value(&self, name: &str) -> f64 {
+        self.samples
+            .iter()
+            .filter(|s| s.name == name)
+            .map(|s| s.value)
+            .sum()
     }
 
     /// The samples of one metric for one app, as (labels without `app`) → value.

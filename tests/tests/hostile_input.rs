@@ -1216,7 +1216,9 @@ async fn hostile_requests_get_their_documented_answers() {
         }
     }
 
-    // The good records of every case are stored, and nothing else.
+    // The good records of every case are stored, and nothing else. Acknowledged means
+    // spooled: wait until the writer has stored it.
+    collector.settled().await;
     let ch = clickhouse(&database);
     let stored: Vec<(String, u64)> = ch
         .query("SELECT properties['case'] AS c, count() FROM events GROUP BY c ORDER BY c")

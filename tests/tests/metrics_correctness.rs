@@ -250,6 +250,8 @@ async fn metrics_match_independent_expectations_across_timezones() {
         events.len() as u64,
         "SDK did not deliver every event"
     );
+    // Acknowledged means spooled: wait until the writer has stored it.
+    collector.settled().await;
     let ch = clickhouse(&database);
     let stored: u64 = ch
         .query("SELECT count() FROM events")

@@ -84,6 +84,8 @@ async fn python_sdk_events_arrive_mapped_and_hashed() {
             .expect("sender");
     }
 
+    // Acknowledged means spooled: wait until the writer has stored it.
+    collector.settled().await;
     let ch = clickhouse(&database);
     let keyed = UserHasher::new(Some(KEY.as_bytes().to_vec()));
     for (_, _, service) in &endpoints {

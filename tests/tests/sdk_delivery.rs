@@ -57,6 +57,8 @@ async fn sdk_events_arrive_over_grpc_and_http() {
         );
     }
 
+    // Acknowledged means spooled: wait until the writer has stored it.
+    collector.settled().await;
     let ch = clickhouse(&database);
     let hasher = UserHasher::new(Some(KEY.as_bytes().to_vec()));
     for app in ["sdk-grpc", "sdk-http"] {

@@ -30,7 +30,9 @@ use tonic::server::{Grpc, NamedService, UnaryService};
 use tonic::{Code, Request, Response, Status};
 
 use super::decode::{self, DecodeLimits};
-use super::{ExportError, Intake};
+use tonic_types::{ErrorDetails, StatusExt as _};
+
+use super::{DeliveryError, ExportError, Intake};
 use crate::auth::AppAccess;
 
 /// The gRPC path of the one method served.
@@ -149,7 +151,7 @@ impl UnaryService<ExportLogsServiceRequest> for Export {
                 Ok(response) => Ok(Response::new(response)),
                 Err(ExportError::Forbidden(message)) => Err(Status::permission_denied(message)),
                 // UNAVAILABLE is the code OTLP exporters retry on.
-                Err(ExportError::Delivery(e)) => Err(Status::unavailable(e.to_string())),
+                Err(ExportError::Delivery(e)) => Err(backpressure_status(&e)),
             }
         })
     }
@@ -212,4 +214,19 @@ impl Decoder for RequestDecoder {
             .map(Some)
             .map_err(|e| Status::invalid_argument(e.to_string()))
     }
+}
+
+/// RESOURCE_EXHAUSTED (spool full) or UNAVAILABLE, with `RetryInfo`: the OTLP
+/// specification makes both retryable, and RESOURCE_EXHAUSTED only with RetryInfo.
+pub fn backpressure_status(error: &DeliveryError) -> Status {
+    let code = if error.is_spool_full() {
+        Code::ResourceExhausted
+    } else {
+        Code::Unavailable
+    };
+    Status::with_error_details(
+        code,
+        error.to_string(),
+        ErrorDetails::with_retry_info(Some(error.retry_after)),
+    )
 }

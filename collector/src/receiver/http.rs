@@ -31,8 +31,6 @@ use super::{ExportError, Intake, Refusal};
 
 /// The path OTLP/HTTP log exporters post to.
 pub const LOGS_PATH: &str = "/v1/logs";
-/// Seconds a sender is asked to wait before retrying after a 503.
-const RETRY_AFTER_SECONDS: &str = "2";
 
 #[derive(Debug, Clone)]
 struct HttpState {
@@ -147,11 +145,18 @@ async fn export_logs(State(state): State<HttpState>, headers: HeaderMap, body: B
         Ok(response) => encoding.success(&response),
         Err(ExportError::Forbidden(message)) => encoding.status(StatusCode::FORBIDDEN, message),
         Err(ExportError::Delivery(e)) => {
-            let mut response = encoding.status(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
-            response.headers_mut().insert(
-                header::RETRY_AFTER,
-                HeaderValue::from_static(RETRY_AFTER_SECONDS),
-            );
+            // 429 for a full spool, 503 for a busy or unable collector; both retryable
+            // per OTLP/HTTP, after Retry-After.
+            let status = if e.is_spool_full() {
+                StatusCode::TOO_MANY_REQUESTS
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            let mut response = encoding.status(status, e.to_string());
+            let seconds = e.retry_after.as_secs().max(1);
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
             response
         }
     }
@@ -340,6 +345,7 @@ fn grpc_code(status: StatusCode) -> i32 {
         StatusCode::FORBIDDEN => tonic::Code::PermissionDenied as i32,
         StatusCode::REQUEST_TIMEOUT => tonic::Code::DeadlineExceeded as i32,
         StatusCode::SERVICE_UNAVAILABLE => tonic::Code::Unavailable as i32,
+        StatusCode::TOO_MANY_REQUESTS => tonic::Code::ResourceExhausted as i32,
         _ => tonic::Code::Internal as i32,
     }
 }

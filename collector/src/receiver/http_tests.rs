@@ -1,7 +1,6 @@
 //! Decoding tests of the OTLP/HTTP receiver, run against the router in memory.
 
 use std::io::Write as _;
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{Body, to_bytes};
@@ -16,11 +15,8 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use tower::ServiceExt as _;
 
 use super::*;
-use crate::batch;
-use crate::config::BatchConfig;
 use crate::receiver::EdgeRules;
-use crate::telemetry::Telemetry;
-use crate::testing::MemoryStore;
+use crate::testing::SpooledIntake;
 
 const LIMIT: usize = 64 * 1024;
 
@@ -64,25 +60,24 @@ const SPEC_JSON: &str = r#"{
 
 struct Harness {
     router: Router,
-    store: MemoryStore,
+    /// What was acknowledged is in the spool: `store.rows()` reads it back.
+    store: SpooledIntake,
 }
 
-fn harness(store: MemoryStore) -> Harness {
-    let telemetry = Arc::new(Telemetry::new());
-    let config = BatchConfig {
-        max_rows: 1000,
-        max_delay: Duration::from_millis(5),
-        max_idle: Duration::from_millis(5),
-    };
-    let (sender, _handle) = batch::spawn(store.clone(), config, telemetry.clone());
+fn harness_with_spool(max_bytes: u64) -> Harness {
+    let store = SpooledIntake::new(max_bytes);
     // SPEC_JSON's times are fixed (2025-11): widen the window so they stay accepted.
     let mut rules = EdgeRules::new(UserHasher::new(None));
     rules.map.time_window.max_age = crate::map::TimeWindow::MAX_AGE;
-    let intake = Intake::new(UserHasher::new(None), sender, telemetry).with_rules(rules);
+    let intake = store.intake.clone().with_rules(rules);
     Harness {
         router: router(intake, LIMIT, Duration::from_secs(5)),
         store,
     }
+}
+
+fn harness() -> Harness {
+    harness_with_spool(1 << 30)
 }
 
 async fn post(
@@ -146,7 +141,7 @@ fn json(body: &[u8]) -> serde_json::Value {
 
 #[tokio::test]
 async fn otlp_json_as_the_spec_writes_it() {
-    let h = harness(MemoryStore::default());
+    let h = harness();
     let (status, headers, body) = post(
         &h,
         Some("application/json"),
@@ -194,7 +189,7 @@ async fn otlp_json_as_the_spec_writes_it() {
 
 #[tokio::test]
 async fn full_success_is_an_empty_object() {
-    let h = harness(MemoryStore::default());
+    let h = harness();
     let body = serde_json::to_vec(&protobuf_request(2)).expect("serialize");
     let (status, _, body) = post(&h, Some("application/json; charset=utf-8"), None, body).await;
     assert_eq!((status, body.as_slice()), (StatusCode::OK, &b"{}"[..]));
@@ -203,7 +198,7 @@ async fn full_success_is_an_empty_object() {
 
 #[tokio::test]
 async fn protobuf_is_answered_in_protobuf() {
-    let h = harness(MemoryStore::default());
+    let h = harness();
     let (status, headers, body) = post(
         &h,
         Some("application/x-protobuf"),
@@ -220,7 +215,7 @@ async fn protobuf_is_answered_in_protobuf() {
 
 #[tokio::test]
 async fn gzip_bodies_are_decompressed() {
-    let h = harness(MemoryStore::default());
+    let h = harness();
     let body = gzip(&protobuf_request(2).encode_to_vec());
     let (status, _, _) = post(&h, Some("application/x-protobuf"), Some("gzip"), body).await;
     assert_eq!(status, StatusCode::OK);
@@ -232,7 +227,7 @@ async fn gzip_bodies_are_decompressed() {
 
 #[tokio::test]
 async fn undecodable_bodies_are_400_with_a_reason() {
-    let h = harness(MemoryStore::default());
+    let h = harness();
     let cases: Vec<(&str, Option<&str>, Vec<u8>)> = vec![
         (
             "application/x-protobuf",
@@ -287,7 +282,7 @@ async fn undecodable_bodies_are_400_with_a_reason() {
 
 #[tokio::test]
 async fn unsupported_content_types_are_415() {
-    let h = harness(MemoryStore::default());
+    let h = harness();
     for content_type in [None, Some("text/plain"), Some("application/grpc")] {
         let (status, _, body) = post(&h, content_type, None, b"{}".to_vec()).await;
         assert_eq!(
@@ -303,7 +298,7 @@ async fn unsupported_content_types_are_415() {
 
 #[tokio::test]
 async fn bodies_over_the_limit_are_413_also_after_decompression() {
-    let h = harness(MemoryStore::default());
+    let h = harness();
     let big = protobuf_request(5_000).encode_to_vec();
     assert!(big.len() > LIMIT);
     let (status, _, _) = post(&h, Some("application/x-protobuf"), None, big.clone()).await;
@@ -323,8 +318,8 @@ async fn bodies_over_the_limit_are_413_also_after_decompression() {
 }
 
 #[tokio::test]
-async fn storage_failure_is_503_so_senders_retry() {
-    let h = harness(MemoryStore::failing(100));
+async fn a_full_spool_is_429_with_retry_after_so_senders_retry() {
+    let h = harness_with_spool(64);
     let (status, headers, body) = post(
         &h,
         Some("application/json"),
@@ -332,15 +327,16 @@ async fn storage_failure_is_503_so_senders_retry() {
         SPEC_JSON.as_bytes().to_vec(),
     )
     .await;
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
-    assert!(headers.contains_key(header::RETRY_AFTER));
-    assert_eq!(json(&body)["code"], 14);
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(headers[header::RETRY_AFTER], "2");
+    assert_eq!(json(&body)["code"], 8);
+    assert!(h.store.rows().is_empty());
 }
 
 #[tokio::test]
 async fn requests_without_events_are_answered_without_storage() {
-    // Not-growth records never reach the store, so a failing store does not matter.
-    let h = harness(MemoryStore::failing(100));
+    // Not-growth records never reach the spool, so a full spool does not matter.
+    let h = harness_with_spool(64);
     let body =
         br#"{"resourceLogs":[{"scopeLogs":[{"logRecords":[{"body":{"stringValue":"hi"}}]}]}]}"#;
     let (status, _, body) = post(&h, Some("application/json"), None, body.to_vec()).await;
@@ -349,7 +345,7 @@ async fn requests_without_events_are_answered_without_storage() {
 
 #[tokio::test]
 async fn other_paths_and_methods_are_not_served() {
-    let h = harness(MemoryStore::default());
+    let h = harness();
     let response = h
         .router
         .clone()

@@ -1,8 +1,8 @@
 //! Receivers: OTLP over gRPC ([`grpc`]) and over HTTP ([`http`]).
 //!
 //! Both only decode and render; what a request means is decided once, here, in
-//! [`Intake::export`]: map the records to growth events, hand the events to the
-//! batcher, and wait until they are stored.
+//! [`Intake::export`]: admit it (or turn it away with a retry delay), map the records
+//! to growth events, write the events to the spool and wait until they are durable.
 
 pub mod decode;
 pub mod grpc;
@@ -12,35 +12,80 @@ mod rules;
 pub mod serve;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::Utc;
 use growth_schema::user_hash::UserHasher;
 use opentelemetry_proto::tonic::collector::logs::v1::{
     ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
 };
+use prost::Message as _;
+use tokio::sync::Semaphore;
 
 pub use rules::{EdgeRules, ExportError, Refusal};
 
 use crate::auth::{AppAccess, AuthError};
-use crate::batch::{BatchSender, DeliveryError};
+use crate::config::DeliveryConfig;
 use crate::map;
-use crate::telemetry::Telemetry;
+use crate::rowbinary;
+use crate::spool::{Spool, SpoolError};
+use crate::telemetry::{Backpressure, Telemetry};
 
-/// What both receivers share: the edge rules, the batcher and the counters.
+/// How long a sender turned away for a full spool is asked to wait.
+const SPOOL_FULL_RETRY: Duration = Duration::from_secs(2);
+/// How long a sender turned away for memory or concurrency is asked to wait.
+const BUSY_RETRY: Duration = Duration::from_secs(1);
+/// The in-flight byte budget is counted in units of this many bytes.
+const BYTE_UNIT: usize = 1024;
+
+/// Why a request was not accepted. The sender should retry after `retry_after`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct DeliveryError {
+    /// Why (also the `reason` of `backpressure_total`).
+    pub reason: Backpressure,
+    /// When to try again.
+    pub retry_after: Duration,
+    /// What to tell the sender.
+    pub message: String,
+}
+
+impl DeliveryError {
+    /// True when the spool is full (RESOURCE_EXHAUSTED / 429), false when the
+    /// collector is busy or unable right now (UNAVAILABLE / 503).
+    pub fn is_spool_full(&self) -> bool {
+        self.reason == Backpressure::SpoolFull
+    }
+}
+
+/// What both receivers share: the edge rules, the spool, the limits and the counters.
 #[derive(Debug, Clone)]
 pub struct Intake {
     rules: Arc<EdgeRules>,
-    batcher: BatchSender,
+    spool: Spool,
     telemetry: Arc<Telemetry>,
+    requests: Arc<Semaphore>,
+    bytes: Arc<Semaphore>,
+    byte_units: usize,
 }
 
 impl Intake {
-    /// An intake feeding `batcher`, with the default [`EdgeRules`] around `hasher`.
-    pub fn new(hasher: UserHasher, batcher: BatchSender, telemetry: Arc<Telemetry>) -> Self {
+    /// An intake writing into `spool`, within `limits`, with the default
+    /// [`EdgeRules`] around `hasher`.
+    pub fn new(
+        hasher: UserHasher,
+        spool: Spool,
+        limits: &DeliveryConfig,
+        telemetry: Arc<Telemetry>,
+    ) -> Self {
+        let byte_units = (limits.max_inflight_bytes / BYTE_UNIT).max(1);
         Self {
             rules: Arc::new(EdgeRules::new(hasher)),
-            batcher,
+            spool,
             telemetry,
+            requests: Arc::new(Semaphore::new(limits.max_concurrent_requests.max(1))),
+            bytes: Arc::new(Semaphore::new(byte_units)),
+            byte_units,
         }
     }
 
@@ -65,9 +110,9 @@ impl Intake {
         self.telemetry.refused(refusal);
     }
 
-    /// Maps and stores one OTLP export request. `Ok` means every growth event in it
-    /// is in ClickHouse; rejected records are reported in the response's partial
-    /// success. `Err` means nothing can be promised and the sender should retry.
+    /// Maps and spools one OTLP export request. `Ok` means every growth event in it
+    /// is on disk and will reach ClickHouse; rejected records are reported in the
+    /// response's partial success. `Err` means nothing was kept: retry later.
     pub async fn export(
         &self,
         request: &ExportLogsServiceRequest,
@@ -87,6 +132,36 @@ impl Intake {
         request: &ExportLogsServiceRequest,
         access: &AppAccess,
     ) -> Result<ExportLogsServiceResponse, ExportError> {
+        let Ok(_request_permit) = self.requests.try_acquire() else {
+            return Err(ExportError::Delivery(self.refuse(
+                Backpressure::Concurrency,
+                request,
+                "too many requests in flight; retry later".into(),
+            )));
+        };
+        // The request's encoded size stands for its memory while it is mapped and
+        // spooled; a request larger than the whole budget takes all of it.
+        let size = request.encoded_len();
+        let units = (size / BYTE_UNIT + 1).min(self.byte_units);
+        let Ok(_byte_permit) = self.bytes.try_acquire_many(units as u32) else {
+            return Err(ExportError::Delivery(self.refuse(
+                Backpressure::Memory,
+                request,
+                "too many bytes in flight; retry later".into(),
+            )));
+        };
+        let inflight = i64::try_from(units * BYTE_UNIT).unwrap_or(i64::MAX);
+        self.telemetry.inflight(inflight);
+        let result = self.map_and_spool(request, access).await;
+        self.telemetry.inflight(-inflight);
+        result
+    }
+
+    async fn map_and_spool(
+        &self,
+        request: &ExportLogsServiceRequest,
+        access: &AppAccess,
+    ) -> Result<ExportLogsServiceResponse, ExportError> {
         let mut mapped = map::map_request_as(request, &self.rules.map, access, Utc::now());
         self.rules.catalog.admit(&mut mapped);
         self.telemetry.mapped(&mapped);
@@ -101,12 +176,53 @@ impl Intake {
         if let Some(message) = &message {
             tracing::debug!(rejected, %message, "rejected log records");
         }
-        self.batcher.submit(mapped.rows).await?;
+        if !mapped.rows.is_empty() {
+            let rows = mapped.rows.len();
+            let payload = rowbinary::encode_rows(&mapped.rows);
+            drop(mapped);
+            if let Err(e) = self.spool.append(rows as u32, payload).await {
+                let reason = match e {
+                    SpoolError::Full { .. } => Backpressure::SpoolFull,
+                    SpoolError::Closed | SpoolError::Io { .. } => Backpressure::SpoolUnavailable,
+                };
+                let retry_after = if reason == Backpressure::SpoolFull {
+                    SPOOL_FULL_RETRY
+                } else {
+                    BUSY_RETRY
+                };
+                self.telemetry.backpressured(reason, rows as u64);
+                return Err(ExportError::Delivery(DeliveryError {
+                    reason,
+                    retry_after,
+                    message: e.to_string(),
+                }));
+            }
+        }
         Ok(ExportLogsServiceResponse {
             partial_success: message.map(|error_message| ExportLogsPartialSuccess {
                 rejected_log_records: i64::try_from(rejected).unwrap_or(i64::MAX),
                 error_message,
             }),
         })
+    }
+
+    fn refuse(
+        &self,
+        reason: Backpressure,
+        request: &ExportLogsServiceRequest,
+        message: String,
+    ) -> DeliveryError {
+        let records: usize = request
+            .resource_logs
+            .iter()
+            .flat_map(|r| &r.scope_logs)
+            .map(|s| s.log_records.len())
+            .sum();
+        self.telemetry.backpressured(reason, records as u64);
+        DeliveryError {
+            reason,
+            retry_after: BUSY_RETRY,
+            message,
+        }
     }
 }

@@ -4,9 +4,9 @@ use std::sync::Arc;
 
 use growth_schema::user_hash::UserHasher;
 
+use super::DeliveryError;
 use super::decode::DecodeLimits;
 use crate::auth::Auth;
-use crate::batch::DeliveryError;
 use crate::catalog::Catalog;
 use crate::map::MapRules;
 

@@ -1,0 +1,240 @@
+//! The writer against an in-memory store, over a real spool in a temp dir.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::*;
+use crate::rowbinary::encode_rows;
+use crate::spool::{self, Spool, SpoolThread};
+use crate::testing::{MemoryStore, rows, spool_config, temp_dir};
+
+fn config(max_rows: usize, max_delay_ms: u64) -> BatchConfig {
+    BatchConfig {
+        max_rows,
+        max_bytes: 1 << 30,
+        max_delay: Duration::from_millis(max_delay_ms),
+    }
+}
+
+struct Pipeline {
+    spool: Spool,
+    thread: SpoolThread,
+    writer: WriterHandle,
+    telemetry: Arc<Telemetry>,
+}
+
+fn start(dir: &Path, store: &MemoryStore, batch: BatchConfig) -> Pipeline {
+    let telemetry = Arc::new(Telemetry::new());
+    let (spool, tail, thread) =
+        spool::open(&spool_config(dir, 1 << 30), telemetry.clone()).expect("spool opens");
+    let writer = spawn(
+        store.clone(),
+        tail,
+        batch,
+        telemetry.clone(),
+        Arc::new(WriterHealth::default()),
+    );
+    Pipeline {
+        spool,
+        thread,
+        writer,
+        telemetry,
+    }
+}
+
+impl Pipeline {
+    async fn append(&self, rows: &[growth_schema::tables::EventRow]) {
+        self.spool
+            .append(rows.len() as u32, encode_rows(rows))
+            .await
+            .expect("spooled");
+    }
+
+    /// Closes the spool and waits until the writer has stored everything.
+    async fn finish(self) -> Arc<Telemetry> {
+        self.writer.start_draining();
+        drop(self.spool);
+        self.thread.join().await;
+        self.writer.join(Duration::from_secs(60)).await;
+        self.telemetry
+    }
+}
+
+fn metric(telemetry: &Telemetry, line_start: &str) -> String {
+    let text = telemetry.render();
+    text.lines()
+        .find(|l| l.starts_with(line_start))
+        .unwrap_or_else(|| panic!("no {line_start} in\n{text}"))
+        .to_owned()
+}
+
+#[tokio::test]
+async fn many_requests_become_one_insert_after_the_delay() {
+    let dir = temp_dir("writer-delay");
+    let store = MemoryStore::default();
+    let p = start(&dir, &store, config(1_000_000, 300));
+    for _ in 0..20 {
+        p.append(&rows(7)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert!(store.insert_sizes().is_empty(), "inserted before the delay");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(store.insert_sizes(), vec![140]);
+    let telemetry = p.finish().await;
+    assert_eq!(
+        metric(&telemetry, "growth_collector_events_stored_total"),
+        "growth_collector_events_stored_total 140"
+    );
+    assert_eq!(
+        metric(&telemetry, "growth_collector_spool_rows "),
+        "growth_collector_spool_rows 0"
+    );
+    // Every stored segment but the open one is deleted.
+    assert!(spool::segment::list(&dir).expect("list").len() <= 1);
+}
+
+#[tokio::test]
+async fn a_full_batch_goes_at_once() {
+    let dir = temp_dir("writer-full");
+    let store = MemoryStore::default();
+    let p = start(&dir, &store, config(12, 60_000));
+    p.append(&rows(6)).await;
+    p.append(&rows(6)).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(store.insert_sizes(), vec![12]);
+    p.finish().await;
+}
+
+#[tokio::test]
+async fn transient_failures_are_retried_until_stored() {
+    let dir = temp_dir("writer-retry");
+    let store = MemoryStore::failing(2);
+    let p = start(&dir, &store, config(1, 10));
+    p.append(&rows(3)).await;
+    let telemetry = p.finish().await;
+    assert_eq!(store.insert_sizes(), vec![3]);
+    assert_eq!(store.attempts(), 3);
+    assert_eq!(
+        metric(
+            &telemetry,
+            "growth_collector_insert_errors_total{class=\"transient\"}"
+        ),
+        "growth_collector_insert_errors_total{class=\"transient\"} 2"
+    );
+    assert_eq!(
+        metric(&telemetry, "growth_collector_insert_retries_total"),
+        "growth_collector_insert_retries_total 2"
+    );
+}
+
+#[tokio::test]
+async fn a_poison_row_is_dead_lettered_and_the_rest_stored() {
+    let dir = temp_dir("writer-poison");
+    let store = MemoryStore::default();
+    let p = start(&dir, &store, config(1_000, 50));
+    let mut batch = rows(9);
+    batch[5].source = "poison".into();
+    p.append(&batch[..4]).await;
+    p.append(&batch[4..]).await;
+    let telemetry = p.finish().await;
+    assert_eq!(store.rows().len(), 8);
+    assert!(store.rows().iter().all(|r| r.source != "poison"));
+    let dead = std::fs::read_to_string(dir.join(crate::deadletter::FILE)).expect("dead letters");
+    assert_eq!(dead.lines().count(), 1, "{dead}");
+    assert!(
+        dead.contains("VIOLATED_CONSTRAINT") && dead.contains("\"source\":\"poison\""),
+        "{dead}"
+    );
+    assert_eq!(
+        metric(&telemetry, "growth_collector_rows_dead_lettered_total"),
+        "growth_collector_rows_dead_lettered_total 1"
+    );
+    assert_eq!(
+        metric(&telemetry, "growth_collector_events_stored_total"),
+        "growth_collector_events_stored_total 8"
+    );
+}
+
+#[tokio::test]
+async fn a_batch_replayed_after_a_crash_has_the_same_token() {
+    let dir = temp_dir("writer-replay");
+    let store = MemoryStore::default();
+    let p = start(&dir, &store, config(1_000, 20));
+    for n in [3, 4, 5] {
+        p.append(&rows(n)).await;
+    }
+    let before = spool::cursor::load(&dir).expect("cursor");
+    p.finish().await;
+    assert_eq!(store.insert_sizes(), vec![12]);
+    // As if the process died after ClickHouse took the insert but before the cursor
+    // moved: the cursor still says the batch is in flight, the frames are still there.
+    let after = spool::cursor::load(&dir)
+        .expect("cursor")
+        .expect("a cursor");
+    let frames_start = before.map_or(
+        spool::Position {
+            segment: 1,
+            offset: spool::segment::HEADER_LEN,
+        },
+        |c| c.committed,
+    );
+    spool::cursor::store(
+        &dir,
+        &Cursor {
+            committed: frames_start,
+            inflight: Some(after.committed),
+        },
+        true,
+    )
+    .expect("rewind");
+    let p = start(&dir, &store, config(1_000, 20));
+    let telemetry = p.finish().await;
+    assert_eq!(store.attempts(), 2, "replayed once");
+    assert_eq!(store.insert_sizes(), vec![12], "stored once");
+    assert_eq!(
+        metric(&telemetry, "growth_collector_spool_recovered_rows_total"),
+        "growth_collector_spool_recovered_rows_total 12"
+    );
+}
+
+#[tokio::test]
+async fn a_torn_tail_is_cut_and_the_good_frames_replayed() {
+    let dir = temp_dir("writer-torn");
+    let store = MemoryStore::default();
+    let p = start(&dir, &store, config(1_000, 60_000));
+    p.append(&rows(2)).await;
+    p.append(&rows(3)).await;
+    // Stop without draining: the writer is aborted, the rows stay in the spool.
+    p.writer.join(Duration::from_millis(1)).await;
+    drop(p.spool);
+    p.thread.join().await;
+    assert!(store.insert_sizes().is_empty());
+    let last = *spool::segment::list(&dir)
+        .expect("list")
+        .iter()
+        .find(|id| {
+            spool::segment::scan(&dir, **id, 0)
+                .map(|s| !s.frames.is_empty())
+                .unwrap_or(false)
+        })
+        .expect("a segment with frames");
+    let path = spool::segment::path(&dir, last);
+    let len = std::fs::metadata(&path).expect("meta").len();
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .expect("open");
+    file.set_len(len - 5).expect("tear the last frame");
+    let p = start(&dir, &store, config(1_000, 10));
+    let telemetry = p.finish().await;
+    assert_eq!(
+        store.insert_sizes(),
+        vec![2],
+        "the good frame before the tear"
+    );
+    assert_eq!(
+        metric(&telemetry, "growth_collector_spool_tail_cuts_total"),
+        "growth_collector_spool_tail_cuts_total 1"
+    );
+}
