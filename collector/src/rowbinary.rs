@@ -195,7 +195,7 @@ mod tests {
             event: format!("event_{i}"),
             event_time: DateTime::from_timestamp_millis(1_764_000_000_123).expect("time"),
             user_hash: "ab".repeat(32),
-            source: if i % 2 == 0 {
+            source: if i.is_multiple_of(2) {
                 "pwa".into()
             } else {
                 String::new()

@@ -132,8 +132,8 @@ pub struct SpooledIntake {
     pub intake: Intake,
     /// The spool's directory.
     pub dir: PathBuf,
-    /// The spool's other end, kept so the spool stays open.
-    pub tail: SpoolTail,
+    /// The spool's other end: nothing drains it here.
+    _tail: SpoolTail,
     _thread: SpoolThread,
 }
 
@@ -153,7 +153,7 @@ impl SpooledIntake {
         Self {
             intake,
             dir,
-            tail,
+            _tail: tail,
             _thread: thread,
         }
     }
