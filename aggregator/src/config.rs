@@ -1,12 +1,14 @@
 //! Command line and environment, parsed once into [`Config`] at the edge.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use chrono_tz::Tz;
 use clap::{Args, Parser, Subcommand};
 use growth_schema::connection::{ClickHouseArgs, try_parse_global};
 
+use crate::dashboard::settings::{RetentionThresholds, parse_event_label};
 use crate::definitions::MetricDefinitions;
 
 /// growth-aggregator: DAU/WAU/MAU, cohort retention and event totals from the
@@ -29,6 +31,12 @@ pub enum Command {
     Run,
     /// Apply the schema migrations to the database and exit.
     Migrate,
+    /// Read a password from standard input and print `USER:<argon2 hash>`, a line for
+    /// the --admin-auth-file.
+    HashPassword {
+        /// The user name the line is for.
+        user: String,
+    },
 }
 
 /// Flags of the server.
@@ -86,6 +94,34 @@ pub struct RunArgs {
     /// At most this many apps on /metrics (those with the most events).
     #[arg(long, env = "GROWTH_MAX_APPS", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub max_apps: u32,
+
+    /// How often the open admin page fetches fresh numbers (e.g. 5m, 30s).
+    #[arg(long, env = "GROWTH_DASHBOARD_REFRESH", default_value = "5m", value_parser = parse_interval)]
+    pub dashboard_refresh: Duration,
+
+    /// Retention heatmap colours, in percent: green at or above the first, yellow at or
+    /// above the second, red below.
+    #[arg(long, env = "GROWTH_RETENTION_THRESHOLDS", default_value = "40,20", value_parser = RetentionThresholds::parse)]
+    pub retention_thresholds: RetentionThresholds,
+
+    /// Display names of events on the admin page, over the finance defaults
+    /// (comma list of name=Label, e.g. expense_logged=Total Expenses).
+    #[arg(long, env = "GROWTH_EVENT_LABELS", value_delimiter = ',', value_parser = parse_event_label)]
+    pub event_labels: Vec<(String, String)>,
+
+    /// A file of event display names, one `name=Label` a line (`#` comments); the
+    /// --event-labels flag wins over it.
+    #[arg(long, env = "GROWTH_EVENT_LABELS_FILE")]
+    pub event_labels_file: Option<PathBuf>,
+
+    /// Credentials that /admin/* and /api/* require (Basic users with password hashes,
+    /// or bearer tokens; see README). Without it those paths are open.
+    #[arg(long, env = "GROWTH_ADMIN_AUTH_FILE")]
+    pub admin_auth_file: Option<PathBuf>,
+
+    /// With --admin-auth-file: require the credentials on /metrics and /healthz too.
+    #[arg(long, env = "GROWTH_ADMIN_AUTH_ALL")]
+    pub admin_auth_all: bool,
 }
 
 fn parse_interval(text: &str) -> Result<Duration, String> {
@@ -131,6 +167,26 @@ pub struct Config {
     pub max_events_per_app: u32,
     pub max_apps: u32,
     pub definitions: MetricDefinitions,
+    pub dashboard: DashboardConfig,
+    pub access: AccessConfig,
+}
+
+/// How the admin page looks and refreshes (files are read at start-up by `serve`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DashboardConfig {
+    pub refresh: Duration,
+    pub thresholds: RetentionThresholds,
+    /// From `--event-labels`, in order; they win over the file and the defaults.
+    pub event_labels: Vec<(String, String)>,
+    pub event_labels_file: Option<PathBuf>,
+}
+
+/// Who may read the admin page and the API.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AccessConfig {
+    pub auth_file: Option<PathBuf>,
+    /// Also protect /metrics and /healthz.
+    pub protect_all: bool,
 }
 
 impl RunArgs {
@@ -162,6 +218,16 @@ impl RunArgs {
             ready_max_intervals: self.ready_max_intervals,
             max_events_per_app: self.max_events_per_app,
             max_apps: self.max_apps,
+            dashboard: DashboardConfig {
+                refresh: self.dashboard_refresh,
+                thresholds: self.retention_thresholds,
+                event_labels: self.event_labels,
+                event_labels_file: self.event_labels_file,
+            },
+            access: AccessConfig {
+                auth_file: self.admin_auth_file,
+                protect_all: self.admin_auth_all,
+            },
         }
     }
 }
@@ -189,6 +255,39 @@ mod tests {
         assert_eq!(c.definitions.retention_days, vec![1, 3, 7, 30]);
         assert_eq!(c.definitions.cohorts, 7);
         assert_eq!(c.clickhouse.database, "growth");
+        assert_eq!(c.dashboard.refresh, Duration::from_secs(300));
+        assert_eq!(c.dashboard.thresholds, RetentionThresholds::default());
+        assert_eq!(c.access.auth_file, None);
+    }
+
+    #[test]
+    fn dashboard_flags() {
+        let c = parse(&[
+            "--dashboard-refresh",
+            "30s",
+            "--retention-thresholds",
+            "50,25",
+            "--event-labels",
+            "expense_logged=Expenses,signup=New accounts",
+            "--admin-auth-file",
+            "/etc/growth/admins",
+        ]);
+        assert_eq!(c.dashboard.refresh, Duration::from_secs(30));
+        assert_eq!(
+            c.dashboard.thresholds,
+            RetentionThresholds::parse("50,25").expect("valid")
+        );
+        assert_eq!(
+            c.dashboard.event_labels,
+            vec![
+                ("expense_logged".to_owned(), "Expenses".to_owned()),
+                ("signup".to_owned(), "New accounts".to_owned())
+            ]
+        );
+        assert_eq!(
+            c.access.auth_file.as_deref(),
+            Some(std::path::Path::new("/etc/growth/admins"))
+        );
     }
 
     #[test]
@@ -230,6 +329,9 @@ mod tests {
             vec!["--retention-days", "0"],
             vec!["--cohorts", "0"],
             vec!["--clickhouse-database", "x;DROP"],
+            vec!["--retention-thresholds", "20,40"],
+            vec!["--retention-thresholds", "140,20"],
+            vec!["--event-labels", "no_equals_sign"],
         ] {
             let mut argv = vec!["growth-aggregator"];
             argv.extend_from_slice(&bad);

@@ -1,20 +1,24 @@
 //! HTTP surface: the router and its shared state. Handlers are thin: they read the
-//! cached snapshot (or ask [`crate::on_demand`] through the API) and render it.
+//! cached snapshot (or ask [`crate::on_demand`] through the API) and render it. Every
+//! response passes access control, security headers and compression ([`layered`]).
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
+use tower_http::compression::CompressionLayer;
+use tower_http::set_header::SetResponseHeaderLayer;
 
+use crate::access::{AccessPolicy, require_credentials};
 use crate::config::Config;
+use crate::dashboard::{self, DashboardState};
 use crate::exposition::{self, Format};
 use crate::on_demand::AnswerCache;
 use crate::queries::MetricsSource;
 use crate::refresh::RefreshHealth;
-use crate::report;
 use crate::snapshot::SnapshotCache;
 
 const NOT_READY: &str = "metrics not computed yet: waiting for the first refresh from ClickHouse\n";
@@ -43,17 +47,50 @@ impl AppState {
     }
 }
 
-/// The routes: `/metrics`, `/admin/metrics`, `/admin/metrics.txt`, `/healthz`, `/api/v1/*`.
-pub fn router(state: AppState) -> Router {
+/// The routes: `/metrics`, `/healthz`, `/api/v1/*`, and the dashboard's `/admin/*`.
+pub fn router(state: AppState, dashboard: DashboardState) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
-        .route("/admin/metrics", get(admin_html))
-        .route("/admin/metrics.txt", get(admin_text))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/", get(|| async { Html("<a href=\"/admin/metrics\">admin metrics</a> · <a href=\"/metrics\">/metrics</a>") }))
         .merge(crate::api::routes())
         .with_state(state)
+        .merge(dashboard::router(dashboard))
+}
+
+/// The page may load only what the aggregator itself serves, runs no inline script and
+/// may not be framed.
+const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
+/// Wraps the routes in access control, security headers and compression.
+pub fn layered(routes: Router, access: AccessPolicy) -> Router {
+    let security = [
+        (
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+        ),
+        (header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")),
+        (header::REFERRER_POLICY, HeaderValue::from_static("no-referrer")),
+        (
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ),
+        (
+            HeaderName::from_static("cross-origin-opener-policy"),
+            HeaderValue::from_static("same-origin"),
+        ),
+    ];
+    let mut app = routes
+        .layer(axum::middleware::from_fn_with_state(
+            access,
+            require_credentials,
+        ))
+        .layer(CompressionLayer::new());
+    for (name, value) in security {
+        app = app.layer(SetResponseHeaderLayer::if_not_present(name, value));
+    }
+    app
 }
 
 /// 503 with `Retry-After: 1`: no refresh has succeeded yet.
@@ -101,32 +138,4 @@ async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response 
         exposition::render(&snapshot, &limits, &refresh, format),
     )
         .into_response()
-}
-
-async fn admin_text(State(state): State<AppState>) -> Response {
-    let Some(snapshot) = state.cache.latest() else {
-        return not_ready();
-    };
-    (
-        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        report::text(&snapshot),
-    )
-        .into_response()
-}
-
-async fn admin_html(State(state): State<AppState>) -> Response {
-    let Some(snapshot) = state.cache.latest() else {
-        return not_ready();
-    };
-    match report::html(&snapshot) {
-        Ok(page) => Html(page).into_response(),
-        Err(e) => {
-            tracing::error!(error = %e, "admin page failed to render");
-            (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "admin page failed to render\n",
-            )
-                .into_response()
-        }
-    }
 }

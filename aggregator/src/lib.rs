@@ -7,7 +7,8 @@
 //! serves it:
 //!
 //! * `/metrics` — Prometheus text (OpenMetrics when the scraper asks for it);
-//! * `/admin/metrics` — the HTML page, `/admin/metrics.txt` — the plain-text report;
+//! * `/admin/metrics` — the HTML page, `/admin/metrics.txt` — the plain-text report
+//!   ([`dashboard`]; behind [`access`] when `--admin-auth-file` is set);
 //! * `/api/v1/*` — the JSON API (`docs/api.md`);
 //! * `/healthz` (alive), `/readyz` (a good refresh happened recently).
 //!
@@ -25,8 +26,10 @@
 //! # }
 //! ```
 
+pub mod access;
 pub mod api;
 pub mod config;
+pub mod dashboard;
 pub mod definitions;
 pub mod exposition;
 pub mod http;
@@ -42,7 +45,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use growth_schema::migrate::migrate;
 
+use crate::access::{AccessPolicy, Credentials};
 use crate::config::Config;
+use crate::dashboard::{DashboardSettings, DashboardState, settings::read_labels_file};
 use crate::http::AppState;
 use crate::queries::MetricsSource;
 use crate::refresh::{refresh_loop, refresh_once};
@@ -85,6 +90,9 @@ pub async fn serve(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    // Files named by flags are read before anything else, so a typo stops the start.
+    let access = access_policy(&config)?;
+    let settings = dashboard_settings(&config)?;
     migrate_with_retry(&config).await?;
     let listener = tokio::net::TcpListener::bind(config.listen_addr)
         .await
@@ -101,15 +109,45 @@ pub async fn serve(
     // The first refresh happens before the first request is answered, so a client that
     // sees /healthz answer also finds /metrics filled (unless that refresh failed).
     refresh_once(&source, &config, &state.cache, &state.health).await;
+    let dashboard = DashboardState {
+        cache: state.cache.clone(),
+        settings: std::sync::Arc::new(settings),
+    };
     let refresher = tokio::spawn(refresh_loop(
         source,
         state.config.clone(),
         state.cache.clone(),
         state.health.clone(),
     ));
-    let result = axum::serve(listener, http::router(state))
+    let app = http::layered(http::router(state, dashboard), access);
+    let result = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await;
     refresher.abort();
     result.context("HTTP server failed")
+}
+
+fn access_policy(config: &Config) -> anyhow::Result<AccessPolicy> {
+    match &config.access.auth_file {
+        Some(path) => {
+            let credentials = Credentials::load(path)?;
+            tracing::info!(file = %path.display(), all_paths = config.access.protect_all, "admin credentials required");
+            Ok(AccessPolicy::new(credentials, config.access.protect_all))
+        }
+        None => Ok(AccessPolicy::open()),
+    }
+}
+
+fn dashboard_settings(config: &Config) -> anyhow::Result<DashboardSettings> {
+    let d = &config.dashboard;
+    let from_file = match &d.event_labels_file {
+        Some(path) => read_labels_file(path)?,
+        None => Vec::new(),
+    };
+    Ok(DashboardSettings::new(
+        d.refresh,
+        d.thresholds,
+        from_file,
+        d.event_labels.clone(),
+    ))
 }

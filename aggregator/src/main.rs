@@ -18,7 +18,24 @@ async fn main() -> anyhow::Result<()> {
     match cli.command.unwrap_or(Command::Run) {
         Command::Migrate => growth_aggregator::migrate_with_retry(&config).await,
         Command::Run => growth_aggregator::serve(config, shutdown_signal()).await,
+        Command::HashPassword { user } => hash_password(&user),
     }
+}
+
+/// `growth-aggregator hash-password USER < password`: the password never appears in
+/// a command line or the shell history.
+fn hash_password(user: &str) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        !user.is_empty() && !user.contains(':') && user != "bearer",
+        "the user name must be non-empty, without ':', and not 'bearer'"
+    );
+    let mut password = String::new();
+    std::io::stdin().read_line(&mut password)?;
+    let password = password.trim_end_matches(['\r', '\n']);
+    anyhow::ensure!(!password.is_empty(), "no password on standard input");
+    let hash = growth_aggregator::access::hash_password(password).map_err(anyhow::Error::msg)?;
+    println!("{user}:{hash}");
+    Ok(())
 }
 
 async fn shutdown_signal() {

@@ -1,12 +1,7 @@
-//! The human-readable views of a snapshot: the plain-text report
-//! (`/admin/metrics.txt`) and the HTML page (`/admin/metrics`), whose template lives
-//! in `dashboards/admin/`.
+//! The plain-text report of a snapshot (`/admin/metrics.txt`, the admin page's
+//! export). The HTML page lives in [`crate::dashboard`].
 
 use std::fmt::Write;
-use std::sync::OnceLock;
-
-use minijinja::{Environment, context};
-use serde::Serialize;
 
 use crate::definitions::{CellStatus, CohortReport, Window};
 use crate::snapshot::MetricsSnapshot;
@@ -88,89 +83,6 @@ pub fn text(snapshot: &MetricsSnapshot) -> String {
     out
 }
 
-#[derive(Serialize)]
-struct CohortRow {
-    day: String,
-    users: u64,
-    retention: Vec<String>,
-}
-
-#[derive(Serialize)]
-struct AppView {
-    name: String,
-    dau: u64,
-    wau: u64,
-    mau: u64,
-    cohorts: Vec<CohortRow>,
-    totals: Vec<(String, u64)>,
-}
-
-/// Why the HTML page could not be rendered (a template error: a bug, not bad input).
-#[derive(Debug, thiserror::Error)]
-#[error("admin page template: {0}")]
-pub struct TemplateError(String);
-
-impl From<minijinja::Error> for TemplateError {
-    fn from(e: minijinja::Error) -> Self {
-        Self(e.to_string())
-    }
-}
-
-/// The template environment, parsed once on first use rather than on every request.
-fn templates() -> Result<&'static Environment<'static>, TemplateError> {
-    static TEMPLATES: OnceLock<Result<Environment<'static>, TemplateError>> = OnceLock::new();
-    let parsed = TEMPLATES.get_or_init(|| {
-        let mut env = Environment::new();
-        env.add_template(
-            "metrics.html",
-            include_str!("../../dashboards/admin/metrics.html"),
-        )?;
-        Ok(env)
-    });
-    parsed.as_ref().map_err(|e| TemplateError(e.0.clone()))
-}
-
-/// The admin page. Values are HTML-escaped by the template engine.
-pub fn html(snapshot: &MetricsSnapshot) -> Result<String, TemplateError> {
-    let env = templates()?;
-    let apps: Vec<AppView> = snapshot
-        .apps
-        .iter()
-        .map(|(name, m)| {
-            let users = |w| m.active_users.get(&w).copied().unwrap_or(0);
-            AppView {
-                name: name.clone(),
-                dau: users(Window::Day),
-                wau: users(Window::Week),
-                mau: users(Window::Month),
-                cohorts: m
-                    .latest_cohorts(snapshot.report_cohorts)
-                    .iter()
-                    .rev()
-                    .map(|c| CohortRow {
-                        day: c.day.to_string(),
-                        users: c.users,
-                        retention: snapshot
-                            .retention_days
-                            .iter()
-                            .map(|n| cell(c, *n, snapshot.today))
-                            .collect(),
-                    })
-                    .collect(),
-                totals: m.totals.iter().map(|(k, v)| (k.clone(), *v)).collect(),
-            }
-        })
-        .collect();
-    let page = env.get_template("metrics.html")?.render(context! {
-        generated_at => snapshot.generated_at.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
-        timezone => snapshot.timezone.name(),
-        today => snapshot.today.to_string(),
-        retention_days => snapshot.retention_days,
-        apps => apps,
-    })?;
-    Ok(page)
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -223,13 +135,5 @@ mod tests {
                 .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["expense_logged", "7"]),
             "{t}"
         );
-    }
-
-    #[test]
-    fn html_escapes_names() {
-        let page = html(&snapshot()).expect("renders");
-        assert!(page.contains("&lt;finbrain&gt;"));
-        assert!(!page.contains("<finbrain>"));
-        assert!(page.contains("25.0%"));
     }
 }

@@ -1,0 +1,518 @@
+// The admin page's script: fetches the JSON API (docs/api.md) and draws the cards, the
+// 90-day trend, the retention heatmap, the running totals and the sources; refreshes
+// every `refresh_seconds` without reloading the page, pausing while the tab is hidden.
+// No framework and no inline script (the Content-Security-Policy forbids it): the page
+// hands its settings over in <script type="application/json" id="dashboard-settings">.
+// Text from the server is only ever set with textContent, never parsed as HTML.
+'use strict';
+
+(function () {
+  const settings = JSON.parse(document.getElementById('dashboard-settings').textContent);
+  const refreshMs = Math.max(1000, settings.refresh_seconds * 1000);
+  const iconSprite = document.body.dataset.icons;
+  const SVG = 'http://www.w3.org/2000/svg';
+  // A refresh older than this many periods makes the numbers "stale".
+  const STALE_AFTER_PERIODS = 3;
+
+  const state = {
+    app: new URLSearchParams(location.search).get('app'),
+    period: 'day',
+    timer: null,
+    lastAttempt: 0,
+    lastGood: 0,
+    refreshes: 0,
+    inFlight: null,
+    again: false,
+    summary: null,
+    retention: null,
+  };
+
+  const $ = (id) => document.getElementById(id);
+  const number = new Intl.NumberFormat('en-US');
+
+  function el(tag, attrs, ...children) {
+    const node = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs || {})) {
+      if (k === 'class') node.className = v;
+      else if (k === 'text') node.textContent = v;
+      else node.setAttribute(k, v);
+    }
+    for (const c of children) if (c !== null && c !== undefined) node.append(c);
+    return node;
+  }
+
+  function svgEl(tag, attrs) {
+    const node = document.createElementNS(SVG, tag);
+    for (const [k, v] of Object.entries(attrs || {})) node.setAttribute(k, v);
+    return node;
+  }
+
+  function icon(id, cls) {
+    const svg = svgEl('svg', { class: 'bi ' + (cls || ''), 'aria-hidden': 'true' });
+    svg.append(svgEl('use', { href: iconSprite + '#' + id }));
+    return svg;
+  }
+
+  function percent(ratio, digits) {
+    return (ratio * 100).toFixed(digits === undefined ? 1 : digits) + ' %';
+  }
+
+  // ---- fetching -------------------------------------------------------------------
+
+  class HttpError extends Error {
+    constructor(path, status, message) {
+      super(message);
+      this.path = path;
+      this.status = status;
+    }
+  }
+
+  async function getJSON(path) {
+    const response = await fetch(path, {
+      headers: { Accept: 'application/json' },
+      credentials: 'same-origin',
+      cache: 'no-store',
+    });
+    if (!response.ok) {
+      let message = `HTTP ${response.status}`;
+      try {
+        message = (await response.json()).error || message;
+      } catch (_) { /* not JSON: keep the status */ }
+      throw new HttpError(path, response.status, message);
+    }
+    return response.json();
+  }
+
+  async function load() {
+    const apps = await getJSON('/api/v1/apps');
+    const names = apps.apps.map((a) => a.app);
+    renderAppSelect(names);
+    if (names.length === 0) return { apps, empty: true };
+    if (!names.includes(state.app)) state.app = names[0];
+    const q = 'app=' + encodeURIComponent(state.app);
+    const [summary, active, sources, retention] = await Promise.all([
+      getJSON(`/api/v1/summary?${q}`),
+      getJSON(`/api/v1/active?${q}&days=90`),
+      getJSON(`/api/v1/events?${q}&days=30&by=source`),
+      state.period === 'week' ? getJSON(`/api/v1/retention?${q}&period=week`) : null,
+    ]);
+    return { apps, summary, active, sources, retention };
+  }
+
+  // One refresh: fetch everything, then draw everything (so a failure leaves the old
+  // numbers on screen, not a half-updated page).
+  function refresh() {
+    if (state.inFlight) {
+      // A setting changed mid-flight: fetch once more when this one is done.
+      state.again = true;
+      return state.inFlight;
+    }
+    state.lastAttempt = Date.now();
+    document.body.classList.add('refreshing');
+    state.inFlight = load()
+      .then((data) => {
+        render(data);
+        state.lastGood = Date.now();
+        state.refreshes += 1;
+        document.body.dataset.refreshes = String(state.refreshes);
+        $('error-box').hidden = true;
+      })
+      .catch((error) => {
+        const when = state.lastGood ? ` The numbers below are from ${clock(new Date(state.lastGood))}.` : '';
+        const text = error instanceof HttpError && error.status === 503
+          ? 'The aggregator has not computed the metrics yet; retrying.'
+          : `Could not refresh (${error.message}).${when}`;
+        $('error-text').textContent = text;
+        $('error-box').hidden = false;
+      })
+      .finally(() => {
+        state.inFlight = null;
+        document.body.classList.remove('refreshing');
+        checkStale();
+        if (state.again) {
+          state.again = false;
+          refresh();
+        }
+      });
+    return state.inFlight;
+  }
+
+  // ---- scheduling: every refreshMs while visible -----------------------------------
+
+  function schedule(delay) {
+    clearTimeout(state.timer);
+    state.timer = setTimeout(tick, Math.max(0, delay));
+  }
+
+  function tick() {
+    state.timer = null;
+    if (document.hidden) return; // visibilitychange resumes
+    refresh().finally(() => schedule(refreshMs));
+  }
+
+  document.addEventListener('visibilitychange', () => {
+    if (document.hidden) {
+      clearTimeout(state.timer);
+      state.timer = null;
+      $('refresh-every').textContent = 'paused while the tab is hidden';
+    } else {
+      $('refresh-every').textContent = every(refreshMs);
+      schedule(state.lastAttempt + refreshMs - Date.now());
+    }
+  });
+
+  function every(ms) {
+    const s = Math.round(ms / 1000);
+    if (s % 3600 === 0) return `${s / 3600} h`;
+    if (s % 60 === 0) return `${s / 60} min`;
+    return `${s} s`;
+  }
+
+  // ---- staleness ------------------------------------------------------------------
+
+  function checkStale() {
+    const now = Date.now();
+    const warnings = [];
+    if (state.lastGood && now - state.lastGood > STALE_AFTER_PERIODS * refreshMs) {
+      warnings.push(`The last successful refresh was ${ago(now - state.lastGood)} ago; these numbers may be out of date.`);
+    }
+    const s = state.summary;
+    if (s) {
+      const computed = Date.parse(s.generated_at);
+      const period = Math.max(refreshMs, (s.refresh_interval_seconds || 60) * 1000);
+      if (now - computed > STALE_AFTER_PERIODS * period) {
+        warnings.push(`The aggregator last computed these metrics ${ago(now - computed)} ago (is ClickHouse reachable?).`);
+      }
+    }
+    $('stale-text').textContent = warnings.join(' ');
+    $('stale-warning').hidden = warnings.length === 0;
+    document.body.dataset.stale = String(warnings.length > 0);
+  }
+
+  function ago(ms) {
+    const min = Math.round(ms / 60000);
+    if (min < 1) return `${Math.round(ms / 1000)} s`;
+    if (min < 120) return `${min} min`;
+    return `${Math.round(min / 60)} h`;
+  }
+
+  function clock(date) {
+    const tz = state.summary ? state.summary.timezone : 'UTC';
+    try {
+      return new Intl.DateTimeFormat('en-CA', {
+        timeZone: tz, year: 'numeric', month: '2-digit', day: '2-digit',
+        hour: '2-digit', minute: '2-digit', second: '2-digit', hour12: false,
+      }).format(date).replace(',', '');
+    } catch (_) {
+      return date.toISOString().replace('T', ' ').slice(0, 19) + ' UTC';
+    }
+  }
+
+  // ---- rendering ------------------------------------------------------------------
+
+  function render(data) {
+    if (data.empty) {
+      $('app-name').textContent = 'no events yet';
+      $('error-text').textContent = 'No events yet: send growth events to the collector (see the README).';
+      $('error-box').hidden = false;
+      return;
+    }
+    const s = data.summary;
+    state.summary = s;
+    $('app-name').textContent = s.app;
+    document.title = `Growth · ${s.app}`;
+    $('timezone').textContent = s.timezone;
+    $('today').textContent = s.today;
+    const refreshed = new Date();
+    const time = $('last-refresh');
+    time.textContent = clock(refreshed);
+    time.setAttribute('datetime', refreshed.toISOString());
+    time.title = `numbers computed by the aggregator at ${s.generated_at}`;
+    renderCards(s);
+    renderTrend(data.active);
+    state.retention = state.period === 'week' ? data.retention : {
+      period: 'day', days: s.retention_days, cohorts: s.cohorts,
+    };
+    renderRetention(state.retention);
+    renderTotals(s.totals);
+    renderSources(data.sources);
+  }
+
+  function renderAppSelect(names) {
+    const select = $('app-select');
+    const current = [...select.options].map((o) => o.value).join('\n');
+    if (current !== names.join('\n')) {
+      select.replaceChildren(...names.map((n) => el('option', { value: n, text: n })));
+    }
+    if (state.app) select.value = state.app;
+    select.hidden = names.length < 2;
+  }
+
+  const WINDOWS = [
+    ['dau', '1d', 'yesterday'],
+    ['wau', '7d', 'the previous 7 days'],
+    ['mau', '30d', 'the previous 30 days'],
+  ];
+
+  function renderCards(s) {
+    for (const [id, window, before] of WINDOWS) {
+      const now = s.active_users[window];
+      const prev = s.previous_active_users ? s.previous_active_users[window] : null;
+      setCard(id, now, number.format(now), change(now, prev, before, (d) => number.format(Math.abs(d))));
+    }
+    const st = s.stickiness;
+    setCard('stickiness', st, st === null ? 'n/a' : percent(st),
+      st === null ? 'no monthly users yet'
+        : change(st, s.previous_stickiness, 'yesterday', (d) => `${Math.abs(d * 100).toFixed(1)} pt`, true));
+  }
+
+  function setCard(id, raw, text, changeNode) {
+    const card = $('card-' + id);
+    card.dataset.value = raw === null ? '' : String(raw);
+    card.querySelector('[data-role=value]').textContent = text;
+    const slot = card.querySelector('[data-role=change]');
+    slot.replaceChildren(changeNode);
+  }
+
+  // "▲ 5 (+12.5 %) vs yesterday"; relative change only where it means something.
+  function change(now, prev, before, absText, points) {
+    if (prev === null || prev === undefined) return `no figure for ${before}`;
+    const diff = now - prev;
+    const frag = document.createDocumentFragment();
+    if (diff === 0) {
+      frag.append(icon('dash'), `same as ${before}`);
+      return frag;
+    }
+    const rel = !points && prev > 0 ? ` (${diff > 0 ? '+' : '−'}${Math.abs((diff / prev) * 100).toFixed(1)} %)` : '';
+    frag.append(icon(diff > 0 ? 'arrow-up-short' : 'arrow-down-short'),
+      `${diff > 0 ? '+' : '−'}${absText(diff)}${rel} vs ${before}`);
+    return frag;
+  }
+
+  // The 90-day trend: three lines on a shared axis, as plain SVG so it prints.
+  function renderTrend(active) {
+    const box = $('trend');
+    const days = active.days || [];
+    const W = 900, H = 240, L = 44, R = 12, T = 12, B = 26;
+    const svg = svgEl('svg', { viewBox: `0 0 ${W} ${H}`, preserveAspectRatio: 'none' });
+    if (days.length === 0) {
+      const t = svgEl('text', { x: W / 2, y: H / 2, 'text-anchor': 'middle', class: 'empty' });
+      t.textContent = 'no activity in the last 90 days';
+      svg.append(t);
+      box.replaceChildren(svg);
+      return;
+    }
+    const max = niceMax(Math.max(1, ...days.map((d) => Math.max(d.dau, d.wau, d.mau))));
+    const x = (i) => L + (days.length === 1 ? 0 : (i * (W - L - R)) / (days.length - 1));
+    const y = (v) => T + (H - T - B) * (1 - v / max);
+    for (let k = 0; k <= 4; k += 1) {
+      const v = (max * k) / 4;
+      svg.append(svgEl('line', { x1: L, x2: W - R, y1: y(v), y2: y(v), class: 'grid' }));
+      const label = svgEl('text', { x: L - 6, y: y(v) + 4, 'text-anchor': 'end', class: 'axis-label' });
+      label.textContent = number.format(Math.round(v));
+      svg.append(label);
+    }
+    const step = Math.max(1, Math.ceil(days.length / 8));
+    days.forEach((d, i) => {
+      if ((days.length - 1 - i) % step !== 0) return;
+      const label = svgEl('text', { x: x(i), y: H - 8, 'text-anchor': 'middle', class: 'axis-label' });
+      label.textContent = d.day.slice(5);
+      svg.append(label);
+    });
+    const points = (key) => days.map((d, i) => `${x(i).toFixed(1)},${y(d[key]).toFixed(1)}`).join(' ');
+    svg.append(svgEl('polygon', {
+      class: 'area-mau',
+      points: `${x(0)},${y(0)} ${points('mau')} ${x(days.length - 1)},${y(0)}`,
+    }));
+    for (const key of ['mau', 'wau', 'dau']) {
+      const line = svgEl('polyline', { class: `line line-${key}`, points: points(key) });
+      const title = svgEl('title');
+      const last = days[days.length - 1];
+      title.textContent = `${key.toUpperCase()}: ${number.format(last[key])} on ${last.day}`;
+      line.append(title);
+      svg.append(line);
+    }
+    const lastX = x(days.length - 1);
+    svg.append(svgEl('line', { x1: lastX, x2: lastX, y1: T, y2: H - B, class: 'today-mark' }));
+    box.replaceChildren(svg);
+    box.dataset.days = String(days.length);
+  }
+
+  function niceMax(v) {
+    const p = 10 ** Math.floor(Math.log10(v));
+    for (const m of [1, 2, 2.5, 5, 10]) if (m * p >= v) return m * p;
+    return 10 * p;
+  }
+
+  function classify(ratio) {
+    const pct = ratio * 100;
+    if (pct >= settings.thresholds.good) return 'good';
+    if (pct >= settings.thresholds.fair) return 'fair';
+    return 'poor';
+  }
+
+  const STATUS_TEXT = { pending: 'pending', empty: 'no users' };
+
+  function renderRetention(r) {
+    const unit = r.period === 'week' ? 'W' : 'D';
+    const table = $('retention-table');
+    table.dataset.period = r.period;
+    table.tHead.replaceChildren(el('tr', {},
+      el('th', { scope: 'col', text: r.period === 'week' ? 'Cohort week' : 'Cohort' }),
+      el('th', { scope: 'col', class: 'text-end', text: 'Users' }),
+      ...r.days.map((n) => el('th', { scope: 'col', text: `${unit}${n}` }))));
+    const rows = r.cohorts.map((c) => {
+      const cells = r.days.map((n) => {
+        const v = c.retention.find((x) => x.day === n) || { day: n, status: 'pending', users: null, ratio: null };
+        return retentionCell(c, v, r.period);
+      });
+      return el('tr', { 'data-cohort': c.cohort },
+        el('th', { scope: 'row', class: 'fw-normal', text: r.period === 'week' ? `week of ${c.cohort}` : c.cohort }),
+        el('td', { class: 'users', text: number.format(c.users) }),
+        ...cells);
+    });
+    table.tBodies[0].replaceChildren(...rows);
+    $('retention-caption').textContent = r.period === 'week'
+      ? 'Share of each weekly cohort (first event Monday to Sunday) active again in week N after.'
+      : 'Share of each daily cohort (users whose first event fell on that day) active again on day N.';
+    for (const b of document.querySelectorAll('[data-period]')) {
+      const on = b.dataset.period === r.period;
+      b.classList.toggle('active', on);
+      b.setAttribute('aria-pressed', String(on));
+    }
+  }
+
+  function retentionCell(cohort, v, period) {
+    const status = cohort.users === 0 ? 'empty' : v.status;
+    const td = el('td', { class: 'cell', 'data-day': String(v.day), 'data-status': status });
+    const span = period === 'week' ? 'week' : 'day';
+    if ((status === 'final' || status === 'in_progress') && v.ratio !== null) {
+      const level = classify(v.ratio);
+      td.classList.add('cell-' + level);
+      td.dataset.level = level;
+      td.dataset.ratio = String(v.ratio);
+      td.append(percent(v.ratio));
+      if (status === 'in_progress') {
+        td.classList.add('cell-in-progress');
+        td.append(el('small', { text: 'so far' }));
+      }
+      td.title = `${number.format(v.users)} of ${number.format(cohort.users)} users active in ${span} ${v.day}`
+        + (status === 'in_progress' ? ` (${span} in progress: can still grow)` : '');
+    } else {
+      td.classList.add(status === 'empty' ? 'cell-empty' : 'cell-pending');
+      td.textContent = STATUS_TEXT[status] || status;
+      td.title = status === 'empty' ? 'no users in this cohort' : `${span} ${v.day} has not come yet`;
+    }
+    return td;
+  }
+
+  function renderTotals(totals) {
+    const items = totals.map((t) => el('li', { class: 'list-group-item d-flex align-items-center gap-3', 'data-event': t.event },
+      el('span', { class: 'total-icon' }, icon(settings.event_icons[t.event] || 'activity')),
+      el('div', { class: 'flex-grow-1' },
+        el('div', { class: 'total-label', text: settings.event_labels[t.event] || t.event }),
+        el('div', { class: 'total-event', text: t.event })),
+      el('span', { class: 'total-count', 'data-count': String(t.count), text: number.format(t.count) })));
+    if (items.length === 0) items.push(el('li', { class: 'list-group-item text-body-secondary', text: 'no events yet' }));
+    $('totals').replaceChildren(...items);
+  }
+
+  const SOURCES = {
+    messenger: ['Messenger', 'chat-dots'],
+    form: ['Form', 'ui-checks'],
+    pwa: ['PWA', 'app-indicator'],
+    '': ['no source', 'question-circle'],
+  };
+
+  function renderSources(events) {
+    const sums = new Map(events.keys.map((k) => [k, 0]));
+    for (const d of events.days) {
+      for (const [k, v] of Object.entries(d.counts)) sums.set(k, (sums.get(k) || 0) + v);
+    }
+    const rows = [...sums.entries()].sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0]));
+    const total = rows.reduce((acc, [, v]) => acc + v, 0);
+    const bar = $('source-bar');
+    bar.replaceChildren(...rows.map(([k, v], i) => {
+      const seg = el('span', { class: `src-${Math.min(i, 5)}`, title: k });
+      seg.style.width = total ? `${(v / total) * 100}%` : '0';
+      return seg;
+    }));
+    const body = $('sources').tBodies[0];
+    if (rows.length === 0) {
+      body.replaceChildren(el('tr', {}, el('td', { colspan: '3', class: 'text-body-secondary', text: 'no events in the last 30 days' })));
+      return;
+    }
+    body.replaceChildren(...rows.map(([k, v], i) => {
+      const [label, iconId] = SOURCES[k] || [k, 'diagram-3'];
+      return el('tr', { 'data-source': k },
+        el('td', {}, el('span', { class: `source-dot src-${Math.min(i, 5)}` }), icon(iconId, 'me-1'), label),
+        el('td', { class: 'text-end', 'data-count': String(v), text: number.format(v) }),
+        el('td', { class: 'text-end', text: total ? percent(v / total) : '–' }));
+    }));
+  }
+
+  // ---- export ---------------------------------------------------------------------
+
+  function csvField(v) {
+    const s = v === null || v === undefined ? '' : String(v);
+    return /[",\n]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
+  }
+
+  function cohortCsv(r, app) {
+    const unit = r.period === 'week' ? 'W' : 'D';
+    const head = ['app', 'period', 'cohort', 'users'];
+    for (const n of r.days) head.push(`${unit}${n}_users`, `${unit}${n}_ratio`, `${unit}${n}_status`);
+    const lines = [head];
+    for (const c of r.cohorts) {
+      const row = [app, r.period, c.cohort, c.users];
+      for (const n of r.days) {
+        const v = c.retention.find((x) => x.day === n) || { status: 'pending', users: null, ratio: null };
+        row.push(v.users, v.ratio, c.users === 0 ? 'empty' : v.status);
+      }
+      lines.push(row);
+    }
+    return lines.map((l) => l.map(csvField).join(',')).join('\r\n') + '\r\n';
+  }
+
+  function downloadCsv() {
+    if (!state.retention || !state.summary) return;
+    const blob = new Blob([cohortCsv(state.retention, state.summary.app)], { type: 'text/csv;charset=utf-8' });
+    const url = URL.createObjectURL(blob);
+    const a = el('a', { href: url, download: `growth-cohorts-${state.summary.app}-${state.retention.period}-${state.summary.today}.csv` });
+    document.body.append(a);
+    a.click();
+    a.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 1000);
+  }
+
+  // ---- wiring ---------------------------------------------------------------------
+
+  function start() {
+    $('refresh-every').textContent = every(refreshMs);
+    for (const [key, value] of Object.entries(settings.thresholds)) {
+      for (const node of document.querySelectorAll(`[data-threshold=${key}]`)) node.textContent = String(value);
+    }
+    $('refresh-now').addEventListener('click', () => { refresh().finally(() => schedule(refreshMs)); });
+    $('print').addEventListener('click', () => window.print());
+    $('export-csv').addEventListener('click', downloadCsv);
+    $('app-select').addEventListener('change', (e) => {
+      state.app = e.target.value;
+      const url = new URL(location.href);
+      url.searchParams.set('app', state.app);
+      history.replaceState(null, '', url);
+      refresh();
+    });
+    for (const b of document.querySelectorAll('[data-period]')) {
+      b.addEventListener('click', () => {
+        if (state.period === b.dataset.period) return;
+        state.period = b.dataset.period;
+        refresh();
+      });
+    }
+    // Staleness is checked between refreshes too: a sleeping laptop wakes to a warning.
+    setInterval(checkStale, Math.min(refreshMs, 30000));
+    tick();
+  }
+
+  start();
+}());
