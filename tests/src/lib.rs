@@ -59,7 +59,8 @@ pub fn clickhouse(database: &str) -> clickhouse::Client {
         .with_database(database)
 }
 
-fn binary(name: &str) -> PathBuf {
+/// The path of a workspace binary built by `scripts/test` (e.g. `growth-aggregator`).
+pub fn binary(name: &str) -> PathBuf {
     // Test executables live in target/<profile>/deps; the binaries one level up.
     let exe = std::env::current_exe().expect("current exe");
     let profile_dir = exe.parent().and_then(Path::parent).expect("target dir");

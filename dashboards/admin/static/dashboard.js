@@ -25,6 +25,7 @@
     again: false,
     summary: null,
     retention: null,
+    active: null,
   };
 
   const $ = (id) => document.getElementById(id);
@@ -229,6 +230,7 @@
     time.setAttribute('datetime', refreshed.toISOString());
     time.title = `numbers computed by the aggregator at ${s.generated_at}`;
     renderCards(s);
+    state.active = data.active;
     renderTrend(data.active);
     state.retention = state.period === 'week' ? data.retention : {
       period: 'day', days: s.retention_days, cohorts: s.cohorts,
@@ -250,8 +252,8 @@
 
   const WINDOWS = [
     ['dau', '1d', 'yesterday'],
-    ['wau', '7d', 'the previous 7 days'],
-    ['mau', '30d', 'the previous 30 days'],
+    ['wau', '7d', 'prior 7 days'],
+    ['mau', '30d', 'prior 30 days'],
   ];
 
   function renderCards(s) {
@@ -293,8 +295,11 @@
   function renderTrend(active) {
     const box = $('trend');
     const days = active.days || [];
-    const W = 900, H = 240, L = 44, R = 12, T = 12, B = 26;
-    const svg = svgEl('svg', { viewBox: `0 0 ${W} ${H}`, preserveAspectRatio: 'none' });
+    // Drawn at the box's width so labels keep their size on a phone; printing scales it.
+    const W = Math.max(300, Math.round(box.clientWidth || 900));
+    const H = W < 600 ? 180 : 240;
+    const L = 44, R = 24, T = 12, B = 26;
+    const svg = svgEl('svg', { viewBox: `0 0 ${W} ${H}` });
     if (days.length === 0) {
       const t = svgEl('text', { x: W / 2, y: H / 2, 'text-anchor': 'middle', class: 'empty' });
       t.textContent = 'no activity in the last 90 days';
@@ -312,7 +317,7 @@
       label.textContent = number.format(Math.round(v));
       svg.append(label);
     }
-    const step = Math.max(1, Math.ceil(days.length / 8));
+    const step = Math.max(1, Math.ceil(days.length / Math.max(3, Math.floor(W / 110))));
     days.forEach((d, i) => {
       if ((days.length - 1 - i) % step !== 0) return;
       const label = svgEl('text', { x: x(i), y: H - 8, 'text-anchor': 'middle', class: 'axis-label' });
@@ -367,7 +372,7 @@
         return retentionCell(c, v, r.period);
       });
       return el('tr', { 'data-cohort': c.cohort },
-        el('th', { scope: 'row', class: 'fw-normal', text: r.period === 'week' ? `week of ${c.cohort}` : c.cohort }),
+        cohortHeader(c.cohort, r.period),
         el('td', { class: 'users', text: number.format(c.users) }),
         ...cells);
     });
@@ -380,6 +385,14 @@
       b.classList.toggle('active', on);
       b.setAttribute('aria-pressed', String(on));
     }
+  }
+
+  // On a phone the year is dropped from the cohort's date (it is in the "Today" line).
+  function cohortHeader(cohort, period) {
+    const th = el('th', { scope: 'row', class: 'fw-normal' });
+    if (period === 'week') th.append(el('span', { class: 'd-none d-sm-inline', text: 'week of ' }));
+    th.append(el('span', { class: 'd-none d-sm-inline', text: cohort.slice(0, 5) }), cohort.slice(5));
+    return th;
   }
 
   function retentionCell(cohort, v, period) {
@@ -509,6 +522,11 @@
         refresh();
       });
     }
+    let resizing = null;
+    window.addEventListener('resize', () => {
+      clearTimeout(resizing);
+      resizing = setTimeout(() => { if (state.active) renderTrend(state.active); }, 200);
+    });
     // Staleness is checked between refreshes too: a sleeping laptop wakes to a warning.
     setInterval(checkStale, Math.min(refreshMs, 30000));
     tick();
