@@ -40,6 +40,25 @@ venv_is_current() {
     "$venv/bin/python" -c '' 2>/dev/null
 }
 
+# ensure_browser_tools: playwright-core for the browser test (tests/browser), installed
+# with `npm ci` from the committed package-lock.json when missing or when the lock changed
+# (a copy of the lock in node_modules is the stamp). Chromium itself is Debian's
+# (/usr/bin/chromium, installed by .ci/run); without it the browser test fails and says so.
+ensure_browser_tools() {
+    local dir=$GROWTH_REPO/tests/browser
+    require_command node "The browser test needs Node.js (Debian: apt-get install nodejs npm)."
+    require_command npm "The browser test needs npm (Debian: apt-get install npm)."
+    if cmp -s "$dir/package-lock.json" "$dir/node_modules/.growth-package-lock.json"; then
+        return 0
+    fi
+    say "installing the browser test's packages (npm ci in tests/browser)"
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error) ||
+        die "npm ci in tests/browser failed"
+    cp "$dir/package-lock.json" "$dir/node_modules/.growth-package-lock.json"
+    [[ -x ${GROWTH_TEST_CHROMIUM:-/usr/bin/chromium} ]] ||
+        warn "no Chromium at ${GROWTH_TEST_CHROMIUM:-/usr/bin/chromium}: the browser test will fail (apt-get install chromium)"
+}
+
 # ensure_venv: create the venv and install scripts/requirements.txt when it is missing or
 # the requirements changed; reuse it otherwise. Sets GROWTH_VENV_PYTHON. Safe to call from
 # several scripts at once (they serialize on a lock file in $TMPDIR).

@@ -71,7 +71,10 @@ pub fn layered(routes: Router, access: AccessPolicy) -> Router {
             HeaderValue::from_static(CONTENT_SECURITY_POLICY),
         ),
         (header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")),
-        (header::REFERRER_POLICY, HeaderValue::from_static("no-referrer")),
+        (
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        ),
         (
             header::X_CONTENT_TYPE_OPTIONS,
             HeaderValue::from_static("nosniff"),

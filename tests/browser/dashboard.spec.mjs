@@ -23,9 +23,12 @@ function fail(message) {
   process.exit(1);
 }
 
+// `name` says what is checked; `detail` (shown on failure) which instance.
 function check(name, condition, detail) {
   if (!condition) fail(`${name}${detail === undefined ? '' : `: ${typeof detail === 'string' ? detail : JSON.stringify(detail)}`}`);
-  checks.push(name);
+  const seen = checks.find((c) => c.name === name);
+  if (seen) seen.times += 1;
+  else checks.push({ name, times: 1 });
 }
 
 async function get(path, auth = true) {
@@ -122,9 +125,9 @@ async function run() {
   const card = async (id) => page.getAttribute(`#card-${id}`, 'data-value');
   for (const [id, window] of [['dau', '1d'], ['wau', '7d'], ['mau', '30d']]) {
     const expected = one(m, 'growth_active_users', { window });
-    check(`${id} card equals /metrics`, expected && Number(await card(id)) === expected.value, { page: await card(id), metrics: expected });
+    check('DAU/WAU/MAU cards equal /metrics', expected && Number(await card(id)) === expected.value, { page: await card(id), metrics: expected });
     const shown = await page.textContent(`#card-${id} [data-role=value]`);
-    check(`${id} card shows the number`, shown.replace(/,/g, '') === String(expected.value), shown);
+    check('cards show the numbers', shown.replace(/,/g, '') === String(expected.value), shown);
   }
   const stickiness = one(m, 'growth_stickiness_ratio');
   if (stickiness) {
@@ -148,20 +151,20 @@ async function run() {
   check('/metrics has retention values to compare', retention.length > 0);
   for (const s of retention) {
     const cell = cells.find((c) => c.cohort === s.labels.cohort && c.day === s.labels.day);
-    check(`retention ${s.labels.cohort} D${s.labels.day} equals /metrics`, cell && Math.abs(cell.ratio - s.value) < 1e-9, { cell, metric: s });
-    check(`retention ${s.labels.cohort} D${s.labels.day} shows its percentage`, cell.text.startsWith(`${(s.value * 100).toFixed(1)} %`), cell.text);
+    check('retention cell equals /metrics', cell && Math.abs(cell.ratio - s.value) < 1e-9, { cell, metric: s });
+    check('retention cell shows its percentage', cell && cell.text.startsWith(`${(s.value * 100).toFixed(1)} %`), cell.text);
   }
   const cohortSizes = m.filter((s) => s.name === 'growth_cohort_users');
   for (const s of cohortSizes) {
     const users = await page.$eval(`#retention-table tr[data-cohort="${s.labels.cohort}"] td.users`, (td) => td.textContent);
-    check(`cohort ${s.labels.cohort} size equals /metrics`, Number(users.replace(/,/g, '')) === s.value, users);
+    check('cohort size equals /metrics', Number(users.replace(/,/g, '')) === s.value, users);
   }
   for (const c of cells) {
-    check(`no unknown cell shows a number (${c.cohort} D${c.day})`, !['pending', 'empty'].includes(c.status) || !/\d/.test(c.text), c);
-    check(`every cell carries text (${c.cohort} D${c.day})`, c.text.length > 0, c);
+    check('no pending or empty cell shows a number', !['pending', 'empty'].includes(c.status) || !/\d/.test(c.text), c);
+    check('every cell carries text', c.text.length > 0, c);
   }
   const statuses = new Set(cells.map((c) => c.status));
-  for (const s of ['final', 'in_progress', 'pending', 'empty']) check(`heatmap shows ${s} cells`, statuses.has(s), [...statuses]);
+  for (const s of ['final', 'in_progress', 'pending', 'empty']) check('heatmap shows final, in-progress, pending and empty cells', statuses.has(s), { missing: s, statuses: [...statuses] });
   check('in-progress cells say so', cells.filter((c) => c.status === 'in_progress').every((c) => c.text.includes('so far')));
   check('a D7 value is shown (not always empty)', cells.some((c) => c.day === '7' && c.status === 'final'));
 
@@ -174,8 +177,8 @@ async function run() {
     const pct = c.ratio * 100;
     const expected = pct >= good ? 'good' : pct >= fair ? 'fair' : 'poor';
     levels.add(expected);
-    check(`cell ${c.cohort} D${c.day} (${pct.toFixed(1)} %) is ${expected}`, c.level === expected && c.className.includes(`cell-${expected}`), c);
-    check(`cell ${c.cohort} D${c.day} has the legend's ${expected} colour`, c.background === legend[`cell-${expected}`], { cell: c.background, legend });
+    check('cell level follows the thresholds', c.level === expected && c.className.includes(`cell-${expected}`), c);
+    check('cell has the legend colour of its level', c.background === legend[`cell-${expected}`], { cell: c.background, legend });
   }
   check('all three colours appear', levels.size === 3, [...levels]);
   const legendText = await page.textContent('#retention-legend');
@@ -190,10 +193,10 @@ async function run() {
   })));
   for (const s of m.filter((x) => x.name === 'growth_events_total')) {
     const t = totals.find((x) => x.event === s.labels.event);
-    check(`total of ${s.labels.event} equals /metrics`, t && t.count === s.value, { t, s });
+    check('running total equals /metrics', t && t.count === s.value, { t, s });
   }
   for (const [event, label] of Object.entries(config.labels)) {
-    check(`${event} is shown as "${label}"`, totals.some((t) => t.event === event && t.label === label), totals);
+    check('events carry their configured display names', totals.some((t) => t.event === event && t.label === label), totals);
   }
   check('every total has an icon from the vendored sprite', totals.every((t) => /^\/admin\/assets\/icons\.svg\?v=\w+#[\w-]+$/.test(t.icon)), totals);
   const sources = await page.$$eval('#sources tbody tr[data-source]', (trs) => trs.map((tr) => tr.dataset.source));
@@ -222,7 +225,7 @@ async function run() {
   for (const c of cells) {
     const row = csv.find((r) => r[2] === c.cohort);
     const value = row && row[header.indexOf(`D${c.day}_ratio`)];
-    check(`CSV ${c.cohort} D${c.day} matches the table`, c.ratio === null ? value === '' : Math.abs(Number(value) - c.ratio) < 1e-12, { value, c });
+    check('CSV value matches the table', c.ratio === null ? value === '' : Math.abs(Number(value) - c.ratio) < 1e-12, { value, c });
   }
 
   // ---- weekly cohorts -----------------------------------------------------------------
@@ -244,7 +247,7 @@ async function run() {
   await page.screenshot({ path: join(config.screenshots, 'dashboard-phone.png'), fullPage: true });
   await page.setViewportSize({ width: 794, height: 1123 });
   await page.emulateMedia({ media: 'print' });
-  const controls = await page.$$eval('.controls, #refresh-now, #export-csv, #print, #app-select, [data-period]', (els) => els.map((e) => e.checkVisibility()));
+  const controls = await page.$$eval('.controls, #refresh-now, #export-text, #export-csv, #print, #app-select, button[data-period]', (els) => els.map((e) => e.checkVisibility()));
   check('print media hides every control', controls.length >= 5 && controls.every((v) => !v), controls);
   check('print media keeps the numbers', await page.isVisible('#card-dau') && await page.isVisible('#retention-table'));
   const printOverflow = await page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);

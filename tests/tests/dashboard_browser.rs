@@ -63,7 +63,8 @@ fn send(endpoint: String) -> u64 {
         let at = if *days_ago == 0 {
             now - Duration::from_secs(60)
         } else {
-            SystemTime::UNIX_EPOCH + Duration::from_secs(today_start + 43_200) - DAY * *days_ago as u32
+            SystemTime::UNIX_EPOCH + Duration::from_secs(today_start + 43_200)
+                - DAY * *days_ago as u32
         };
         let mut e = Event::new(*event).user(*user).at(at);
         if !source.is_empty() {
@@ -71,7 +72,10 @@ fn send(endpoint: String) -> u64 {
         }
         tracker.track_event(e);
     }
-    tracker.shutdown().expect("SDK delivered everything").delivered
+    tracker
+        .shutdown()
+        .expect("SDK delivered everything")
+        .delivered
 }
 
 fn hash_password_line() -> String {
@@ -134,7 +138,11 @@ async fn dashboard_in_headless_chromium() {
     let auth_file = dir.join("admins");
     std::fs::write(
         &auth_file,
-        format!("# test credentials\n{}\n{}\n", hash_password_line(), token_line()),
+        format!(
+            "# test credentials\n{}\n{}\n",
+            hash_password_line(),
+            token_line()
+        ),
     )
     .expect("auth file");
     let auth_path = auth_file.to_string_lossy().into_owned();
@@ -152,11 +160,15 @@ async fn dashboard_in_headless_chromium() {
     .await;
 
     // Everything sent is counted before the browser looks.
-    eventually("all events on /metrics", Duration::from_secs(30), || async {
-        let m = aggregator.metrics().await;
-        let total: f64 = m.series("growth_events_total", APP).values().sum();
-        (total == PLAN.len() as f64).then_some(())
-    })
+    eventually(
+        "all events on /metrics",
+        Duration::from_secs(30),
+        || async {
+            let m = aggregator.metrics().await;
+            let total: f64 = m.series("growth_events_total", APP).values().sum();
+            (total == PLAN.len() as f64).then_some(())
+        },
+    )
     .await;
 
     check_access_and_headers(&aggregator.url).await;
@@ -200,8 +212,13 @@ async fn dashboard_in_headless_chromium() {
         .find_map(|l| serde_json::from_str(l).ok())
         .unwrap_or_else(|| panic!("no JSON report from the browser test:\n{stdout}\n{stderr}"));
     assert_eq!(report["ok"], true, "{report}");
-    let weight = report["page_bytes_transferred"].as_u64().expect("page weight");
-    assert!(weight > 10_000 && weight < 300_000, "page weight {weight} bytes");
+    let weight = report["page_bytes_transferred"]
+        .as_u64()
+        .expect("page weight");
+    assert!(
+        weight > 10_000 && weight < 300_000,
+        "page weight {weight} bytes"
+    );
     eprintln!(
         "browser test: {:.1}s, page {weight} bytes transferred, {} checks",
         started.elapsed().as_secs_f64(),
@@ -212,12 +229,31 @@ async fn dashboard_in_headless_chromium() {
 
 async fn check_access_and_headers(base: &str) {
     let http = reqwest::Client::new();
-    for path in ["/admin/metrics", "/admin/metrics.txt", "/api/v1/apps", "/admin/assets/dashboard.js"] {
-        let r = http.get(format!("{base}{path}")).send().await.expect("answer");
-        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{path} without credentials");
-        let challenges: Vec<_> = r.headers().get_all(header::WWW_AUTHENTICATE).iter().collect();
+    for path in [
+        "/admin/metrics",
+        "/admin/metrics.txt",
+        "/api/v1/apps",
+        "/admin/assets/dashboard.js",
+    ] {
+        let r = http
+            .get(format!("{base}{path}"))
+            .send()
+            .await
+            .expect("answer");
+        assert_eq!(
+            r.status(),
+            StatusCode::UNAUTHORIZED,
+            "{path} without credentials"
+        );
+        let challenges: Vec<_> = r
+            .headers()
+            .get_all(header::WWW_AUTHENTICATE)
+            .iter()
+            .collect();
         assert!(
-            challenges.iter().any(|c| c.as_bytes().starts_with(b"Basic realm=")),
+            challenges
+                .iter()
+                .any(|c| c.as_bytes().starts_with(b"Basic realm=")),
             "{path}: {challenges:?}"
         );
         let wrong = http
@@ -226,10 +262,18 @@ async fn check_access_and_headers(base: &str) {
             .send()
             .await
             .expect("answer");
-        assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED, "{path} with a wrong password");
+        assert_eq!(
+            wrong.status(),
+            StatusCode::UNAUTHORIZED,
+            "{path} with a wrong password"
+        );
     }
     for path in ["/metrics", "/healthz", "/favicon.ico"] {
-        let r = http.get(format!("{base}{path}")).send().await.expect("answer");
+        let r = http
+            .get(format!("{base}{path}"))
+            .send()
+            .await
+            .expect("answer");
         assert_eq!(r.status(), StatusCode::OK, "{path} stays open");
     }
     let bearer = http
@@ -249,13 +293,19 @@ async fn check_access_and_headers(base: &str) {
     assert_eq!(page.status(), StatusCode::OK);
     let h = page.headers();
     let csp = h[header::CONTENT_SECURITY_POLICY].to_str().expect("csp");
-    assert!(csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"), "{csp}");
+    assert!(
+        csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"),
+        "{csp}"
+    );
     assert!(csp.contains("default-src 'self'"), "{csp}");
     assert_eq!(h[header::X_FRAME_OPTIONS], "DENY");
     assert_eq!(h[header::REFERRER_POLICY], "no-referrer");
     assert_eq!(h[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
     let body = page.text().await.expect("body");
-    assert!(body.contains(APP) && body.contains("Retention"), "page shell");
+    assert!(
+        body.contains(APP) && body.contains("Retention"),
+        "page shell"
+    );
 
     let css = http
         .get(format!("{base}/admin/assets/bootstrap.min.css"))
@@ -281,7 +331,9 @@ async fn check_access_and_headers(base: &str) {
         .send()
         .await
         .expect("report");
-    let disposition = report.headers()[header::CONTENT_DISPOSITION].to_str().expect("ascii");
+    let disposition = report.headers()[header::CONTENT_DISPOSITION]
+        .to_str()
+        .expect("ascii");
     assert!(
         disposition.starts_with("attachment; filename=\"growth-report-"),
         "{disposition}"

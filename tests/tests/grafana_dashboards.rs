@@ -29,7 +29,10 @@ fn sql_queries(dashboard: &Value) -> Vec<(String, String)> {
             }
         }
     }
-    for var in dashboard["templating"]["list"].as_array().expect("templating") {
+    for var in dashboard["templating"]["list"]
+        .as_array()
+        .expect("templating")
+    {
         if var["type"] == "query" {
             let sql = var["query"]
                 .as_str()
@@ -137,7 +140,10 @@ async fn every_clickhouse_panel_query_runs_on_the_schema() {
 
     let ch = dashboard("growth-clickhouse.json");
     let queries = sql_queries(&ch);
-    assert!(queries.len() >= 6, "the ClickHouse dashboard lost its panels");
+    assert!(
+        queries.len() >= 6,
+        "the ClickHouse dashboard lost its panels"
+    );
     let to = Utc::now().timestamp();
     let from = to - 7 * 86_400;
     for timezone in ["UTC", "Asia/Kolkata", "America/Los_Angeles"] {
@@ -173,7 +179,9 @@ async fn every_clickhouse_panel_query_runs_on_the_schema() {
     let dau: Vec<u64> = dau.iter().map(|r| number(&r["dau"])).collect();
     assert_eq!(dau, vec![3, 2], "DAU two days ago and yesterday");
 
-    let triangle = run(&by_title("Retention triangle")).await.expect("retention");
+    let triangle = run(&by_title("Retention triangle"))
+        .await
+        .expect("retention");
     let oldest = triangle
         .iter()
         .find(|r| r["cohort"] == at(2)[..10])
@@ -191,7 +199,11 @@ async fn every_clickhouse_panel_query_runs_on_the_schema() {
     assert!(sources.iter().any(|r| r["source"] == "(none)"));
 
     let totals = run(&by_title("Running totals")).await.expect("totals");
-    assert_eq!(number(&totals[0]["events"]), 4, "expense_logged first: {totals:?}");
+    assert_eq!(
+        number(&totals[0]["events"]),
+        4,
+        "expense_logged first: {totals:?}"
+    );
 
     // The Prometheus dashboard asks only for metric families the aggregator exposes.
     let aggregator = Aggregator::start(&database, &[]).await;

@@ -307,11 +307,12 @@
       box.replaceChildren(svg);
       return;
     }
-    const max = niceMax(Math.max(1, ...days.map((d) => Math.max(d.dau, d.wau, d.mau))));
+    const axis = niceAxis(Math.max(1, ...days.map((d) => Math.max(d.dau, d.wau, d.mau))));
+    const max = axis.max;
     const x = (i) => L + (days.length === 1 ? 0 : (i * (W - L - R)) / (days.length - 1));
     const y = (v) => T + (H - T - B) * (1 - v / max);
-    for (let k = 0; k <= 4; k += 1) {
-      const v = (max * k) / 4;
+    for (let k = 0; k <= axis.ticks; k += 1) {
+      const v = (max * k) / axis.ticks;
       svg.append(svgEl('line', { x1: L, x2: W - R, y1: y(v), y2: y(v), class: 'grid' }));
       const label = svgEl('text', { x: L - 6, y: y(v) + 4, 'text-anchor': 'end', class: 'axis-label' });
       label.textContent = number.format(Math.round(v));
@@ -343,10 +344,18 @@
     box.dataset.days = String(days.length);
   }
 
-  function niceMax(v) {
-    const p = 10 ** Math.floor(Math.log10(v));
-    for (const m of [1, 2, 2.5, 5, 10]) if (m * p >= v) return m * p;
-    return 10 * p;
+  // The axis: 4 or 5 equal steps of 1, 2, 2.5 or 5 × 10^k (whole numbers of users),
+  // whichever reaches the data's maximum with the least room to spare.
+  function niceAxis(v) {
+    let best = null;
+    for (const n of [4, 5]) {
+      const raw = v / n;
+      const p = 10 ** Math.floor(Math.log10(raw));
+      const steps = (p >= 10 ? [1, 2, 2.5, 5, 10] : [1, 2, 5, 10]).map((m) => Math.max(1, m * p));
+      const step = steps.find((x) => x >= raw);
+      if (!best || step * n < best.max) best = { max: step * n, ticks: n };
+    }
+    return best;
   }
 
   function classify(ratio) {
