@@ -113,6 +113,8 @@ mod tests {
             today: "2026-11-24".parse().expect("date"),
             timezone: chrono_tz::Tz::Europe__Berlin,
             retention_days: vec![1, 3],
+            exported_cohorts: 7,
+            report_cohorts: 7,
             apps: BTreeMap::from([("<finbrain>".to_owned(), AppMetrics::default())]),
         }
     }
