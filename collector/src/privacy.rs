@@ -114,7 +114,7 @@ pub(crate) fn properties_of(
                 _ => {}
             }
             value
-                .map(|v| redactor.text(v, &mut out.redacted))
+                .map(|v| redactor.text(v, limits::MAX_PROPERTY_VALUE_BYTES, &mut out.redacted))
                 .unwrap_or_default()
         };
         let kept = truncate_to(&text, limits::MAX_PROPERTY_VALUE_BYTES);
@@ -132,11 +132,11 @@ struct Redactor<'a> {
 }
 
 impl Redactor<'_> {
-    /// The hash of a value's text; empty stays empty (nobody to identify).
+    /// The hash of a value's whole text; empty stays empty (nobody to identify).
     fn hash(&self, value: Option<&Value>) -> String {
         let mut ignored = 0;
         let text = value
-            .map(|v| self.text(v, &mut ignored))
+            .map(|v| self.text(v, usize::MAX, &mut ignored))
             .unwrap_or_default();
         if text.is_empty() {
             return text;
@@ -144,8 +144,10 @@ impl Redactor<'_> {
         self.hasher.hash(&text).into_string()
     }
 
-    /// A value as text: scalars as themselves, arrays and maps as JSON.
-    fn text(&self, value: &Value, redacted: &mut u64) -> String {
+    /// A value as text: scalars as themselves, arrays and maps as JSON. JSON stops
+    /// growing once past `limit` bytes (the caller cuts it there anyway), so a map of
+    /// a million elements costs no million-element string.
+    fn text(&self, value: &Value, limit: usize, redacted: &mut u64) -> String {
         match value {
             Value::StringValue(s) => s.clone(),
             Value::BoolValue(b) => b.to_string(),
@@ -153,49 +155,81 @@ impl Redactor<'_> {
             Value::DoubleValue(d) => double_text(*d),
             Value::BytesValue(b) => hex::encode(b),
             Value::ArrayValue(_) | Value::KvlistValue(_) => {
-                self.json(Some(value), redacted).to_string()
+                let mut out = String::new();
+                self.write_json(Some(value), &mut out, limit, redacted);
+                out
             }
             Value::StringValueStrindex(_) => String::new(),
         }
     }
 
-    fn json(&self, value: Option<&Value>, redacted: &mut u64) -> serde_json::Value {
-        use serde_json::Value as Json;
+    fn write_json(
+        &self,
+        value: Option<&Value>,
+        out: &mut String,
+        limit: usize,
+        redacted: &mut u64,
+    ) {
         let Some(value) = value else {
-            return Json::Null;
+            out.push_str("null");
+            return;
         };
         match value {
-            Value::StringValue(s) => Json::String(s.clone()),
-            Value::BoolValue(b) => Json::Bool(*b),
-            Value::IntValue(i) => Json::from(*i),
-            Value::DoubleValue(d) => serde_json::Number::from_f64(*d)
-                .map_or_else(|| Json::String(double_text(*d)), Json::Number),
-            Value::BytesValue(b) => Json::String(hex::encode(b)),
-            Value::ArrayValue(array) => Json::Array(
-                array
-                    .values
-                    .iter()
-                    .map(|v: &AnyValue| self.json(v.value.as_ref(), redacted))
-                    .collect(),
-            ),
+            Value::StringValue(s) => push_json_string(out, s),
+            Value::BoolValue(b) => out.push_str(if *b { "true" } else { "false" }),
+            Value::IntValue(i) => out.push_str(&i.to_string()),
+            Value::DoubleValue(d) if d.is_finite() => out.push_str(&d.to_string()),
+            Value::DoubleValue(d) => push_json_string(out, &double_text(*d)),
+            Value::BytesValue(b) => push_json_string(out, &hex::encode(b)),
+            Value::ArrayValue(array) => {
+                out.push('[');
+                for (i, element) in array.values.iter().enumerate() {
+                    if out.len() > limit {
+                        return;
+                    }
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    self.write_json(element.value.as_ref(), out, limit, redacted);
+                }
+                out.push(']');
+            }
             Value::KvlistValue(list) => {
-                let mut object = serde_json::Map::new();
+                out.push('{');
+                let mut first = true;
                 for kv in &list.values {
+                    if out.len() > limit {
+                        return;
+                    }
                     let value = kv.value.as_ref().and_then(|v| v.value.as_ref());
-                    if self.privacy.is_identifying(&kv.key) {
+                    let identifying = self.privacy.is_identifying(&kv.key);
+                    if identifying {
                         *redacted += 1;
-                        if self.privacy.action == IdentifyingAction::Hash {
-                            object.insert(kv.key.clone(), Json::String(self.hash(value)));
+                        if self.privacy.action == IdentifyingAction::Drop {
+                            continue;
                         }
+                    }
+                    if !std::mem::take(&mut first) {
+                        out.push(',');
+                    }
+                    push_json_string(out, &kv.key);
+                    out.push(':');
+                    if identifying {
+                        push_json_string(out, &self.hash(value));
                     } else {
-                        object.insert(kv.key.clone(), self.json(value, redacted));
+                        self.write_json(value, out, limit, redacted);
                     }
                 }
-                Json::Object(object)
+                out.push('}');
             }
-            Value::StringValueStrindex(_) => Json::Null,
+            Value::StringValueStrindex(_) => out.push_str("null"),
         }
     }
+}
+
+fn push_json_string(out: &mut String, text: &str) {
+    // Serializing a str into JSON cannot fail.
+    out.push_str(&serde_json::to_string(text).unwrap_or_default());
 }
 
 /// A double as text; the non-finite ones spelled as the protobuf JSON mapping does.
@@ -311,6 +345,19 @@ mod tests {
         }
         assert!(!text.contains("user.id") && text.contains("plan"), "{text}");
         assert_eq!(props.redacted, 6);
+    }
+
+    #[test]
+    fn huge_maps_are_cut_without_being_written_whole() {
+        let many = array(vec![s("0123456789"); 100_000]);
+        let props = properties_of(
+            &[kv("many", many)],
+            &Privacy::default(),
+            &UserHasher::new(None),
+        );
+        assert_eq!(props.text[0].1.len(), limits::MAX_PROPERTY_VALUE_BYTES);
+        assert!(props.text[0].1.starts_with(r#"["0123456789","#));
+        assert_eq!(props.truncated, 1);
     }
 
     #[test]

@@ -125,9 +125,7 @@ fn len_field(out: &mut Vec<u8>, tag: u8, body: &[u8]) {
 /// About `bytes` of protobuf holding empty log records (2 bytes each): the
 /// amplification attack of the finding.
 fn empty_records(bytes: usize) -> Vec<u8> {
-    let scope: Vec<u8> = std::iter::repeat_n([0x12_u8, 0x00], bytes / 2)
-        .flatten()
-        .collect();
+    let scope = [0x12_u8, 0x00].repeat(bytes / 2);
     let mut resource_logs = Vec::new();
     len_field(&mut resource_logs, 0x12, &scope);
     let mut out = Vec::new();
@@ -137,10 +135,35 @@ fn empty_records(bytes: usize) -> Vec<u8> {
 
 /// One record with `n` empty attributes (2 bytes each).
 fn empty_attributes(n: usize) -> Vec<u8> {
-    let attrs: Vec<u8> = std::iter::repeat_n([0x32_u8, 0x00], n).flatten().collect();
+    let attrs = [0x32_u8, 0x00].repeat(n);
     let mut scope = Vec::new();
     len_field(&mut scope, 0x12, &attrs);
     let mut resource_logs = Vec::new();
+    len_field(&mut resource_logs, 0x12, &scope);
+    let mut out = Vec::new();
+    len_field(&mut out, 0x0a, &resource_logs);
+    out
+}
+
+/// A good record whose attribute `list` holds `n` empty array elements (2 bytes each),
+/// written by hand: prost in a debug build takes seconds for a million elements.
+fn tiny_array_elements(n: usize) -> Vec<u8> {
+    let array = [0x0a_u8, 0x00].repeat(n);
+    let mut any_value = Vec::new();
+    len_field(&mut any_value, 0x2a, &array);
+    let mut key_value = Vec::new();
+    len_field(&mut key_value, 0x0a, b"list");
+    len_field(&mut key_value, 0x12, &any_value);
+    let mut record = rec("tiny_array_elements", "e", -60, vec![]).encode_to_vec();
+    len_field(&mut record, 0x32, &key_value);
+    let mut scope = Vec::new();
+    len_field(&mut scope, 0x12, &record);
+    let mut resource_logs = Vec::new();
+    let app = Resource {
+        attributes: vec![kv("service.name", s(APP))],
+        ..Default::default()
+    };
+    len_field(&mut resource_logs, 0x0a, &app.encode_to_vec());
     len_field(&mut resource_logs, 0x12, &scope);
     let mut out = Vec::new();
     len_field(&mut out, 0x0a, &resource_logs);
@@ -367,7 +390,8 @@ fn cases() -> Vec<Case> {
             resource(APP, vec![good("control_char_app")]),
         ],
     });
-    let gzip_bomb = gzip(&vec![0_u8; 64 * MIB]);
+    // 17 gzip members of 1 MiB of zeros each: a valid gzip stream (RFC 1952), small.
+    let gzip_bomb = gzip(&vec![0_u8; MIB]).repeat(17);
     let far_future = |name| {
         pb(&req(vec![
             good(name),
@@ -410,12 +434,20 @@ fn cases() -> Vec<Case> {
             0,
         ),
         case(
+            "tiny_attributes_at_the_limit",
+            proto(empty_attributes(1_000_000)),
+            H(200, ""),
+            0,
+        ),
+        case(
+            "tiny_array_elements",
+            proto(tiny_array_elements(1_000_000)),
+            H(200, ""),
+            1,
+        ),
+        case(
             "tiny_resource_groups_4mib",
-            proto(
-                std::iter::repeat_n([0x0a_u8, 0x00], 2 * MIB)
-                    .flatten()
-                    .collect(),
-            ),
+            proto([0x0a_u8, 0x00].repeat(2 * MIB)),
             H(400, "resource/scope groups"),
             0,
         ),
@@ -1161,23 +1193,28 @@ async fn hostile_requests_get_their_documented_answers() {
     let started = Instant::now();
     let baseline = reset_peak(pid);
     let mut report = Vec::new();
+    let built = Instant::now();
     let cases = cases();
+    eprintln!("built the requests in {:?}", built.elapsed());
     assert!(
         cases.len() + stalled.len() >= 40,
         "the issue asks for at least 40 hostile requests"
     );
     for case in &cases {
         let before = reset_peak(pid);
+        let sent = Instant::now();
         let answer = send(&client, &collector, &case.send).await;
+        let took = sent.elapsed();
         let peak = status_kib(pid, "VmHWM:") * 1024;
         check(case, &answer);
         let size = request_size(&case.send);
         let rise = peak.saturating_sub(before);
         report.push(format!(
-            "{:<28} {:>9} B  peak +{:>6.1} MiB",
+            "{:<28} {:>9} B  peak +{:>6.1} MiB  {:>5} ms",
             case.name,
             size,
-            rise as f64 / MIB as f64
+            rise as f64 / MIB as f64,
+            took.as_millis()
         ));
         assert!(
             rise <= memory_bound(size),

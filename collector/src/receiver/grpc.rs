@@ -93,6 +93,11 @@ where
                 return Box::pin(async move { Ok(status.into_http()) });
             }
         };
+        // The connection must not time out as idle while this call is answered.
+        let answering = request
+            .extensions()
+            .get::<super::serve::ConnectionInfo>()
+            .map(|info| info.busy.enter());
         let export = Export {
             intake: self.intake.clone(),
             access,
@@ -110,6 +115,7 @@ where
             if sender_fault(&mut response) {
                 intake.count_refused(super::Refusal::Undecodable);
             }
+            drop(answering);
             Ok(response)
         })
     }

@@ -2,10 +2,11 @@
 //! connection (and its buffers) forever.
 //!
 //! * Every connection is wrapped in [`IdleTimeout`]: when nothing arrives from the
-//!   sender for `--idle-timeout` while the server waits to read, the connection is
-//!   closed. That ends half an HTTP/2 preface, unfinished headers that stop coming,
-//!   and idle keep-alive connections. Only bytes received count: the server's own
-//!   HTTP/2 pings do not keep a silent peer alive.
+//!   sender for `--idle-timeout` while the server waits to read and no request of
+//!   the connection is being answered ([`Busy`]), the connection is closed. That ends
+//!   half an HTTP/2 preface, unfinished headers that stop coming, and idle keep-alive
+//!   connections, but never a request that takes long to answer. Only bytes received
+//!   count: the server's own HTTP/2 pings do not keep a silent peer alive.
 //! * OTLP/HTTP: hyper's `header_read_timeout` (`--header-read-timeout`) ends headers
 //!   sent slowly byte by byte; the handler reads the body under
 //!   `--request-read-timeout` (408 when it does not arrive in time).
@@ -19,13 +20,14 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -34,6 +36,7 @@ use tokio::time::{Instant, Sleep};
 use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::server::{Connected, TcpConnectInfo};
+use tower::ServiceExt as _;
 
 use super::grpc::LogsServer;
 use crate::intake_config::Timeouts;
@@ -77,8 +80,17 @@ async fn http_connection(
     timeouts: Timeouts,
     mut close: watch::Receiver<bool>,
 ) {
-    let io = TokioIo::new(IdleTimeout::new(stream, timeouts.idle));
-    let service = TowerToHyperService::new(router);
+    let busy = Busy::default();
+    let io = TokioIo::new(IdleTimeout::new(stream, timeouts.idle, busy.clone()));
+    let service = hyper::service::service_fn(move |request| {
+        let answering = busy.enter();
+        let router = router.clone();
+        async move {
+            let response = router.oneshot(request).await;
+            drop(answering);
+            response
+        }
+    });
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -113,7 +125,7 @@ pub async fn grpc(
     let incoming = TcpListenerStream::new(listener).map(move |accepted| {
         accepted.map(|stream| {
             let _ = stream.set_nodelay(true);
-            IdleTimeout::new(stream, idle)
+            IdleTimeout::new(stream, idle, Busy::default())
         })
     });
     tonic::transport::Server::builder()
@@ -126,22 +138,68 @@ pub async fn grpc(
         .map_err(|e| e.to_string())
 }
 
+/// Requests of one connection being answered; shared by the connection's IO (which
+/// does not time out meanwhile) and its service (which enters it per request).
+#[derive(Debug, Clone, Default)]
+pub struct Busy(Arc<AtomicUsize>);
+
+impl Busy {
+    /// Marks a request as being answered until the guard is dropped.
+    pub fn enter(&self) -> Answering {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        Answering(self.0.clone())
+    }
+
+    fn is_busy(&self) -> bool {
+        self.0.load(Ordering::SeqCst) > 0
+    }
+}
+
+/// See [`Busy::enter`].
+#[derive(Debug)]
+pub struct Answering(Arc<AtomicUsize>);
+
+impl Drop for Answering {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// What the gRPC service finds in a request's extensions: the TCP details tonic
+/// expects, and the connection's [`Busy`].
+#[derive(Debug, Clone)]
+pub struct ConnectionInfo {
+    /// Addresses, as tonic's own `TcpConnectInfo`.
+    pub tcp: TcpConnectInfo,
+    /// Entered while a request of the connection is answered.
+    pub busy: Busy,
+}
+
 /// A connection closed with `TimedOut` when the peer sends nothing for `idle`
-/// while the server is waiting to read.
+/// while the server is waiting to read and answering none of its requests.
 pub struct IdleTimeout<S> {
     inner: S,
     idle: Duration,
     deadline: Pin<Box<Sleep>>,
+    busy: Busy,
+    was_busy: bool,
 }
 
 impl<S> IdleTimeout<S> {
     /// Wraps `inner`; the clock starts now.
-    pub fn new(inner: S, idle: Duration) -> Self {
+    pub fn new(inner: S, idle: Duration, busy: Busy) -> Self {
         Self {
             inner,
             idle,
             deadline: Box::pin(tokio::time::sleep(idle)),
+            busy,
+            was_busy: false,
         }
+    }
+
+    fn restart(&mut self) {
+        let next = Instant::now() + self.idle;
+        self.deadline.as_mut().reset(next);
     }
 }
 
@@ -155,18 +213,27 @@ impl<S: AsyncRead + Unpin> AsyncRead for IdleTimeout<S> {
         match Pin::new(&mut self.inner).poll_read(cx, buf) {
             Poll::Ready(result) => {
                 if buf.filled().len() > before {
-                    let next = Instant::now() + self.idle;
-                    self.deadline.as_mut().reset(next);
+                    self.restart();
                 }
                 Poll::Ready(result)
             }
-            Poll::Pending => match self.deadline.as_mut().poll(cx) {
-                Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "connection idle for longer than --idle-timeout",
-                ))),
-                Poll::Pending => Poll::Pending,
-            },
+            // Answering takes as long as it takes (the request timeout bounds it).
+            Poll::Pending if self.busy.is_busy() => {
+                self.was_busy = true;
+                Poll::Pending
+            }
+            Poll::Pending => {
+                if std::mem::take(&mut self.was_busy) {
+                    self.restart();
+                }
+                match self.deadline.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "connection idle for longer than --idle-timeout",
+                    ))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
         }
     }
 }
@@ -202,10 +269,13 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for IdleTimeout<S> {
 }
 
 impl Connected for IdleTimeout<TcpStream> {
-    type ConnectInfo = TcpConnectInfo;
+    type ConnectInfo = ConnectionInfo;
 
     fn connect_info(&self) -> Self::ConnectInfo {
-        self.inner.connect_info()
+        ConnectionInfo {
+            tcp: self.inner.connect_info(),
+            busy: self.busy.clone(),
+        }
     }
 }
 
@@ -221,7 +291,16 @@ mod tests {
         let addr = listener.local_addr().expect("addr");
         let server = tokio::spawn(async move {
             let (stream, _) = listener.accept().await.expect("accept");
-            let mut conn = IdleTimeout::new(stream, Duration::from_millis(300));
+            let busy = Busy::default();
+            let mut conn = IdleTimeout::new(stream, Duration::from_millis(300), busy.clone());
+            // Answering a request: no timeout however long it takes.
+            let answering = busy.enter();
+            let mut first = [0_u8; 1];
+            let _ = conn.read(&mut first).await;
+            let quiet =
+                tokio::time::timeout(Duration::from_millis(600), conn.read(&mut first)).await;
+            assert!(quiet.is_err(), "timed out while busy: {quiet:?}");
+            drop(answering);
             let mut received = Vec::new();
             let mut buf = [0_u8; 16];
             loop {
@@ -233,6 +312,8 @@ mod tests {
             }
         });
         let mut client = TcpStream::connect(addr).await.expect("connect");
+        client.write_all(b"x").await.expect("write");
+        tokio::time::sleep(Duration::from_millis(700)).await;
         let started = std::time::Instant::now();
         // Talking every 100 ms keeps it open past the 300 ms idle limit.
         for byte in b"PRI *" {
