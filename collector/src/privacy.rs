@@ -20,8 +20,8 @@ use std::collections::HashSet;
 use growth_schema::attributes;
 use growth_schema::limits::{self, truncate_to};
 use growth_schema::user_hash::UserHasher;
+use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
 
 /// What becomes of an identifying attribute's value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -245,7 +245,7 @@ fn double_text(d: f64) -> String {
 
 #[cfg(test)]
 mod tests {
-    use opentelemetry_proto::tonic::common::v1::{ArrayValue, KeyValueList};
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, ArrayValue, KeyValueList};
 
     use super::*;
 
