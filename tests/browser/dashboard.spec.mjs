@@ -37,14 +37,14 @@ async function get(path, auth = true) {
 }
 
 // Prometheus text → [{name, labels, value}] for one app.
-async function metrics() {
+async function metrics(app = config.app) {
   const { text } = await get('/metrics', false);
   const samples = [];
   for (const line of text.split('\n')) {
     const m = /^([a-z_]+)(?:\{(.*)\})? (\S+)$/.exec(line);
     if (!m) continue;
     const labels = Object.fromEntries([...(m[2] || '').matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)].map((x) => [x[1], x[2]]));
-    if (labels.app === undefined || labels.app === config.app) samples.push({ name: m[1], labels, value: Number(m[3]) });
+    if (labels.app === undefined || labels.app === app) samples.push({ name: m[1], labels, value: Number(m[3]) });
   }
   return samples;
 }
@@ -113,7 +113,8 @@ async function run() {
 
   // A controlled clock from the first script on: the auto-refresh timer is ours to move.
   await page.clock.install();
-  const response = await page.goto(new URL('/admin/metrics', base).href);
+  // Two apps: the URL names the one to open (the first in name order otherwise).
+  const response = await page.goto(new URL(`/admin/metrics?app=${encodeURIComponent(config.app)}`, base).href);
   check('page answers 200 with credentials', response.status() === 200, response.status());
   await page.waitForSelector('body[data-refreshes="1"]', { timeout: 15_000 });
   await page.waitForLoadState('networkidle');
@@ -237,6 +238,20 @@ async function run() {
   await page.click('[data-period=day]');
   await page.waitForSelector('#retention-table[data-period=day]');
 
+  // ---- the app selector: several apps, each with its own numbers -----------------------
+  const options = await page.$$eval('#app-select option', (os) => os.map((o) => o.value));
+  check('app selector offers every app', await page.isVisible('#app-select')
+    && [config.app, config.other_app].every((a) => options.includes(a)), options);
+  let refreshes = Number(await page.getAttribute('body', 'data-refreshes'));
+  await page.selectOption('#app-select', config.other_app);
+  await page.waitForSelector(`body[data-refreshes="${refreshes + 1}"]`);
+  const other = one(await metrics(config.other_app), 'growth_active_users', { window: '1d' });
+  check('switching app shows that app', (await page.textContent('#app-name')) === config.other_app
+    && Number(await card('dau')) === other.value && page.url().includes(`app=${config.other_app}`), { other, url: page.url() });
+  refreshes += 1;
+  await page.selectOption('#app-select', config.app);
+  await page.waitForSelector(`body[data-refreshes="${refreshes + 1}"]`);
+
   // ---- screenshots: desktop, phone, print ----------------------------------------------
   await page.screenshot({ path: join(config.screenshots, 'dashboard-desktop.png'), fullPage: true });
   await page.setViewportSize({ width: 390, height: 844 });
@@ -261,7 +276,13 @@ async function run() {
   await page.setViewportSize({ width: 1280, height: 900 });
 
   // ---- auto-refresh: not before the interval, then new data without a reload ---------
+  // "Refresh" restarts the period; then the clock stops flowing by itself, so only
+  // runFor moves the page's time.
   const summaries = () => apiCalls.filter((c) => c.startsWith('/api/v1/summary')).length;
+  const refreshesClicked = Number(await page.getAttribute('body', 'data-refreshes'));
+  await page.click('#refresh-now');
+  await page.waitForSelector(`body[data-refreshes="${refreshesClicked + 1}"]`);
+  await page.clock.pauseAt(await page.evaluate(() => Date.now() + 50));
   const before = summaries();
   const refreshesBefore = Number(await page.getAttribute('body', 'data-refreshes'));
   const dauBefore = Number(await card('dau'));
@@ -284,6 +305,44 @@ async function run() {
   check('refreshed once the interval passed', summaries() === before + 1, { calls: summaries(), before });
   check('the page shows the new DAU', Number(await card('dau')) === dauAfter, await card('dau'));
   check('without a page reload', navigations === 0, navigations);
+
+  // ---- paused while hidden, at once when visible again ------------------------------
+  const setHidden = (hidden) => page.evaluate((h) => {
+    Object.defineProperty(document, 'hidden', { configurable: true, get: () => h });
+    Object.defineProperty(document, 'visibilityState', { configurable: true, get: () => (h ? 'hidden' : 'visible') });
+    document.dispatchEvent(new Event('visibilitychange'));
+  }, hidden);
+  const whileHidden = summaries();
+  const refreshesHidden = Number(await page.getAttribute('body', 'data-refreshes'));
+  await setHidden(true);
+  await page.clock.runFor(2 * config.refresh_seconds * 1000);
+  await page.waitForTimeout(300);
+  check('no refresh while the tab is hidden', summaries() === whileHidden, { calls: summaries(), whileHidden });
+  check('the page says auto-refresh is paused', (await page.textContent('#refresh-every')).includes('paused'));
+  await setHidden(false);
+  await page.clock.runFor(100);
+  await page.waitForSelector(`body[data-refreshes="${refreshesHidden + 1}"]`, { timeout: 10_000 });
+  check('an overdue refresh happens as soon as the tab is visible', summaries() === whileHidden + 1);
+
+  // ---- stale warning: refreshes failing for more than 3 intervals -------------------
+  const errorsBefore = consoleErrors.length;
+  await page.route('**/api/v1/**', (route) => route.fulfill({ status: 500, contentType: 'application/json', body: '{"error":"test outage"}' }));
+  for (let i = 0; i < 4; i += 1) {
+    await page.clock.runFor(config.refresh_seconds * 1000);
+    await page.waitForTimeout(200);
+  }
+  check('failed refreshes are reported', await page.isVisible('#error-box')
+    && (await page.textContent('#error-text')).includes('test outage'), await page.textContent('#error-text'));
+  check('stale warning after 3 intervals without a good refresh', await page.isVisible('#stale-warning'), await page.textContent('#stale-text'));
+  check('the old numbers stay on screen', Number(await card('dau')) === dauAfter);
+  await page.unroute('**/api/v1/**');
+  // The browser logged each refused request; those errors were caused on purpose.
+  consoleErrors.splice(errorsBefore, consoleErrors.length - errorsBefore,
+    ...consoleErrors.slice(errorsBefore).filter((e) => !/status of 500/.test(e)));
+  const refreshesStale = Number(await page.getAttribute('body', 'data-refreshes'));
+  await page.clock.runFor(config.refresh_seconds * 1000);
+  await page.waitForSelector(`body[data-refreshes="${refreshesStale + 1}"]`, { timeout: 10_000 });
+  check('the warning goes once a refresh succeeds', await page.isHidden('#stale-warning') && await page.isHidden('#error-box'));
 
   // ---- 401 without credentials: the browser omitting them, from a same-origin page ------
   const anonymous = await context.newPage();

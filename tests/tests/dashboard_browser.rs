@@ -23,6 +23,8 @@ const USER: &str = "growth-team";
 const PASSWORD: &str = "correct horse battery staple";
 const TOKEN: &str = "dashboard-test-token-5d41402abc4b2a76";
 const DAY: Duration = Duration::from_secs(86_400);
+/// A second app, so the page offers its app selector.
+const OTHER_APP: &str = "budgetbot";
 
 /// (user, days ago, event, source): cohorts of 8 days ago (4 users: D1 50 %, D3 25 %,
 /// D7 0 %), 3 days ago (3 users: D1 33 %, D3 in progress), none 2 days ago (an empty
@@ -48,18 +50,29 @@ const PLAN: &[(&str, u64, &str, &str)] = &[
 ];
 
 fn send(endpoint: String) -> u64 {
+    send_app(
+        endpoint.clone(),
+        OTHER_APP,
+        &[
+            ("z1", 0, "expense_logged", "form"),
+            ("z2", 0, "report_requested", ""),
+        ],
+    ) + send_app(endpoint, APP, PLAN)
+}
+
+fn send_app(endpoint: String, app: &str, plan: &[(&str, u64, &'static str, &str)]) -> u64 {
     // Events of past days at their midday, of today a minute ago: always on the planned day.
     let now = SystemTime::now();
     let today_start = now
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_secs() / 86_400 * 86_400)
         .unwrap_or(0);
-    let tracker = Tracker::builder(APP)
+    let tracker = Tracker::builder(app)
         .endpoint(endpoint)
         .protocol(Protocol::Grpc)
         .build()
         .expect("SDK builds");
-    for (user, days_ago, event, source) in PLAN {
+    for (user, days_ago, event, source) in plan {
         let at = if *days_ago == 0 {
             now - Duration::from_secs(60)
         } else {
@@ -131,7 +144,7 @@ async fn dashboard_in_headless_chromium() {
     let delivered = tokio::task::spawn_blocking(move || send(endpoint))
         .await
         .expect("sender");
-    assert_eq!(delivered, PLAN.len() as u64);
+    assert_eq!(delivered, PLAN.len() as u64 + 2);
 
     let dir = std::env::temp_dir().join(format!("growth-dashboard-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
@@ -180,6 +193,7 @@ async fn dashboard_in_headless_chromium() {
         "user": USER,
         "password": PASSWORD,
         "app": APP,
+        "other_app": OTHER_APP,
         "collector_http": collector.http_endpoint,
         "chromium": chromium,
         "screenshots": screenshots,

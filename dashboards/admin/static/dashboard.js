@@ -26,6 +26,8 @@
     summary: null,
     retention: null,
     active: null,
+    serverDate: 0,
+    serverDateAt: 0,
   };
 
   const $ = (id) => document.getElementById(id);
@@ -80,6 +82,12 @@
         message = (await response.json()).error || message;
       } catch (_) { /* not JSON: keep the status */ }
       throw new HttpError(path, response.status, message);
+    }
+    // The server's clock, so that a browser whose clock is off raises no false alarm.
+    const date = Date.parse(response.headers.get('Date') || '');
+    if (!Number.isNaN(date)) {
+      state.serverDate = date;
+      state.serverDateAt = Date.now();
     }
     return response.json();
   }
@@ -145,10 +153,15 @@
     state.timer = setTimeout(tick, Math.max(0, delay));
   }
 
+  // A refresh, then the next one a whole period later (asked-for refreshes restart the count).
+  function refreshAndSchedule() {
+    return refresh().finally(() => schedule(refreshMs));
+  }
+
   function tick() {
     state.timer = null;
     if (document.hidden) return; // visibilitychange resumes
-    refresh().finally(() => schedule(refreshMs));
+    refreshAndSchedule();
   }
 
   document.addEventListener('visibilitychange', () => {
@@ -178,11 +191,13 @@
       warnings.push(`The last successful refresh was ${ago(now - state.lastGood)} ago; these numbers may be out of date.`);
     }
     const s = state.summary;
-    if (s) {
-      const computed = Date.parse(s.generated_at);
+    if (s && state.serverDate) {
+      // The server's "now", moved on by the time since its last answer.
+      const serverNow = state.serverDate + (now - state.serverDateAt);
+      const age = serverNow - Date.parse(s.generated_at);
       const period = Math.max(refreshMs, (s.refresh_interval_seconds || 60) * 1000);
-      if (now - computed > STALE_AFTER_PERIODS * period) {
-        warnings.push(`The aggregator last computed these metrics ${ago(now - computed)} ago (is ClickHouse reachable?).`);
+      if (age > STALE_AFTER_PERIODS * period) {
+        warnings.push(`The aggregator last computed these metrics ${ago(age)} ago (is ClickHouse reachable?).`);
       }
     }
     $('stale-text').textContent = warnings.join(' ');
@@ -514,7 +529,7 @@
     for (const [key, value] of Object.entries(settings.thresholds)) {
       for (const node of document.querySelectorAll(`[data-threshold=${key}]`)) node.textContent = String(value);
     }
-    $('refresh-now').addEventListener('click', () => { refresh().finally(() => schedule(refreshMs)); });
+    $('refresh-now').addEventListener('click', refreshAndSchedule);
     $('print').addEventListener('click', () => window.print());
     $('export-csv').addEventListener('click', downloadCsv);
     $('app-select').addEventListener('change', (e) => {
@@ -522,13 +537,13 @@
       const url = new URL(location.href);
       url.searchParams.set('app', state.app);
       history.replaceState(null, '', url);
-      refresh();
+      refreshAndSchedule();
     });
     for (const b of document.querySelectorAll('[data-period]')) {
       b.addEventListener('click', () => {
         if (state.period === b.dataset.period) return;
         state.period = b.dataset.period;
-        refresh();
+        refreshAndSchedule();
       });
     }
     let resizing = null;
