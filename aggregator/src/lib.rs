@@ -110,7 +110,7 @@ pub async fn serve(
     // sees /healthz answer also finds /metrics filled (unless that refresh failed).
     refresh_once(&source, &config, &state.cache, &state.health).await;
     let dashboard = DashboardState {
-        cache: state.cache.clone(),
+        app: state.clone(),
         settings: std::sync::Arc::new(settings),
     };
     let refresher = tokio::spawn(refresh_loop(

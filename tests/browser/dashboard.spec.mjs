@@ -203,8 +203,18 @@ async function run() {
   const sources = await page.$$eval('#sources tbody tr[data-source]', (trs) => trs.map((tr) => tr.dataset.source));
   check('per-source breakdown lists messenger, form and pwa', ['messenger', 'form', 'pwa'].every((s) => sources.includes(s)), sources);
   check('source breakdown came from /api/v1/events?by=source', apiCalls.some((c) => c.startsWith('/api/v1/events') && c.includes('by=source')), apiCalls);
-  const trendDays = Number(await page.getAttribute('#trend', 'data-days'));
-  check('90-day trend is drawn as SVG', trendDays === 90 && await page.$$eval('#trend polyline', (l) => l.length) === 3, trendDays);
+  await page.waitForFunction(() => {
+    const img = document.querySelector('#trend img');
+    return img && img.complete && img.naturalWidth > 0;
+  }, null, { timeout: 10_000 });
+  const trend = await page.evaluate(async () => {
+    const r = await fetch(document.querySelector('#trend img').src);
+    return { type: r.headers.get('content-type'), svg: await r.text() };
+  });
+  check('90-day trend is a server-drawn SVG of DAU, WAU and MAU', trend.type === 'image/svg+xml'
+    && trend.svg.includes('data-days="90"') && (trend.svg.match(/<polyline/g) || []).length === 3, trend);
+  const dauNow = one(m, 'growth_active_users', { window: '1d' }).value;
+  check('the trend ends with today\'s DAU', new RegExp(`<title>DAU: ${dauNow} on `).test(trend.svg), trend.svg.slice(-400));
   const status = await page.textContent('.status-line');
   check('last refresh and timezone are visible', /Last refresh \d{4}-\d\d-\d\d \d\d:\d\d:\d\d/.test(status) && status.includes('Timezone'), status);
   check('no stale warning on fresh data', await page.isHidden('#stale-warning'));

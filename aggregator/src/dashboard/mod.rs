@@ -1,5 +1,6 @@
 //! The admin dashboard: `/admin/metrics` (the page), `/admin/metrics.txt` (the
-//! plain-text report, also the page's export) and `/admin/assets/*` (Bootstrap,
+//! plain-text report, also the page's export), `/admin/metrics/trend.svg` (the 90-day
+//! trend, drawn on the server) and `/admin/assets/*` (Bootstrap,
 //! Bootstrap Icons, the page's script and styles, embedded in the binary).
 //!
 //! The page is a shell plus one script: the numbers come from the JSON API
@@ -10,6 +11,7 @@
 pub mod assets;
 pub mod page;
 pub mod settings;
+pub mod trend;
 
 use std::sync::Arc;
 
@@ -20,14 +22,14 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Deserialize;
 
+use crate::http::AppState;
 use crate::report;
-use crate::snapshot::SnapshotCache;
 pub use settings::DashboardSettings;
 
-/// What the dashboard's handlers read.
+/// What the dashboard's handlers read: the server's state and the page's settings.
 #[derive(Clone)]
 pub struct DashboardState {
-    pub cache: SnapshotCache,
+    pub app: AppState,
     pub settings: Arc<DashboardSettings>,
 }
 
@@ -38,6 +40,7 @@ pub fn router<S>(state: DashboardState) -> Router<S> {
         .route("/admin/", get(|| async { redirect_to_page() }))
         .route("/admin/metrics", get(page::serve))
         .route("/admin/metrics.txt", get(report_text))
+        .route("/admin/metrics/trend.svg", get(trend::serve))
         .route("/admin/assets/{name}", get(assets::serve))
         .route("/favicon.ico", get(assets::favicon))
         .with_state(state)
@@ -68,7 +71,7 @@ struct TextQuery {
 
 /// `GET /admin/metrics.txt[?download=1]`: the plain-text report, named for the day.
 async fn report_text(State(state): State<DashboardState>, Query(q): Query<TextQuery>) -> Response {
-    let Some(snapshot) = state.cache.latest() else {
+    let Some(snapshot) = state.app.cache.latest() else {
         return not_ready();
     };
     let disposition = format!(

@@ -72,7 +72,7 @@ pub fn render(
 /// `GET /admin/metrics`. Served even before the first refresh: the script shows that
 /// the aggregator is not ready and retries.
 pub async fn serve(State(state): State<DashboardState>) -> Response {
-    let snapshot = state.cache.latest();
+    let snapshot = state.app.cache.latest();
     match render(&state, snapshot.as_deref()) {
         Ok(page) => ([(header::CACHE_CONTROL, "no-store")], Html(page)).into_response(),
         Err(e) => {
@@ -93,11 +93,19 @@ mod tests {
 
     use super::*;
     use crate::dashboard::settings::{DashboardSettings, RetentionThresholds};
-    use crate::snapshot::{AppMetrics, SnapshotCache};
+    use crate::http::AppState;
+    use crate::queries::MetricsSource;
+    use crate::snapshot::AppMetrics;
 
     fn state(labels: Vec<(String, String)>) -> DashboardState {
+        let config = crate::config::Cli::try_parse_args(["growth-aggregator"])
+            .expect("defaults")
+            .run
+            .into_config();
+        // No ClickHouse is asked: the client only connects when a query runs.
+        let source = MetricsSource::new(config.clickhouse.client(), config.query_timeout);
         DashboardState {
-            cache: SnapshotCache::default(),
+            app: AppState::new(config, source),
             settings: Arc::new(DashboardSettings::new(
                 Duration::from_secs(300),
                 RetentionThresholds::default(),

@@ -1,5 +1,6 @@
 // The admin page's script: fetches the JSON API (docs/api.md) and draws the cards, the
-// 90-day trend, the retention heatmap, the running totals and the sources; refreshes
+// retention heatmap, the running totals and the sources (the 90-day trend is an SVG the
+// server draws); refreshes
 // every `refresh_seconds` without reloading the page, pausing while the tab is hidden.
 // No framework and no inline script (the Content-Security-Policy forbids it): the page
 // hands its settings over in <script type="application/json" id="dashboard-settings">.
@@ -25,7 +26,6 @@
     again: false,
     summary: null,
     retention: null,
-    active: null,
     serverDate: 0,
     serverDateAt: 0,
   };
@@ -99,13 +99,12 @@
     if (names.length === 0) return { apps, empty: true };
     if (!names.includes(state.app)) state.app = names[0];
     const q = 'app=' + encodeURIComponent(state.app);
-    const [summary, active, sources, retention] = await Promise.all([
+    const [summary, sources, retention] = await Promise.all([
       getJSON(`/api/v1/summary?${q}`),
-      getJSON(`/api/v1/active?${q}&days=90`),
       getJSON(`/api/v1/events?${q}&days=30&by=source`),
       state.period === 'week' ? getJSON(`/api/v1/retention?${q}&period=week`) : null,
     ]);
-    return { apps, summary, active, sources, retention };
+    return { apps, summary, sources, retention };
   }
 
   // One refresh: fetch everything, then draw everything (so a failure leaves the old
@@ -245,8 +244,7 @@
     time.setAttribute('datetime', refreshed.toISOString());
     time.title = `numbers computed by the aggregator at ${s.generated_at}`;
     renderCards(s);
-    state.active = data.active;
-    renderTrend(data.active);
+    renderTrend();
     state.retention = state.period === 'week' ? data.retention : {
       period: 'day', days: s.retention_days, cohorts: s.cohorts,
     };
@@ -306,71 +304,21 @@
     return frag;
   }
 
-  // The 90-day trend: three lines on a shared axis, as plain SVG so it prints.
-  function renderTrend(active) {
+  // The 90-day trend is an SVG drawn by the server (/admin/metrics/trend.svg), asked for
+  // at the width the page has, again whenever the numbers were recomputed.
+  function renderTrend() {
+    const s = state.summary;
+    if (!s) return;
     const box = $('trend');
-    const days = active.days || [];
-    // Drawn at the box's width so labels keep their size on a phone; printing scales it.
-    const W = Math.max(300, Math.round(box.clientWidth || 900));
-    const H = W < 600 ? 180 : 240;
-    const L = 44, R = 24, T = 12, B = 26;
-    const svg = svgEl('svg', { viewBox: `0 0 ${W} ${H}` });
-    if (days.length === 0) {
-      const t = svgEl('text', { x: W / 2, y: H / 2, 'text-anchor': 'middle', class: 'empty' });
-      t.textContent = 'no activity in the last 90 days';
-      svg.append(t);
-      box.replaceChildren(svg);
-      return;
+    const width = Math.max(300, Math.min(2000, Math.round(box.clientWidth || 900)));
+    const src = `/admin/metrics/trend.svg?app=${encodeURIComponent(s.app)}&days=90&w=${width}`
+      + `&at=${encodeURIComponent(s.generated_at)}`;
+    let img = box.querySelector('img');
+    if (!img) {
+      img = el('img', { class: 'trend-img', alt: 'DAU, WAU and MAU over the last 90 days' });
+      box.replaceChildren(img);
     }
-    const axis = niceAxis(Math.max(1, ...days.map((d) => Math.max(d.dau, d.wau, d.mau))));
-    const max = axis.max;
-    const x = (i) => L + (days.length === 1 ? 0 : (i * (W - L - R)) / (days.length - 1));
-    const y = (v) => T + (H - T - B) * (1 - v / max);
-    for (let k = 0; k <= axis.ticks; k += 1) {
-      const v = (max * k) / axis.ticks;
-      svg.append(svgEl('line', { x1: L, x2: W - R, y1: y(v), y2: y(v), class: 'grid' }));
-      const label = svgEl('text', { x: L - 6, y: y(v) + 4, 'text-anchor': 'end', class: 'axis-label' });
-      label.textContent = number.format(Math.round(v));
-      svg.append(label);
-    }
-    const step = Math.max(1, Math.ceil(days.length / Math.max(3, Math.floor(W / 110))));
-    days.forEach((d, i) => {
-      if ((days.length - 1 - i) % step !== 0) return;
-      const label = svgEl('text', { x: x(i), y: H - 8, 'text-anchor': 'middle', class: 'axis-label' });
-      label.textContent = d.day.slice(5);
-      svg.append(label);
-    });
-    const points = (key) => days.map((d, i) => `${x(i).toFixed(1)},${y(d[key]).toFixed(1)}`).join(' ');
-    svg.append(svgEl('polygon', {
-      class: 'area-mau',
-      points: `${x(0)},${y(0)} ${points('mau')} ${x(days.length - 1)},${y(0)}`,
-    }));
-    for (const key of ['mau', 'wau', 'dau']) {
-      const line = svgEl('polyline', { class: `line line-${key}`, points: points(key) });
-      const title = svgEl('title');
-      const last = days[days.length - 1];
-      title.textContent = `${key.toUpperCase()}: ${number.format(last[key])} on ${last.day}`;
-      line.append(title);
-      svg.append(line);
-    }
-    const lastX = x(days.length - 1);
-    svg.append(svgEl('line', { x1: lastX, x2: lastX, y1: T, y2: H - B, class: 'today-mark' }));
-    box.replaceChildren(svg);
-    box.dataset.days = String(days.length);
-  }
-
-  // The axis: 4 or 5 equal steps of 1, 2, 2.5 or 5 × 10^k (whole numbers of users),
-  // whichever reaches the data's maximum with the least room to spare.
-  function niceAxis(v) {
-    let best = null;
-    for (const n of [4, 5]) {
-      const raw = v / n;
-      const p = 10 ** Math.floor(Math.log10(raw));
-      const steps = (p >= 10 ? [1, 2, 2.5, 5, 10] : [1, 2, 5, 10]).map((m) => Math.max(1, m * p));
-      const step = steps.find((x) => x >= raw);
-      if (!best || step * n < best.max) best = { max: step * n, ticks: n };
-    }
-    return best;
+    if (img.getAttribute('src') !== src) img.setAttribute('src', src);
   }
 
   function classify(ratio) {
@@ -549,7 +497,7 @@
     let resizing = null;
     window.addEventListener('resize', () => {
       clearTimeout(resizing);
-      resizing = setTimeout(() => { if (state.active) renderTrend(state.active); }, 200);
+      resizing = setTimeout(renderTrend, 200);
     });
     // Staleness is checked between refreshes too: a sleeping laptop wakes to a warning.
     setInterval(checkStale, Math.min(refreshMs, 30000));
