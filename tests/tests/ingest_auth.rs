@@ -10,12 +10,14 @@ use std::time::Duration;
 use growth_e2e::{Collector, clickhouse, eventually, python, repo_root, unique_database};
 use serde_json::json;
 
-/// Sends one growth event per protocol with `token` (none when `None`) as `service`.
-fn send(collector: &Collector, service: &str, token: Option<&str>, case: &str) {
-    for (protocol, endpoint) in [
-        ("grpc", &collector.grpc_endpoint),
-        ("http", &collector.http_endpoint),
-    ] {
+/// Sends one growth event per protocol in `protocols` with `token` (none when
+/// `None`) as `service`.
+fn send(collector: &Collector, protocols: &[&str], service: &str, token: Option<&str>, case: &str) {
+    for protocol in protocols {
+        let endpoint = match *protocol {
+            "grpc" => &collector.grpc_endpoint,
+            _ => &collector.http_endpoint,
+        };
         let records = json!([{
             "event_name": "expense_logged",
             "attributes": {"user.id": "auth-user", "case": case, "protocol": protocol}
@@ -93,10 +95,30 @@ async fn tokens_let_in_their_apps_only_and_reload_on_sighup() {
     let flag = format!("--auth-tokens-file={}", tokens.display());
     let collector = Collector::start_with(&database, None, &[&flag]).await;
 
-    send(&collector, "finbrain", Some("first-token"), "allowed");
-    send(&collector, "finbrain", Some("wrong-token"), "wrong");
-    send(&collector, "finbrain", None, "missing");
-    send(&collector, "other-app", Some("first-token"), "forbidden");
+    // Each refusal over one protocol (the table of tests/tests/hostile_input.rs has
+    // both); a Python interpreter start costs more than a second.
+    send(
+        &collector,
+        &["grpc", "http"],
+        "finbrain",
+        Some("first-token"),
+        "allowed",
+    );
+    send(
+        &collector,
+        &["grpc"],
+        "finbrain",
+        Some("wrong-token"),
+        "wrong",
+    );
+    send(&collector, &["http"], "finbrain", None, "missing");
+    send(
+        &collector,
+        &["grpc"],
+        "other-app",
+        Some("first-token"),
+        "forbidden",
+    );
     assert_eq!(
         stored(&database, "allowed").await,
         2,
@@ -105,7 +127,7 @@ async fn tokens_let_in_their_apps_only_and_reload_on_sighup() {
     for case in ["wrong", "missing", "forbidden"] {
         assert_eq!(stored(&database, case).await, 0, "{case}");
     }
-    assert!(refused_unauthenticated(&collector).await >= 4);
+    assert!(refused_unauthenticated(&collector).await >= 2);
     let log = collector.process.output();
     assert!(
         !log.contains("first-token") && !log.contains("wrong-token"),
@@ -133,11 +155,18 @@ async fn tokens_let_in_their_apps_only_and_reload_on_sighup() {
     .await;
     send(
         &collector,
+        &["grpc", "http"],
         "other-app",
         Some("second-token"),
         "after_reload",
     );
-    send(&collector, "finbrain", Some("first-token"), "old_token");
+    send(
+        &collector,
+        &["http"],
+        "finbrain",
+        Some("first-token"),
+        "old_token",
+    );
     assert_eq!(stored(&database, "after_reload").await, 2);
     assert_eq!(stored(&database, "old_token").await, 0);
     let _ = std::fs::remove_dir_all(&dir);
