@@ -308,9 +308,10 @@ async fn measure(
     }
     let collector_cpu = cpu_seconds(running.pid)? - cpu_before;
     let peak_rss_mb = status_mb(running.pid, "VmHWM")?;
-    let stored = running.stored(clickhouse).await?;
     clickhouse.wait_for_merges(Duration::from_secs(30)).await?;
     let ch_after = clickhouse.counters().await?;
+    // After the counters: this query reads every row, its CPU is not the system's.
+    let stored = running.stored(clickhouse).await?;
     let system = running.system;
     let received = running.stop(clickhouse, args.keep_databases).await?;
     Ok(Outcome {
@@ -324,6 +325,7 @@ async fn measure(
         collector_cpu,
         clickhouse_cpu: ch_after.cpu_seconds - ch_before.cpu_seconds,
         inserts: ch_after.inserts - ch_before.inserts,
+        profile: ch_after.profile_since(&ch_before),
         peak_rss_mb,
         stored,
         received,

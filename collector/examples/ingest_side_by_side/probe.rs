@@ -69,10 +69,37 @@ pub struct ClickHouse {
 }
 
 /// Server-wide counters of `system.events`.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Counters {
     pub inserts: u64,
     pub cpu_seconds: f64,
+    /// The [`PROFILE_EVENTS`], in that order.
+    profile: Vec<u64>,
+}
+
+/// `system.events` counters that say where ClickHouse's time went.
+pub const PROFILE_EVENTS: [&str; 6] = [
+    // Rows written by inserts into every table: the target and its views' tables.
+    "InsertedRows",
+    // Rows read by background merges.
+    "MergedRows",
+    "InsertQueryTimeMicroseconds",
+    "MergeTotalMilliseconds",
+    // Skip-index (bloom filter) building while writing parts.
+    "MergeTreeDataWriterSkipIndicesCalculationMicroseconds",
+    // Time ClickHouse threads were runnable but waited for a CPU: the machine's load.
+    "OSCPUWaitMicroseconds",
+];
+
+impl Counters {
+    /// The change of every [`PROFILE_EVENTS`] counter since `before`.
+    pub fn profile_since(&self, before: &Counters) -> Vec<u64> {
+        self.profile
+            .iter()
+            .zip(before.profile.iter().chain(std::iter::repeat(&0)))
+            .map(|(after, before)| after.saturating_sub(*before))
+            .collect()
+    }
 }
 
 impl ClickHouse {
@@ -85,15 +112,24 @@ impl ClickHouse {
 
     /// Insert queries so far, and the server process's CPU.
     pub async fn counters(&self) -> anyhow::Result<Counters> {
-        let inserts = self
+        let mut names = vec!["InsertQuery"];
+        names.extend(PROFILE_EVENTS);
+        let rows = self
             .client
-            .query("SELECT toUInt64(sumIf(value, event = 'InsertQuery')) FROM system.events")
-            .fetch_one::<u64>()
+            .query("SELECT event, toUInt64(value) FROM system.events WHERE has(?, event)")
+            .bind(&names)
+            .fetch_all::<(String, u64)>()
             .await
             .context("reading system.events")?;
+        let value = |name: &str| {
+            rows.iter()
+                .find(|(event, _)| event == name)
+                .map_or(0, |(_, v)| *v)
+        };
         Ok(Counters {
-            inserts,
+            inserts: value("InsertQuery"),
             cpu_seconds: cpu_seconds(self.pid)?,
+            profile: PROFILE_EVENTS.iter().map(|name| value(name)).collect(),
         })
     }
 

@@ -28,6 +28,8 @@ pub struct Outcome {
     pub collector_cpu: f64,
     pub clickhouse_cpu: f64,
     pub inserts: u64,
+    /// Changes of [`crate::probe::PROFILE_EVENTS`].
+    pub profile: Vec<u64>,
     pub peak_rss_mb: f64,
     pub stored: Option<Stored>,
     /// Records the sink decoded.
@@ -142,6 +144,37 @@ pub fn print_table(header: &Header, outcomes: &[Outcome], load_before: &str, loa
         );
     }
     print_targets(outcomes);
+    print_profile(outcomes);
+}
+
+/// Where ClickHouse's time went, from its own counters (wall-clock times of its
+/// threads, inflated when they wait for a CPU: the last column says how much).
+fn print_profile(outcomes: &[Outcome]) {
+    println!(
+        "\nClickHouse's own counters (`system.events`) during each run, per million events sent:\n"
+    );
+    println!(
+        "| system | concurrency | rows written (all tables) | rows merged | insert queries (s) | merges (s) | skip-index building (s) | waiting for a CPU (s) |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    for o in outcomes.iter().filter(|o| o.stored.is_some()) {
+        let per_m = |i: usize, unit: f64| {
+            o.profile
+                .get(i)
+                .map_or(f64::NAN, |v| *v as f64 / unit / o.sent as f64 * 1e6)
+        };
+        println!(
+            "| {} | {} | {:.2} M | {:.2} M | {:.1} | {:.1} | {:.1} | {:.1} |",
+            o.system.label(),
+            o.concurrency,
+            per_m(0, 1e6),
+            per_m(1, 1e6),
+            per_m(2, 1e6),
+            per_m(3, 1e3),
+            per_m(4, 1e6),
+            per_m(5, 1e6),
+        );
+    }
 }
 
 fn mark(ok: bool) -> &'static str {
