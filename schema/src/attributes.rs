@@ -14,6 +14,12 @@ pub const SOURCE: &str = "source";
 /// Resource attribute naming the application.
 pub const SERVICE_NAME: &str = "service.name";
 
+/// Name of the event an app sends when a visitor becomes a known user (signs up):
+/// `user.hash` is the new user, [`ANONYMOUS_HASH`] the visitor's earlier id.
+pub const IDENTIFY_EVENT: &str = "identify";
+/// Attribute of [`IDENTIFY_EVENT`]: the hashed anonymous (pre-sign-up) id.
+pub const ANONYMOUS_HASH: &str = "anonymous.hash";
+
 /// Attributes that map to dedicated columns and are therefore not kept as properties.
 pub const RESERVED: [&str; 4] = [EVENT_NAME, USER_HASH, USER_ID, SOURCE];
 

@@ -99,15 +99,20 @@ impl UserHasher {
 
     /// Hashes a raw user id.
     pub fn hash(&self, user_id: &str) -> UserHash {
-        let digest: [u8; 32] = match &self.keyed {
+        UserHash(hex::encode(self.digest(user_id)))
+    }
+
+    /// The 32 bytes behind [`hash`](Self::hash), without allocating: for callers
+    /// that write the hex themselves (the SDK's hot path).
+    pub fn digest(&self, user_id: &str) -> [u8; 32] {
+        match &self.keyed {
             Some(keyed) => {
                 let mut mac = keyed.clone();
                 mac.update(user_id.as_bytes());
                 mac.finalize().into_bytes().into()
             }
             None => Sha256::digest(user_id.as_bytes()).into(),
-        };
-        UserHash(hex::encode(digest))
+        }
     }
 }
 

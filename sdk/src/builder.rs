@@ -1,107 +1,72 @@
-//! [`TrackerBuilder`]: where the tracker's configuration is read once, checked,
-//! and turned into a running [`Tracker`].
+//! [`TrackerBuilder`]: where the configuration is read once — the builder's own
+//! settings over the standard environment variables (see `config`) over the
+//! defaults — checked, and turned into a running [`Tracker`].
 
 use std::fmt;
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use growth_schema::attributes::SERVICE_NAME;
 use growth_schema::limits::{MAX_APP_BYTES, is_valid_name};
 use growth_schema::user_hash::{KEY_ENV, UserHasher};
-use opentelemetry::InstrumentationScope;
-use opentelemetry::logs::LoggerProvider as _;
-use opentelemetry_otlp::{LogExporter, WithExportConfig as _};
-use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::logs::{LogExporter as _, SdkLoggerProvider};
 
-use crate::delivery::{Delivery, DeliverySettings};
+use crate::config::{Compression, ConfigError, EnvConfig, Protocol, export_target};
+use crate::delivery::{Delivery, DeliverySettings, LossCallback};
 use crate::error::SdkError;
-use crate::report::Counters;
+use crate::queue::{Queue, QueueLimits};
+use crate::report::{Counters, Loss};
+use crate::request::RequestTemplate;
 use crate::tracker::Tracker;
+use crate::transport::TransportSettings;
 
-/// Default OTLP/gRPC endpoint: the collector on this machine.
-pub const DEFAULT_GRPC_ENDPOINT: &str = "http://127.0.0.1:4317";
-/// Default OTLP/HTTP endpoint (a base: logs go to `/v1/logs` under it).
-pub const DEFAULT_HTTP_ENDPOINT: &str = "http://127.0.0.1:4318";
-/// Path of the logs signal under an OTLP/HTTP base endpoint.
-pub const HTTP_LOGS_PATH: &str = "/v1/logs";
+/// The app name when neither the builder nor the environment gives one (the
+/// OpenTelemetry default).
+const UNKNOWN_SERVICE: &str = "unknown_service";
 
-/// How events travel to the collector.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Protocol {
-    /// OTLP over gRPC (port 4317 by convention).
-    #[default]
-    Grpc,
-    /// OTLP over HTTP with protobuf bodies (port 4318 by convention).
-    Http,
-}
-
-impl Protocol {
-    /// The endpoint used when none is configured.
-    pub fn default_endpoint(self) -> &'static str {
-        match self {
-            Protocol::Grpc => DEFAULT_GRPC_ENDPOINT,
-            Protocol::Http => DEFAULT_HTTP_ENDPOINT,
-        }
-    }
-
-    /// `grpc` or `http`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Protocol::Grpc => "grpc",
-            Protocol::Http => "http",
-        }
-    }
-}
-
-impl fmt::Display for Protocol {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// The protocol name is not `grpc`, `http` or `http/protobuf`.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown protocol {0:?}: use grpc or http")]
-pub struct UnknownProtocol(String);
-
-impl FromStr for Protocol {
-    type Err = UnknownProtocol;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "grpc" => Ok(Protocol::Grpc),
-            "http" | "http/protobuf" => Ok(Protocol::Http),
-            other => Err(UnknownProtocol(other.to_owned())),
-        }
-    }
-}
-
-/// Configures a [`Tracker`]; start with [`Tracker::builder`].
+/// Configures a [`Tracker`]; start with [`Tracker::builder`] or [`Tracker::from_env`].
 #[derive(Clone)]
 pub struct TrackerBuilder {
-    service_name: String,
+    service_name: Option<String>,
     endpoint: Option<String>,
-    protocol: Protocol,
-    user_hash_key: Result<Option<Vec<u8>>, &'static str>,
+    protocol: Option<Protocol>,
+    headers: Vec<(String, String)>,
+    compression: Option<Compression>,
+    resource: Vec<(String, String)>,
+    user_hash_key: Option<Result<Option<Vec<u8>>, &'static str>>,
+    ca_certificate: Option<Vec<u8>>,
+    disabled: Option<bool>,
     queue_capacity: usize,
+    queue_max_bytes: usize,
     batch_size: usize,
+    batch_max_bytes: usize,
     batch_delay: Duration,
-    export_timeout: Duration,
+    max_concurrent_exports: usize,
+    export_timeout: Option<Duration>,
     shutdown_timeout: Duration,
+    backoff_max: Duration,
+    on_loss: Option<LossCallback>,
+    env: Option<Vec<(String, String)>>,
 }
 
-/// Never prints the user-hash key.
+/// Never prints the user-hash key or header values (tokens).
 impl fmt::Debug for TrackerBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TrackerBuilder")
             .field("service_name", &self.service_name)
             .field("endpoint", &self.endpoint)
             .field("protocol", &self.protocol)
-            .field("keyed", &matches!(self.user_hash_key, Ok(Some(_))))
+            .field(
+                "headers",
+                &self.headers.iter().map(|(k, _)| k).collect::<Vec<_>>(),
+            )
+            .field("compression", &self.compression)
+            .field("keyed", &matches!(self.user_hash_key, Some(Ok(Some(_)))))
             .field("queue_capacity", &self.queue_capacity)
+            .field("queue_max_bytes", &self.queue_max_bytes)
             .field("batch_size", &self.batch_size)
+            .field("batch_max_bytes", &self.batch_max_bytes)
             .field("batch_delay", &self.batch_delay)
+            .field("max_concurrent_exports", &self.max_concurrent_exports)
             .field("export_timeout", &self.export_timeout)
             .field("shutdown_timeout", &self.shutdown_timeout)
             .finish()
@@ -109,102 +74,274 @@ impl fmt::Debug for TrackerBuilder {
 }
 
 impl TrackerBuilder {
-    pub(crate) fn new(service_name: impl Into<String>) -> Self {
+    pub(crate) fn new(service_name: Option<String>) -> Self {
         TrackerBuilder {
-            service_name: service_name.into(),
+            service_name,
             endpoint: None,
-            protocol: Protocol::Grpc,
-            user_hash_key: Ok(None),
-            queue_capacity: 8192,
-            batch_size: 512,
-            batch_delay: Duration::from_secs(1),
-            export_timeout: Duration::from_secs(10),
+            protocol: None,
+            headers: Vec::new(),
+            compression: None,
+            resource: Vec::new(),
+            user_hash_key: None,
+            ca_certificate: None,
+            disabled: None,
+            queue_capacity: 4_000_000,
+            queue_max_bytes: 64 << 20,
+            batch_size: 8192,
+            batch_max_bytes: 1 << 20,
+            batch_delay: Duration::from_millis(500),
+            max_concurrent_exports: 4,
+            export_timeout: None,
             shutdown_timeout: Duration::from_secs(15),
+            backoff_max: Duration::from_secs(5),
+            on_loss: None,
+            env: None,
         }
     }
 
-    /// Collector address, `http://host:port`; for [`Protocol::Http`] the base
-    /// address (logs go to `/v1/logs` under it). Default: the protocol's local port.
+    /// Collector address, `http://host:port` or `https://host:port`; for
+    /// [`Protocol::Http`] the base address (logs go to `/v1/logs` under it).
+    /// Default: `OTEL_EXPORTER_OTLP_LOGS_ENDPOINT`, `OTEL_EXPORTER_OTLP_ENDPOINT`,
+    /// else the protocol's local port.
     pub fn endpoint(mut self, endpoint: impl Into<String>) -> Self {
         self.endpoint = Some(endpoint.into());
         self
     }
 
-    /// OTLP over gRPC (default) or HTTP/protobuf.
+    /// OTLP over gRPC or HTTP/protobuf. Default: `OTEL_EXPORTER_OTLP_PROTOCOL`, else gRPC.
     pub fn protocol(mut self, protocol: Protocol) -> Self {
-        self.protocol = protocol;
+        self.protocol = Some(protocol);
+        self
+    }
+
+    /// Adds a header (gRPC metadata) to every export, e.g. the collector's
+    /// ingest token: `.header("authorization", "Bearer <token>")`. Replaces a
+    /// header of the same name from `OTEL_EXPORTER_OTLP_HEADERS`.
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// gzip or no compression, on either protocol. Default:
+    /// `OTEL_EXPORTER_OTLP_COMPRESSION`, else none.
+    pub fn compression(mut self, compression: Compression) -> Self {
+        self.compression = Some(compression);
+        self
+    }
+
+    /// Adds a resource attribute (e.g. `deployment.environment`), over
+    /// `OTEL_RESOURCE_ATTRIBUTES`.
+    pub fn resource_attribute(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.resource.push((key.into(), value.into()));
         self
     }
 
     /// HMAC key for user hashing; must match the collector's `GROWTH_USER_HASH_KEY`.
-    /// `None` or empty means plain SHA-256.
+    /// `None` or empty means plain SHA-256. Default: `GROWTH_USER_HASH_KEY`.
     pub fn user_hash_key(mut self, key: Option<Vec<u8>>) -> Self {
-        self.user_hash_key = Ok(key);
+        self.user_hash_key = Some(Ok(key));
         self
     }
 
-    /// Reads the user-hash key from `GROWTH_USER_HASH_KEY` (unset or empty: plain
-    /// SHA-256). A value that is not UTF-8 makes [`build`](Self::build) fail.
+    /// Reads the user-hash key from `GROWTH_USER_HASH_KEY` now (unset or empty:
+    /// plain SHA-256). `build` does the same when no key was set; this is for
+    /// reading it at a chosen moment. A value that is not UTF-8 makes
+    /// [`build`](Self::build) fail.
     pub fn user_hash_key_from_env(mut self) -> Self {
-        self.user_hash_key = match std::env::var(KEY_ENV) {
+        self.user_hash_key = Some(match std::env::var(KEY_ENV) {
             Ok(key) => Ok(Some(key.into_bytes())),
             Err(std::env::VarError::NotPresent) => Ok(None),
             Err(std::env::VarError::NotUnicode(_)) => Err(KEY_ENV),
-        };
+        });
         self
     }
 
-    /// Most events waiting to be sent; beyond it `track` drops and counts. Default 8192.
+    /// An extra trusted root certificate (PEM) for an `https://` endpoint with a
+    /// private CA. Default: `OTEL_EXPORTER_OTLP_CERTIFICATE` (a file), else the
+    /// public web roots only.
+    pub fn ca_certificate_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.ca_certificate = Some(pem.into());
+        self
+    }
+
+    /// `true` makes every tracking call a no-op (nothing queued, counted or
+    /// sent). Default: `GROWTH_SDK_DISABLED`, else false.
+    pub fn disabled(mut self, disabled: bool) -> Self {
+        self.disabled = Some(disabled);
+        self
+    }
+
+    /// Most events held (queued, being sent or waiting for a retry); beyond it
+    /// `track` drops and counts. Default 4,000,000 — the byte budget
+    /// ([`queue_max_bytes`](Self::queue_max_bytes)) normally binds first.
     pub fn queue_capacity(mut self, capacity: usize) -> Self {
         self.queue_capacity = capacity;
         self
     }
 
-    /// Most events in one export request. Default 512.
+    /// Most bytes held (queued, being sent or waiting for a retry); beyond it
+    /// `track` drops and counts. Default 64 MiB (about 200,000 typical events).
+    pub fn queue_max_bytes(mut self, bytes: usize) -> Self {
+        self.queue_max_bytes = bytes;
+        self
+    }
+
+    /// Most events in one export request. Default 8192.
     pub fn batch_size(mut self, size: usize) -> Self {
         self.batch_size = size;
         self
     }
 
-    /// Longest an event waits for its batch to fill before it is sent. Default 1 s.
+    /// Most bytes in one export request (before compression). Default 1 MiB,
+    /// well under the 4 MiB a stock OTLP/gRPC receiver accepts.
+    pub fn batch_max_bytes(mut self, bytes: usize) -> Self {
+        self.batch_max_bytes = bytes;
+        self
+    }
+
+    /// Longest an event waits for its batch to fill before it is sent. Default 500 ms.
     pub fn batch_delay(mut self, delay: Duration) -> Self {
         self.batch_delay = delay;
         self
     }
 
-    /// Longest one export request may take, retries included. Default 10 s.
-    pub fn export_timeout(mut self, timeout: Duration) -> Self {
-        self.export_timeout = timeout;
+    /// Export requests in flight at once while the collector is healthy. Default 4.
+    pub fn max_concurrent_exports(mut self, exports: usize) -> Self {
+        self.max_concurrent_exports = exports;
         self
     }
 
-    /// Longest `flush` and `shutdown` wait for delivery. Default 15 s.
+    /// Longest one export attempt may take before it is retried. Default:
+    /// `OTEL_EXPORTER_OTLP_TIMEOUT`, else 10 s.
+    pub fn export_timeout(mut self, timeout: Duration) -> Self {
+        self.export_timeout = Some(timeout);
+        self
+    }
+
+    /// Longest `flush`, `shutdown` and a drop outside an async runtime wait for
+    /// delivery. Default 15 s.
     pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
         self.shutdown_timeout = timeout;
         self
     }
 
-    /// Checks the configuration and starts the delivery thread. Connects lazily:
-    /// a collector that is down is not an error here (events then fail, counted).
-    /// The standard `OTEL_EXPORTER_OTLP_*` variables the builder does not set
-    /// (headers, for instance) are honoured by the OTLP exporter.
-    pub fn build(self) -> Result<Tracker, SdkError> {
-        if !is_valid_name(&self.service_name, MAX_APP_BYTES) {
-            return Err(SdkError::InvalidServiceName(self.service_name));
+    /// Longest pause between two retries of a failing export when the collector
+    /// names no delay. Default 5 s.
+    pub fn max_retry_backoff(mut self, backoff: Duration) -> Self {
+        self.backoff_max = backoff;
+        self
+    }
+
+    /// Called on the delivery thread (at most about once a second) with the
+    /// events newly dropped or given up on, e.g. to count them in the app's own
+    /// metrics. A warning is logged through `tracing` as well.
+    pub fn on_loss(mut self, callback: impl Fn(&Loss) + Send + Sync + 'static) -> Self {
+        self.on_loss = Some(Arc::new(callback));
+        self
+    }
+
+    /// Reads the configuration variables (`OTEL_*`, `GROWTH_*`) from these pairs
+    /// instead of the process environment — e.g. from the app's own config file.
+    pub fn env_vars<K, V>(mut self, vars: impl IntoIterator<Item = (K, V)>) -> Self
+    where
+        K: Into<String>,
+        V: Into<String>,
+    {
+        self.env = Some(
+            vars.into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+        );
+        self
+    }
+
+    fn read_env(&self) -> Result<EnvConfig, ConfigError> {
+        match &self.env {
+            None => EnvConfig::from_env(),
+            Some(vars) => EnvConfig::read(|name| {
+                Ok(vars
+                    .iter()
+                    .rev()
+                    .find(|(key, _)| key == name)
+                    .map(|(_, value)| value.clone()))
+            }),
         }
-        let key = self
-            .user_hash_key
-            .map_err(|var| SdkError::InvalidUserHashKey { var })?;
-        let endpoint = self
-            .endpoint
-            .unwrap_or_else(|| self.protocol.default_endpoint().to_owned());
-        let target = export_target(self.protocol, &endpoint)?;
-        check_positive("queue_capacity", self.queue_capacity)?;
-        check_positive("batch_size", self.batch_size)?;
+    }
+
+    /// Checks the configuration and starts the delivery thread. Connects lazily:
+    /// a collector that is down is not an error here (events wait, then retry).
+    /// With `GROWTH_SDK_DISABLED=true` (or [`disabled`](Self::disabled)) the
+    /// tracker is a no-op and no thread starts.
+    pub fn build(self) -> Result<Tracker, SdkError> {
+        let env = self.read_env().map_err(SdkError::Config)?;
+        let service_name = self
+            .service_name
+            .clone()
+            .or_else(|| env.service_name.clone())
+            .unwrap_or_else(|| UNKNOWN_SERVICE.to_owned());
+        if !is_valid_name(&service_name, MAX_APP_BYTES) {
+            return Err(SdkError::InvalidServiceName(service_name));
+        }
+        let key = match self.user_hash_key.clone() {
+            Some(key) => key.map_err(|var| SdkError::InvalidUserHashKey { var })?,
+            None => env.user_hash_key.clone(),
+        };
+        let hasher = UserHasher::new(key);
+        if self.disabled.unwrap_or(env.disabled) {
+            return Ok(Tracker::disabled(hasher, service_name));
+        }
+
+        let protocol = self.protocol.or(env.protocol).unwrap_or_default();
+        let (endpoint, is_logs_url) = match (&self.endpoint, &env.logs_endpoint, &env.endpoint) {
+            (Some(endpoint), _, _) => (endpoint.clone(), false),
+            (None, Some(logs), _) => (logs.clone(), true),
+            (None, None, Some(base)) => (base.clone(), false),
+            (None, None, None) => (protocol.default_endpoint().to_owned(), false),
+        };
+        let url = export_target(protocol, &endpoint, is_logs_url).map_err(|reason| {
+            SdkError::InvalidEndpoint {
+                endpoint: endpoint.clone(),
+                reason,
+            }
+        })?;
+        let ca_certificate = match (&self.ca_certificate, &env.certificate_file) {
+            (Some(pem), _) => Some(pem.clone()),
+            (None, Some(path)) => Some(std::fs::read(path).map_err(|error| {
+                SdkError::Exporter(
+                    format!("cannot read the certificate file {path}: {error}").into(),
+                )
+            })?),
+            (None, None) => None,
+        };
+        let mut headers = env.headers.clone();
+        for (name, value) in &self.headers {
+            headers.retain(|(existing, _)| !existing.eq_ignore_ascii_case(name));
+            headers.push((name.clone(), value.clone()));
+        }
+
+        for (setting, value) in [
+            ("queue_capacity", self.queue_capacity),
+            ("queue_max_bytes", self.queue_max_bytes),
+            ("batch_size", self.batch_size),
+            ("batch_max_bytes", self.batch_max_bytes),
+            ("max_concurrent_exports", self.max_concurrent_exports),
+        ] {
+            if value == 0 {
+                return Err(SdkError::InvalidSetting {
+                    setting,
+                    reason: "must be at least 1",
+                });
+            }
+        }
+        let export_timeout = self
+            .export_timeout
+            .or(env.timeout)
+            .unwrap_or(Duration::from_secs(10));
         for (setting, value) in [
             ("batch_delay", self.batch_delay),
-            ("export_timeout", self.export_timeout),
+            ("export_timeout", export_timeout),
             ("shutdown_timeout", self.shutdown_timeout),
+            ("max_retry_backoff", self.backoff_max),
         ] {
             if value.is_zero() {
                 return Err(SdkError::InvalidSetting {
@@ -214,168 +351,76 @@ impl TrackerBuilder {
             }
         }
 
-        let resource = Resource::builder()
-            .with_service_name(self.service_name.clone())
-            .build();
-        let scope = InstrumentationScope::builder(env!("CARGO_PKG_NAME"))
-            .with_version(env!("CARGO_PKG_VERSION"))
-            .build();
-        // The provider only makes log records here (it has no processor):
-        // delivery is ours, see `delivery`.
-        let logger = SdkLoggerProvider::builder()
-            .with_resource(resource.clone())
-            .build()
-            .logger_with_scope(scope.clone());
+        // service.name first; builder attributes over the environment's.
+        let mut resource = vec![(SERVICE_NAME.to_owned(), service_name.clone())];
+        for (key, value) in env.resource_attributes.iter().chain(&self.resource) {
+            if key == SERVICE_NAME {
+                continue;
+            }
+            resource.retain(|(existing, _)| existing != key);
+            resource.push((key.clone(), value.clone()));
+        }
 
+        let queue = Arc::new(Queue::new(QueueLimits {
+            max_bytes: self.queue_max_bytes,
+            max_events: self.queue_capacity,
+            wake_bytes: self.batch_max_bytes,
+        }));
         let settings = DeliverySettings {
-            queue_capacity: self.queue_capacity,
-            batch_size: self.batch_size,
+            batch_max_events: self.batch_size,
+            batch_max_bytes: self.batch_max_bytes,
             batch_delay: self.batch_delay,
-            export_timeout: self.export_timeout,
+            max_concurrent_exports: self.max_concurrent_exports,
+            export_timeout,
             shutdown_timeout: self.shutdown_timeout,
+            backoff_initial: Duration::from_millis(100).min(self.backoff_max),
+            backoff_max: self.backoff_max,
         };
-        let protocol = self.protocol;
-        let export_timeout = self.export_timeout;
+        let transport = TransportSettings {
+            protocol,
+            url,
+            headers,
+            compression: self.compression.or(env.compression).unwrap_or_default(),
+            ca_certificate,
+            connect_timeout: export_timeout.min(Duration::from_secs(5)),
+        };
         let counters = Arc::new(Counters::default());
-        let delivery = Delivery::start(settings, scope, counters, move || {
-            build_exporter(protocol, target, export_timeout, &resource)
-        })?;
-        Ok(Tracker::new(
-            logger,
-            UserHasher::new(key),
-            delivery,
-            self.service_name,
-        ))
+        let delivery = Delivery::start(
+            settings,
+            queue,
+            RequestTemplate::new(&resource),
+            transport,
+            counters,
+            self.on_loss.clone(),
+        )?;
+        Ok(Tracker::new(hasher, delivery, service_name))
     }
-}
-
-fn check_positive(setting: &'static str, value: usize) -> Result<(), SdkError> {
-    if value == 0 {
-        Err(SdkError::InvalidSetting {
-            setting,
-            reason: "must be at least 1",
-        })
-    } else {
-        Ok(())
-    }
-}
-
-/// The URL the exporter is given: the gRPC endpoint as is; for HTTP the logs URL,
-/// since opentelemetry-otlp uses a configured HTTP endpoint verbatim.
-fn export_target(protocol: Protocol, endpoint: &str) -> Result<String, SdkError> {
-    let invalid = |reason| SdkError::InvalidEndpoint {
-        endpoint: endpoint.to_owned(),
-        reason,
-    };
-    let endpoint = endpoint.trim();
-    if endpoint.starts_with("https://") {
-        return Err(invalid(
-            "https is not built into growth-sdk; send to a local collector over http",
-        ));
-    }
-    let Some(authority) = endpoint.strip_prefix("http://") else {
-        return Err(invalid("must start with http://"));
-    };
-    if authority.is_empty() || authority.starts_with('/') {
-        return Err(invalid("has no host"));
-    }
-    let base = endpoint.trim_end_matches('/');
-    Ok(match protocol {
-        Protocol::Grpc => base.to_owned(),
-        Protocol::Http if base.ends_with(HTTP_LOGS_PATH) => base.to_owned(),
-        Protocol::Http => format!("{base}{HTTP_LOGS_PATH}"),
-    })
-}
-
-/// Runs on the delivery thread, inside its Tokio runtime.
-fn build_exporter(
-    protocol: Protocol,
-    target: String,
-    timeout: Duration,
-    resource: &Resource,
-) -> Result<LogExporter, SdkError> {
-    let built = match protocol {
-        Protocol::Grpc => LogExporter::builder()
-            .with_tonic()
-            .with_endpoint(target)
-            .with_timeout(timeout)
-            .build(),
-        Protocol::Http => LogExporter::builder()
-            .with_http()
-            .with_endpoint(target)
-            .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-            .with_timeout(timeout)
-            .build(),
-    };
-    let mut exporter = built.map_err(|error| SdkError::Exporter(Box::new(error)))?;
-    exporter.set_resource(resource);
-    Ok(exporter)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn http_endpoint_gets_the_logs_path_once() {
-        for endpoint in [
-            "http://127.0.0.1:4318",
-            "http://127.0.0.1:4318/",
-            "http://127.0.0.1:4318/v1/logs",
-        ] {
-            assert_eq!(
-                export_target(Protocol::Http, endpoint).unwrap(),
-                "http://127.0.0.1:4318/v1/logs"
-            );
-        }
-        assert_eq!(
-            export_target(Protocol::Grpc, "http://127.0.0.1:4317/").unwrap(),
-            "http://127.0.0.1:4317"
-        );
+    fn builder() -> TrackerBuilder {
+        TrackerBuilder::new(Some("app".into())).env_vars::<&str, &str>([])
     }
 
     #[test]
-    fn rejects_endpoints_it_cannot_serve() {
-        for endpoint in [
-            "127.0.0.1:4317",
-            "https://collector:4317",
-            "http://",
-            "ftp://x",
-        ] {
-            assert!(matches!(
-                export_target(Protocol::Grpc, endpoint),
-                Err(SdkError::InvalidEndpoint { .. })
-            ));
-        }
-    }
-
-    #[test]
-    fn protocol_parses_and_picks_its_port() {
-        assert_eq!("grpc".parse(), Ok(Protocol::Grpc));
-        assert_eq!("http/protobuf".parse(), Ok(Protocol::Http));
-        assert!("udp".parse::<Protocol>().is_err());
-        assert_eq!(Protocol::Http.default_endpoint(), DEFAULT_HTTP_ENDPOINT);
-        assert_eq!(
-            Protocol::default().default_endpoint(),
-            DEFAULT_GRPC_ENDPOINT
-        );
-    }
-
-    #[test]
-    fn build_checks_settings() {
+    fn build_checks_its_settings() {
         let errors = [
-            TrackerBuilder::new("").build().err(),
-            TrackerBuilder::new("app\n").build().err(),
-            TrackerBuilder::new("app").queue_capacity(0).build().err(),
-            TrackerBuilder::new("app").batch_size(0).build().err(),
-            TrackerBuilder::new("app")
-                .export_timeout(Duration::ZERO)
+            TrackerBuilder::new(Some(String::new())).build().err(),
+            TrackerBuilder::new(Some("app\n".into())).build().err(),
+            builder().queue_capacity(0).build().err(),
+            builder().queue_max_bytes(0).build().err(),
+            builder().batch_size(0).build().err(),
+            builder().max_concurrent_exports(0).build().err(),
+            builder().export_timeout(Duration::ZERO).build().err(),
+            builder().endpoint("localhost:4317").build().err(),
+            builder()
+                .env_vars([("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")])
                 .build()
                 .err(),
-            TrackerBuilder::new("app")
-                .endpoint("localhost:4317")
-                .build()
-                .err(),
+            builder().header("bad header", "x").build().err(),
         ];
         for error in errors {
             assert!(error.is_some());
@@ -383,9 +428,66 @@ mod tests {
     }
 
     #[test]
-    fn debug_hides_the_key() {
-        let builder = TrackerBuilder::new("app").user_hash_key(Some(b"topsecret".to_vec()));
+    fn https_endpoints_build_on_both_protocols() {
+        for protocol in [Protocol::Grpc, Protocol::Http] {
+            let tracker = builder()
+                .endpoint("https://collector.example:4317")
+                .protocol(protocol)
+                .build()
+                .expect("https is supported");
+            drop(tracker);
+        }
+    }
+
+    #[test]
+    fn the_environment_names_the_app_and_the_builder_wins() {
+        let from_env = TrackerBuilder::new(None)
+            .env_vars([("OTEL_SERVICE_NAME", "from-env")])
+            .disabled(true)
+            .build()
+            .unwrap();
+        assert_eq!(from_env.service_name(), "from-env");
+        let unnamed = TrackerBuilder::new(None)
+            .env_vars::<&str, &str>([])
+            .disabled(true)
+            .build()
+            .unwrap();
+        assert_eq!(unnamed.service_name(), UNKNOWN_SERVICE);
+        let named = TrackerBuilder::new(Some("mine".into()))
+            .env_vars([("OTEL_SERVICE_NAME", "from-env")])
+            .disabled(true)
+            .build()
+            .unwrap();
+        assert_eq!(named.service_name(), "mine");
+    }
+
+    #[test]
+    fn the_key_comes_from_the_environment_unless_set() {
+        let keyed = builder()
+            .env_vars([("GROWTH_USER_HASH_KEY", "k")])
+            .disabled(true)
+            .build()
+            .unwrap();
+        assert_eq!(
+            keyed.hash_user("u1"),
+            UserHasher::new(Some(b"k".to_vec())).hash("u1")
+        );
+        let overridden = builder()
+            .env_vars([("GROWTH_USER_HASH_KEY", "k")])
+            .user_hash_key(None)
+            .disabled(true)
+            .build()
+            .unwrap();
+        assert!(!overridden.keyed_hashing());
+    }
+
+    #[test]
+    fn debug_hides_the_key_and_header_values() {
+        let builder = builder()
+            .user_hash_key(Some(b"topsecret".to_vec()))
+            .header("authorization", "Bearer hidden-token");
         let shown = format!("{builder:?}");
         assert!(!shown.contains("topsecret") && shown.contains("keyed: true"));
+        assert!(!shown.contains("hidden-token"));
     }
 }

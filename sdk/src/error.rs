@@ -13,7 +13,11 @@ pub enum SdkError {
     )]
     InvalidServiceName(String),
 
-    /// The endpoint is not a plain `http://host:port` address.
+    /// An environment variable (`OTEL_*`, `GROWTH_*`) holds a value the SDK cannot use.
+    #[error("invalid configuration: {0}")]
+    Config(#[from] crate::config::ConfigError),
+
+    /// The endpoint is not an `http://host:port` or `https://host:port` address.
     #[error("invalid endpoint {endpoint:?}: {reason}")]
     InvalidEndpoint {
         /// The endpoint as configured.
@@ -38,8 +42,9 @@ pub enum SdkError {
         var: &'static str,
     },
 
-    /// The OpenTelemetry OTLP exporter refused its configuration.
-    #[error("could not build the OTLP exporter: {0}")]
+    /// The OTLP client could not be set up (bad endpoint for gRPC, TLS
+    /// certificate, …).
+    #[error("could not set up the OTLP exporter: {0}")]
     Exporter(#[source] Box<dyn std::error::Error + Send + Sync + 'static>),
 
     /// The delivery thread could not be started.

@@ -6,7 +6,7 @@ use std::time::SystemTime;
 
 use growth_schema::user_hash::UserHash;
 
-/// A property value: what an OTLP attribute of a growth event may hold.
+/// A property value: every value type an OpenTelemetry attribute (`AnyValue`) may hold.
 #[derive(Debug, Clone, PartialEq)]
 pub enum AttributeValue {
     /// Text.
@@ -17,6 +17,12 @@ pub enum AttributeValue {
     Float(f64),
     /// A flag.
     Bool(bool),
+    /// Raw bytes (stored by the collector as hex).
+    Bytes(Vec<u8>),
+    /// A list of values (stored by the collector as JSON).
+    Array(Vec<AttributeValue>),
+    /// Nested key-value pairs (stored by the collector as JSON).
+    Map(Vec<(String, AttributeValue)>),
 }
 
 macro_rules! from_value {
@@ -33,6 +39,55 @@ from_value!(String: String, &str, &String, Cow<'_, str>);
 from_value!(Int: i64, i32, i16, i8, u32, u16, u8);
 from_value!(Float: f64, f32);
 from_value!(Bool: bool);
+from_value!(Bytes: &[u8]);
+from_value!(Array: Vec<AttributeValue>);
+from_value!(Map: Vec<(String, AttributeValue)>);
+
+/// Any OpenTelemetry log value, so code written against the OTel logs API can
+/// hand its attributes over unchanged.
+impl From<opentelemetry::logs::AnyValue> for AttributeValue {
+    fn from(value: opentelemetry::logs::AnyValue) -> Self {
+        use opentelemetry::logs::AnyValue as Any;
+        match value {
+            Any::String(text) => AttributeValue::String(text.into()),
+            Any::Int(n) => AttributeValue::Int(n),
+            Any::Double(x) => AttributeValue::Float(x),
+            Any::Boolean(b) => AttributeValue::Bool(b),
+            Any::Bytes(bytes) => AttributeValue::Bytes(*bytes),
+            Any::ListAny(values) => {
+                AttributeValue::Array(values.into_iter().map(AttributeValue::from).collect())
+            }
+            Any::Map(map) => AttributeValue::Map(
+                map.into_iter()
+                    .map(|(key, value)| (key.to_string(), AttributeValue::from(value)))
+                    .collect(),
+            ),
+            // `AnyValue` is non-exhaustive: a future kind travels as its debug text.
+            other => AttributeValue::String(format!("{other:?}")),
+        }
+    }
+}
+
+/// An OpenTelemetry attribute value (`opentelemetry::Value`, as used by spans and metrics).
+impl From<opentelemetry::Value> for AttributeValue {
+    fn from(value: opentelemetry::Value) -> Self {
+        use opentelemetry::{Array, Value};
+        fn list<T>(values: Vec<T>, f: impl Fn(T) -> AttributeValue) -> AttributeValue {
+            AttributeValue::Array(values.into_iter().map(f).collect())
+        }
+        match value {
+            Value::Bool(b) => AttributeValue::Bool(b),
+            Value::I64(n) => AttributeValue::Int(n),
+            Value::F64(x) => AttributeValue::Float(x),
+            Value::String(text) => AttributeValue::String(text.into()),
+            Value::Array(Array::Bool(v)) => list(v, AttributeValue::Bool),
+            Value::Array(Array::I64(v)) => list(v, AttributeValue::Int),
+            Value::Array(Array::F64(v)) => list(v, AttributeValue::Float),
+            Value::Array(Array::String(v)) => list(v, |s| AttributeValue::String(s.into())),
+            other => AttributeValue::String(other.to_string()),
+        }
+    }
+}
 
 /// Who did it: a raw id (hashed by the tracker before anything leaves the process)
 /// or a hash the app computed itself.

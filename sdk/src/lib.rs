@@ -12,16 +12,30 @@
 //! properties as attributes. The contract lives in `growth-schema`.
 //!
 //! Telemetry must never break the app: [`Tracker::track`] never blocks, never
-//! waits on the network and never panics, inside a Tokio runtime or not. Events
-//! go into a bounded queue that one background thread drains; when the queue is
-//! full, events are dropped — and counted. [`Tracker::shutdown`] sends what is
-//! left and returns an honest [`DeliveryReport`] (tracked, delivered, failed,
-//! dropped), with an error if anything was not delivered.
+//! waits on the network and never panics, inside a Tokio runtime or not, whatever
+//! state the collector is in. Events go into a lock-free queue bounded by a byte
+//! budget (64 MiB by default) that one background thread drains with several
+//! exports in flight. A batch the collector does not acknowledge is kept and
+//! retried with backoff (honouring `Retry-After` / `RetryInfo`), so a collector
+//! restart loses nothing; only when the budget is used up are new events dropped
+//! — counted, logged as a warning, and passed to an optional callback.
+//! [`Tracker::shutdown`] sends what is left and returns an honest
+//! [`DeliveryReport`] (tracked, delivered, failed, dropped, …), with an error if
+//! anything was not delivered.
 //!
-//! What it is not for: it computes no metrics, retries nothing across restarts (no
-//! disk spool), speaks no TLS (send to a collector on the same host or network),
-//! and is not a general OpenTelemetry logging bridge. It pulls in no ClickHouse
-//! client, no gRPC server and no axum.
+//! Configuration the OpenTelemetry way: `OTEL_EXPORTER_OTLP_ENDPOINT`,
+//! `OTEL_EXPORTER_OTLP_LOGS_ENDPOINT`, `OTEL_EXPORTER_OTLP_PROTOCOL`,
+//! `OTEL_EXPORTER_OTLP_HEADERS` (the collector's ingest token),
+//! `OTEL_EXPORTER_OTLP_COMPRESSION` (gzip), `OTEL_SERVICE_NAME`,
+//! `OTEL_RESOURCE_ATTRIBUTES`, plus `GROWTH_USER_HASH_KEY` and
+//! `GROWTH_SDK_DISABLED=true` (a no-op tracker); the builder's settings win.
+//! HTTPS endpoints work on both protocols (rustls, web PKI roots).
+//!
+//! What it is not for: it computes no metrics, keeps nothing on disk (events
+//! held in memory are lost if the process dies), and is not a general
+//! OpenTelemetry logging bridge (the optional `tracing-layer` feature turns
+//! `tracing` events that carry an `event.name` into growth events). It pulls in
+//! no ClickHouse client, no gRPC server and no axum.
 //!
 //! ```no_run
 //! use std::time::{Duration, SystemTime};
@@ -44,21 +58,31 @@
 //! ```
 
 mod builder;
+mod config;
 mod delivery;
 mod error;
 mod event;
 pub mod finance;
+mod queue;
 mod record;
 mod report;
+mod request;
+#[cfg(feature = "tracing-layer")]
+mod tracing_layer;
 mod tracker;
+mod transport;
+mod wire;
 
-pub use builder::{
-    DEFAULT_GRPC_ENDPOINT, DEFAULT_HTTP_ENDPOINT, HTTP_LOGS_PATH, Protocol, TrackerBuilder,
-    UnknownProtocol,
+pub use builder::TrackerBuilder;
+pub use config::{
+    Compression, ConfigError, DEFAULT_GRPC_ENDPOINT, DEFAULT_HTTP_ENDPOINT, DISABLED_ENV,
+    HTTP_LOGS_PATH, Protocol, UnknownProtocol,
 };
 pub use error::SdkError;
 pub use event::{AttributeValue, Event};
 pub use finance::Source;
 pub use growth_schema::user_hash::{UserHash, UserHasher};
-pub use report::DeliveryReport;
+pub use report::{DeliveryReport, Loss};
+#[cfg(feature = "tracing-layer")]
+pub use tracing_layer::GrowthLayer;
 pub use tracker::Tracker;

@@ -14,12 +14,14 @@ pub struct DeliveryReport {
     /// collector acknowledges a request but rejects some records, is not visible
     /// through the OTLP exporter and counts here.)
     pub delivered: u64,
-    /// Events not acknowledged: export error, timeout (a timed-out request may
-    /// still have reached the collector), or the shutdown deadline reached
-    /// before they could be sent. Nothing is retried after the exporter's own
-    /// bounded retries.
+    /// Events given up on: refused by the collector for good (a bad request, a
+    /// missing token, records rejected one by one in a partial success), or still
+    /// unacknowledged when the shutdown deadline came (an export cut short then
+    /// may still have reached the collector). Retryable failures are retried
+    /// and counted in `retries`, not here.
     pub failed: u64,
-    /// Events dropped because the queue was full or the tracker was shut down.
+    /// Events dropped because the queue's byte budget (or event bound) was used
+    /// up, or because they were tracked after shutdown began.
     pub dropped: u64,
     /// Events refused because their name breaks the contract (empty, too long,
     /// control characters).
@@ -29,6 +31,9 @@ pub struct DeliveryReport {
     /// Attributes left out of otherwise sent events (reserved names such as
     /// `user.id`, over-long keys, more than `MAX_PROPERTIES`).
     pub attributes_dropped: u64,
+    /// Export attempts that failed in a retryable way and were retried (an
+    /// attempt carries a batch of events; this is not an event count).
+    pub retries: u64,
     /// The most recent export error, for the log line.
     pub last_error: Option<String>,
 }
@@ -55,6 +60,21 @@ impl fmt::Display for DeliveryReport {
     }
 }
 
+/// New losses, handed to the callback set with
+/// [`TrackerBuilder::on_loss`](crate::TrackerBuilder::on_loss).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Loss {
+    /// Events dropped since the previous notice (byte budget used up, or tracked
+    /// after shutdown).
+    pub dropped: u64,
+    /// Events given up on since the previous notice.
+    pub failed: u64,
+    /// Events refused for an invalid name since the previous notice.
+    pub invalid: u64,
+    /// Every count so far.
+    pub report: DeliveryReport,
+}
+
 /// The counters shared by the app's threads and the delivery thread.
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
@@ -64,6 +84,7 @@ pub(crate) struct Counters {
     dropped: AtomicU64,
     invalid: AtomicU64,
     attributes_dropped: AtomicU64,
+    retries: AtomicU64,
     last_error: Mutex<Option<String>>,
 }
 
@@ -92,9 +113,27 @@ impl Counters {
 
     pub(crate) fn failed(&self, n: usize, error: String) {
         self.failed.fetch_add(n as u64, Ordering::Relaxed);
+        self.set_last_error(error);
+    }
+
+    pub(crate) fn retried(&self, error: String) {
+        self.retries.fetch_add(1, Ordering::Relaxed);
+        self.set_last_error(error);
+    }
+
+    fn set_last_error(&self, error: String) {
         if let Ok(mut last) = self.last_error.lock() {
             *last = Some(error);
         }
+    }
+
+    /// Events lost so far (failed, dropped, invalid), read without a snapshot.
+    pub(crate) fn lost(&self) -> (u64, u64, u64) {
+        (
+            self.dropped.load(Ordering::Acquire),
+            self.failed.load(Ordering::Acquire),
+            self.invalid.load(Ordering::Acquire),
+        )
     }
 
     /// A snapshot. Outcomes are read before `tracked` (which is always counted
@@ -113,6 +152,7 @@ impl Counters {
             invalid,
             pending: tracked.saturating_sub(delivered + failed + dropped + invalid),
             attributes_dropped: self.attributes_dropped.load(Ordering::Relaxed),
+            retries: self.retries.load(Ordering::Relaxed),
             last_error: self.last_error.lock().ok().and_then(|last| last.clone()),
         }
     }

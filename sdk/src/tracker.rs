@@ -2,47 +2,64 @@
 //! and shutting down are where delivery is waited for and reported.
 
 use std::borrow::Cow;
-use std::time::SystemTime;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
 
+use growth_schema::attributes::{ANONYMOUS_HASH, IDENTIFY_EVENT};
 use growth_schema::user_hash::{UserHash, UserHasher};
-use opentelemetry_sdk::logs::SdkLogger;
 
 use crate::builder::TrackerBuilder;
 use crate::delivery::Delivery;
 use crate::error::SdkError;
-use crate::event::{AttributeValue, Event};
-use crate::record;
+use crate::event::{AttributeValue, Event, User};
+use crate::record::{self, EventParts, UserRef};
 use crate::report::DeliveryReport;
 
 /// Sends growth events for one app. `Send + Sync`: share it (e.g. in an `Arc`)
 /// across threads and tasks. Dropping it without [`shutdown`](Self::shutdown)
-/// still sends what is queued, waiting at most the shutdown timeout.
+/// still sends what is queued: outside an async runtime it waits for that (at
+/// most the shutdown timeout); on a runtime's thread it never blocks, and the
+/// delivery thread finishes alone.
 #[derive(Debug)]
 pub struct Tracker {
-    logger: SdkLogger,
     hasher: UserHasher,
-    delivery: Delivery,
+    /// `None` when the SDK is disabled: every call is a no-op.
+    delivery: Option<Delivery>,
     service_name: String,
+    /// Losses already reported by a `flush`, so each is reported once.
+    lost_at_last_flush: AtomicU64,
 }
 
 impl Tracker {
     /// Starts configuring a tracker for the app `service_name` (the resource
-    /// attribute `service.name`, the `app` of every metric).
+    /// attribute `service.name`, the `app` of every metric; it wins over
+    /// `OTEL_SERVICE_NAME`).
     pub fn builder(service_name: impl Into<String>) -> TrackerBuilder {
-        TrackerBuilder::new(service_name)
+        TrackerBuilder::new(Some(service_name.into()))
     }
 
-    pub(crate) fn new(
-        logger: SdkLogger,
-        hasher: UserHasher,
-        delivery: Delivery,
-        service_name: String,
-    ) -> Self {
+    /// Starts configuring a tracker entirely from the environment: the app from
+    /// `OTEL_SERVICE_NAME` (or `service.name` in `OTEL_RESOURCE_ATTRIBUTES`,
+    /// else `unknown_service`), the rest as [`builder`](Self::builder) reads it.
+    pub fn from_env() -> TrackerBuilder {
+        TrackerBuilder::new(None)
+    }
+
+    pub(crate) fn new(hasher: UserHasher, delivery: Delivery, service_name: String) -> Self {
         Tracker {
-            logger,
             hasher,
-            delivery,
+            delivery: Some(delivery),
             service_name,
+            lost_at_last_flush: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn disabled(hasher: UserHasher, service_name: String) -> Self {
+        Tracker {
+            hasher,
+            delivery: None,
+            service_name,
+            lost_at_last_flush: AtomicU64::new(0),
         }
     }
 
@@ -61,38 +78,104 @@ impl Tracker {
         user_id: Option<&str>,
         attributes: &[(&str, AttributeValue)],
     ) {
-        let mut event = Event::new(event);
-        if let Some(user_id) = user_id {
-            event = event.user(user_id);
+        if self.delivery.is_none() {
+            return;
         }
-        for (key, value) in attributes {
-            event = event.attr(*key, value.clone());
-        }
-        self.track_event(event);
+        let name = event.into();
+        self.track_parts(&EventParts {
+            name: &name,
+            user: user_id.map_or(UserRef::Anonymous, UserRef::Id),
+            source: None,
+            attributes,
+            timestamp: None,
+        });
     }
 
     /// Like [`track`](Self::track), for an [`Event`] built step by step
     /// (e.g. with an explicit timestamp).
     pub fn track_event(&self, event: Event) {
-        let counters = self.delivery.counters();
+        if self.delivery.is_none() {
+            return;
+        }
+        self.track_parts(&EventParts {
+            name: &event.name,
+            user: match &event.user {
+                None => UserRef::Anonymous,
+                Some(User::Id(id)) => UserRef::Id(id),
+                Some(User::Hash(hash)) => UserRef::Hash(hash),
+            },
+            source: event.source.as_deref(),
+            attributes: &event.attributes,
+            timestamp: event.timestamp,
+        });
+    }
+
+    /// Records that the visitor known so far as `anonymous_id` is the user
+    /// `user_id` (at sign-up): an `identify` event of `user_id` carrying the
+    /// anonymous id's hash in `anonymous.hash`. Both ids are hashed here.
+    pub fn identify(&self, anonymous_id: &str, user_id: &str) {
+        if self.delivery.is_none() {
+            return;
+        }
+        let anonymous: Vec<(&str, AttributeValue)> = if anonymous_id.is_empty() {
+            Vec::new()
+        } else {
+            let hash = crate::wire::hex(&self.hasher.digest(anonymous_id));
+            let hash = String::from_utf8_lossy(&hash).into_owned();
+            vec![(ANONYMOUS_HASH, AttributeValue::String(hash))]
+        };
+        self.track_parts(&EventParts {
+            name: IDENTIFY_EVENT,
+            user: UserRef::Id(user_id),
+            source: None,
+            attributes: &anonymous,
+            timestamp: None,
+        });
+    }
+
+    fn track_parts<K: AsRef<str>>(&self, event: &EventParts<'_, K>) {
+        let Some(delivery) = &self.delivery else {
+            return;
+        };
+        let counters = delivery.counters();
         counters.tracked();
-        match record::encode(&self.logger, &self.hasher, event, SystemTime::now()) {
-            Ok(encoded) => {
+        // Belt and braces: a bug here must cost one event, never the app.
+        let encoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            record::encode(&self.hasher, event, SystemTime::now())
+        }));
+        match encoded {
+            Ok(Ok(encoded)) => {
                 counters.attributes_dropped(encoded.attributes_dropped);
-                self.delivery.enqueue(encoded.record);
+                delivery.enqueue(encoded.record);
             }
-            Err(record::InvalidEventName) => counters.invalid(),
+            Ok(Err(record::InvalidEventName)) | Err(_) => counters.invalid(),
         }
     }
 
     /// Sends everything tracked so far and waits (at most the shutdown timeout).
-    /// `Err` when an event was lost (failed, dropped, invalid) since the start,
-    /// or when the wait timed out; the report is in the error either way.
+    /// `Err` when events were lost (failed, dropped, invalid) since the previous
+    /// `flush` — each loss is reported by one flush, not by every later one — or
+    /// when the wait timed out; the report is in the error either way.
     /// Blocks the calling thread: in async code call it from `spawn_blocking`.
     pub fn flush(&self) -> Result<DeliveryReport, SdkError> {
-        let confirmed = self.delivery.flush();
+        let timeout = self
+            .delivery
+            .as_ref()
+            .map_or(Duration::ZERO, Delivery::shutdown_timeout);
+        self.flush_with_timeout(timeout)
+    }
+
+    /// [`flush`](Self::flush), waiting at most `timeout`.
+    pub fn flush_with_timeout(&self, timeout: Duration) -> Result<DeliveryReport, SdkError> {
+        let Some(delivery) = &self.delivery else {
+            return Ok(DeliveryReport::default());
+        };
+        let confirmed = delivery.flush(timeout);
         let report = self.report();
-        if confirmed && report.lost() == 0 {
+        let before = self
+            .lost_at_last_flush
+            .swap(report.lost(), Ordering::AcqRel);
+        if confirmed && report.lost() == before {
             Ok(report)
         } else {
             Err(SdkError::Undelivered(report))
@@ -101,14 +184,28 @@ impl Tracker {
 
     /// The counts so far, without waiting.
     pub fn report(&self) -> DeliveryReport {
-        self.delivery.counters().snapshot()
+        self.delivery
+            .as_ref()
+            .map(|delivery| delivery.counters().snapshot())
+            .unwrap_or_default()
     }
 
     /// Sends everything queued, stops the delivery thread and reports. `Err`
     /// unless every tracked event was delivered. Waits at most the shutdown
     /// timeout (events still unsent then count as failed).
-    pub fn shutdown(mut self) -> Result<DeliveryReport, SdkError> {
-        self.delivery.shutdown();
+    pub fn shutdown(self) -> Result<DeliveryReport, SdkError> {
+        let timeout = self
+            .delivery
+            .as_ref()
+            .map_or(Duration::ZERO, Delivery::shutdown_timeout);
+        self.shutdown_with_timeout(timeout)
+    }
+
+    /// [`shutdown`](Self::shutdown), waiting at most `timeout`.
+    pub fn shutdown_with_timeout(mut self, timeout: Duration) -> Result<DeliveryReport, SdkError> {
+        if let Some(delivery) = &mut self.delivery {
+            delivery.shutdown(timeout);
+        }
         let report = self.report();
         if report.is_complete() {
             Ok(report)
@@ -126,6 +223,11 @@ impl Tracker {
     /// which anyone can reverse for guessable ids: set a key in production.
     pub fn keyed_hashing(&self) -> bool {
         self.hasher.is_keyed()
+    }
+
+    /// True when tracking is a no-op (`GROWTH_SDK_DISABLED=true` or the builder).
+    pub fn is_disabled(&self) -> bool {
+        self.delivery.is_none()
     }
 
     /// The app this tracker reports for (`service.name`).
@@ -154,6 +256,7 @@ mod tests {
 
     fn tracker_to_nowhere(protocol: Protocol) -> Tracker {
         Tracker::builder("test-app")
+            .env_vars::<&str, &str>([])
             .endpoint(closed_port())
             .protocol(protocol)
             .export_timeout(Duration::from_millis(500))
@@ -258,16 +361,24 @@ mod tests {
     }
 
     #[test]
-    fn flush_with_nothing_listening_is_an_error() {
+    fn flush_with_nothing_listening_is_an_error_and_keeps_the_events() {
         let tracker = tracker_to_nowhere(Protocol::Grpc);
         track_some(&tracker);
-        let report = tracker.flush().unwrap_err().report().cloned().unwrap();
-        assert_eq!((report.failed, report.pending), (3, 0));
+        let report = tracker
+            .flush_with_timeout(Duration::from_millis(300))
+            .unwrap_err()
+            .report()
+            .cloned()
+            .unwrap();
+        // Not given up: still held for the next retry.
+        assert_eq!((report.failed, report.pending), (0, 3), "{report}");
+        assert!(report.retries >= 1, "{report}");
     }
 
     #[test]
     fn queue_overflow_is_dropped_and_counted() {
         let tracker = Tracker::builder("test-app")
+            .env_vars::<&str, &str>([])
             .endpoint(closed_port())
             .queue_capacity(10)
             .batch_size(5)

@@ -1,0 +1,95 @@
+//! Protobuf wire helpers over prost's encoding functions, for the few OTLP
+//! messages the SDK writes by hand (`record`, `request`). Writing the bytes
+//! directly keeps `track` to one allocation; prost's generated types decode them
+//! in the tests, which is what proves them right.
+
+use prost::bytes::BufMut;
+use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
+
+/// Bytes reserved in front of a record for its frame: one key byte (field
+/// numbers below 16) and a varint length of up to 3 bytes (records < 2 MiB).
+pub(crate) const FRAME_RESERVE: usize = 4;
+
+/// Length of a varint.
+pub(crate) fn varint_len(value: u64) -> usize {
+    encoded_len_varint(value)
+}
+
+/// Length of a length-delimited field whose content is `len` bytes.
+pub(crate) fn len_field(field: u32, len: usize) -> usize {
+    key_len(field) + encoded_len_varint(len as u64) + len
+}
+
+pub(crate) fn put_len_prefix(buf: &mut impl BufMut, field: u32, len: usize) {
+    encode_key(field, WireType::LengthDelimited, buf);
+    encode_varint(len as u64, buf);
+}
+
+pub(crate) fn put_bytes(buf: &mut Vec<u8>, field: u32, bytes: &[u8]) {
+    put_len_prefix(buf, field, bytes.len());
+    buf.extend_from_slice(bytes);
+}
+
+pub(crate) fn put_fixed64(buf: &mut Vec<u8>, field: u32, value: u64) {
+    encode_key(field, WireType::SixtyFourBit, buf);
+    buf.extend_from_slice(&value.to_le_bytes());
+}
+
+pub(crate) fn put_varint_field(buf: &mut Vec<u8>, field: u32, value: u64) {
+    encode_key(field, WireType::Varint, buf);
+    encode_varint(value, buf);
+}
+
+/// Writes the frame (key of `field` + length) of the message that fills
+/// `buf[FRAME_RESERVE..]` into the reserved bytes, right-aligned so the frame and
+/// the message are contiguous; returns where the framed bytes start.
+pub(crate) fn frame_in_place(buf: &mut [u8], field: u32) -> usize {
+    debug_assert!(field < 16, "one key byte");
+    let len = buf.len() - FRAME_RESERVE;
+    let mut frame = [0u8; 16];
+    let written = {
+        let mut slot: &mut [u8] = &mut frame;
+        put_len_prefix(&mut slot, field, len);
+        16 - slot.len()
+    };
+    // Records are bounded far below 2 MiB (see `record`), so the frame fits.
+    let written = written.min(FRAME_RESERVE);
+    let start = FRAME_RESERVE - written;
+    buf[start..FRAME_RESERVE].copy_from_slice(&frame[..written]);
+    start
+}
+
+/// Lowercase hex of a 32-byte digest, without allocating.
+pub(crate) fn hex(digest: &[u8; 32]) -> [u8; 64] {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [0u8; 64];
+    for (i, byte) in digest.iter().enumerate() {
+        out[2 * i] = DIGITS[usize::from(byte >> 4)];
+        out[2 * i + 1] = DIGITS[usize::from(byte & 0x0f)];
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_matches_the_hex_crate_convention() {
+        let digest: [u8; 32] = std::array::from_fn(|i| (i * 37) as u8);
+        let expected: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(&hex(&digest)[..], expected.as_bytes());
+    }
+
+    #[test]
+    fn frame_is_right_aligned_before_the_message() {
+        for len in [0usize, 5, 127, 128, 300, 20_000] {
+            let mut buf = vec![0u8; FRAME_RESERVE];
+            buf.extend(std::iter::repeat_n(7u8, len));
+            let start = frame_in_place(&mut buf, 2);
+            let mut expected = Vec::new();
+            put_bytes(&mut expected, 2, &vec![7u8; len]);
+            assert_eq!(&buf[start..], &expected[..], "len {len}");
+        }
+    }
+}
