@@ -180,6 +180,14 @@ impl Running {
     }
 }
 
+impl Running {
+    /// Kills the process (SIGKILL) and reaps it; a no-op once it is gone.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl Drop for Running {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -195,6 +203,9 @@ pub struct Collector {
     pub admin: String,
     /// Its `--spool-dir`.
     pub spool_dir: PathBuf,
+    /// How it was started, to start it again on the same ports.
+    args: Vec<String>,
+    envs: Vec<(&'static str, String)>,
 }
 
 /// A fresh spool directory for one collector (removed first if it exists).
@@ -259,7 +270,7 @@ impl Collector {
         .map(|s| s.to_string())
         .collect();
         args.extend(extra.iter().map(|s| s.to_string()));
-        let envs: Vec<(&str, String)> = hash_key
+        let envs: Vec<(&'static str, String)> = hash_key
             .map(|k| vec![("GROWTH_USER_HASH_KEY", k.to_owned())])
             .unwrap_or_default();
         let mut process = Running::start("growth-collector", &args, &envs);
@@ -273,7 +284,24 @@ impl Collector {
             http_endpoint: format!("http://127.0.0.1:{http}"),
             admin,
             spool_dir,
+            args,
+            envs,
         }
+    }
+
+    /// Kills the collector with SIGKILL, as a crash would.
+    pub fn kill(&mut self) {
+        self.process.kill();
+    }
+
+    /// Starts the collector again with the same flags, ports, spool and database,
+    /// and waits until it is ready.
+    pub async fn start_again(&mut self) {
+        self.process.kill();
+        self.process = Running::start("growth-collector", &self.args, &self.envs);
+        self.process
+            .wait_ready(&format!("{}/readyz", self.admin), Duration::from_secs(60))
+            .await;
     }
 
     /// The collector's own `/metrics`, parsed.
