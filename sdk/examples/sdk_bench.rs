@@ -146,7 +146,10 @@ impl CollectorProcess {
     fn spawn(&mut self) {
         let child = Command::new(&self.binary)
             .args(&self.args)
-            .env("GROWTH_USER_HASH_KEY", String::from_utf8_lossy(KEY).as_ref())
+            .env(
+                "GROWTH_USER_HASH_KEY",
+                String::from_utf8_lossy(KEY).as_ref(),
+            )
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -155,7 +158,9 @@ impl CollectorProcess {
             .expect("the collector starts");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(60);
-        while http_get(&format!("127.0.0.1:{}", self.admin), "/readyz").is_none_or(|(code, _)| code != 200) {
+        while http_get(&format!("127.0.0.1:{}", self.admin), "/readyz")
+            .is_none_or(|(code, _)| code != 200)
+        {
             assert!(Instant::now() < deadline, "collector not ready after 60 s");
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -185,8 +190,14 @@ impl Drop for CollectorProcess {
 /// A plain HTTP/1.0 GET: (status, body).
 fn http_get(host: &str, path_and_query: &str) -> Option<(u16, String)> {
     let mut stream = TcpStream::connect(host).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
-    write!(stream, "GET {path_and_query} HTTP/1.0\r\nHost: {host}\r\n\r\n").ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .ok()?;
+    write!(
+        stream,
+        "GET {path_and_query} HTTP/1.0\r\nHost: {host}\r\n\r\n"
+    )
+    .ok()?;
     let mut response = String::new();
     stream.read_to_string(&mut response).ok()?;
     let code = response.split(' ').nth(1)?.parse().ok()?;
@@ -196,7 +207,9 @@ fn http_get(host: &str, path_and_query: &str) -> Option<(u16, String)> {
 
 /// `SELECT uniqExact(seq), count()` for an app, from ClickHouse.
 fn stored(clickhouse_url: &str, database: &str, app: &str) -> (u64, u64) {
-    let host = clickhouse_url.trim_start_matches("http://").trim_end_matches('/');
+    let host = clickhouse_url
+        .trim_start_matches("http://")
+        .trim_end_matches('/');
     let query = format!(
         "SELECT uniqExact(properties['seq']), count() FROM {database}.events WHERE app = '{app}' FORMAT TSV"
     );
@@ -244,7 +257,10 @@ fn delivery_cpu() -> HashMap<String, u64> {
         // After the command: state is field 3, utime 14, stime 15 (1-based).
         let utime: u64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0);
         let stime: u64 = fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
-        ticks.insert(task.file_name().to_string_lossy().into_owned(), utime + stime);
+        ticks.insert(
+            task.file_name().to_string_lossy().into_owned(),
+            utime + stime,
+        );
     }
     ticks
 }
@@ -272,7 +288,9 @@ fn tracker(app: &str, endpoint: &str, protocol: Protocol) -> Tracker {
 
 /// User ids prepared up front so the measurement is the SDK's, not `format!`'s.
 fn user_ids() -> Vec<String> {
-    (0..10_000).map(|i| format!("user-{i:05}@example.com")).collect()
+    (0..10_000)
+        .map(|i| format!("user-{i:05}@example.com"))
+        .collect()
 }
 
 fn track_one(tracker: &Tracker, users: &[String], seq: u64) {
@@ -334,7 +352,10 @@ fn latency_row(args: &Args, state: &str, endpoint: &str, users: &[String]) -> Ro
     drop(tracker.shutdown_with_timeout(Duration::from_secs(if state == "up" { 60 } else { 1 })));
     nanos.sort_unstable();
     Row {
-        scenario: format!("`track` latency, collector {state} ({} calls at 50k/s, HMAC key set)", args.latency_calls),
+        scenario: format!(
+            "`track` latency, collector {state} ({} calls at 50k/s, HMAC key set)",
+            args.latency_calls
+        ),
         result: format!(
             "p50 {} ns, p99 {} ns, p99.9 {} ns, max {} µs; {:.2} allocations per call; dropped {}",
             percentile(&nanos, 0.5),
@@ -357,7 +378,8 @@ fn outcome(report: &Result<DeliveryReport, growth_sdk::SdkError>) -> DeliveryRep
 fn main() {
     let args = Args::parse();
     let database = format!("sdk_bench_{}", std::process::id());
-    let mut collector = CollectorProcess::start(args.collector.clone(), &args.clickhouse_url, &database);
+    let mut collector =
+        CollectorProcess::start(args.collector.clone(), &args.clickhouse_url, &database);
     let users = user_ids();
     let mut rows = Vec::new();
 

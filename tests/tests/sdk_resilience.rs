@@ -63,8 +63,16 @@ async fn a_collector_restart_loses_nothing() {
     let database = unique_database("sdk_restart");
     let mut collector = Collector::start(&database, None).await;
     let senders: Vec<_> = [
-        ("restart-grpc", collector.grpc_endpoint.clone(), Protocol::Grpc),
-        ("restart-http", collector.http_endpoint.clone(), Protocol::Http),
+        (
+            "restart-grpc",
+            collector.grpc_endpoint.clone(),
+            Protocol::Grpc,
+        ),
+        (
+            "restart-http",
+            collector.http_endpoint.clone(),
+            Protocol::Http,
+        ),
     ]
     .into_iter()
     .map(|(app, endpoint, protocol)| {
@@ -96,7 +104,10 @@ async fn a_collector_restart_loses_nothing() {
             .await
             .expect("join");
         let report = result.unwrap_or_else(|error| panic!("{app}: events lost: {error}"));
-        assert!(report.retries > 0, "{app}: the outage was noticed: {report}");
+        assert!(
+            report.retries > 0,
+            "{app}: the outage was noticed: {report}"
+        );
         assert_eq!(report.delivered, report.tracked, "{app}: {report}");
         let (distinct, rows) = stored(&database, app).await;
         assert_eq!(distinct, report.tracked, "{app}: every event stored");
@@ -112,8 +123,11 @@ async fn the_ingest_token_comes_from_otel_exporter_otlp_headers() {
     let dir = std::env::temp_dir().join(format!("growth-sdk-token-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
     let tokens = dir.join("tokens.jsonl");
-    std::fs::write(&tokens, "{\"token\": \"s3cret-token\", \"apps\": [\"tokened\"]}\n")
-        .expect("tokens file");
+    std::fs::write(
+        &tokens,
+        "{\"token\": \"s3cret-token\", \"apps\": [\"tokened\"]}\n",
+    )
+    .expect("tokens file");
     let collector = Collector::start_with(
         &database,
         None,
@@ -131,10 +145,13 @@ async fn the_ingest_token_comes_from_otel_exporter_otlp_headers() {
                     .env_vars([
                         ("OTEL_EXPORTER_OTLP_HEADERS", headers),
                         ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
-                        ("OTEL_EXPORTER_OTLP_PROTOCOL", match protocol {
-                            Protocol::Grpc => "grpc",
-                            Protocol::Http => "http/protobuf",
-                        }),
+                        (
+                            "OTEL_EXPORTER_OTLP_PROTOCOL",
+                            match protocol {
+                                Protocol::Grpc => "grpc",
+                                Protocol::Http => "http/protobuf",
+                            },
+                        ),
                         ("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip"),
                     ])
                     .shutdown_timeout(Duration::from_secs(10))
@@ -151,7 +168,11 @@ async fn the_ingest_token_comes_from_otel_exporter_otlp_headers() {
         assert_eq!(report.delivered, 1, "{protocol}");
         let refused = without.expect_err("no token, no delivery");
         let report = refused.report().cloned().expect("report");
-        assert_eq!((report.failed, report.retries), (1, 0), "{protocol}: {report}");
+        assert_eq!(
+            (report.failed, report.retries),
+            (1, 0),
+            "{protocol}: {report}"
+        );
     }
     let (_, rows) = stored(&database, "tokened").await;
     assert_eq!(rows, 2);
