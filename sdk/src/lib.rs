@@ -57,12 +57,14 @@
 //! # Ok::<(), growth_sdk::SdkError>(())
 //! ```
 
+mod backoff;
 mod builder;
 mod config;
 mod delivery;
 mod error;
 mod event;
 pub mod finance;
+mod loss;
 mod queue;
 mod record;
 mod report;
@@ -72,6 +74,7 @@ mod tracing_layer;
 mod tracker;
 mod transport;
 mod wire;
+mod worker;
 
 pub use builder::TrackerBuilder;
 pub use config::{
