@@ -25,7 +25,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use growth_sdk::{DeliveryReport, Protocol, Tracker};
+use growth_sdk::{AttributeValue, DeliveryReport, Protocol, Tracker};
 
 /// Counts the allocations of the current thread.
 struct CountingAllocator;
@@ -97,6 +97,10 @@ struct Args {
     /// `track` calls measured per collector state.
     #[arg(long, default_value_t = 200_000)]
     latency_calls: u64,
+    /// A Python with opentelemetry-sdk (e.g. .venv/bin/python): also benchmark
+    /// sdk/python with sdk/python/examples/send_events.py.
+    #[arg(long)]
+    python: Option<PathBuf>,
 }
 
 /// A collector process of our own.
@@ -293,16 +297,20 @@ fn user_ids() -> Vec<String> {
         .collect()
 }
 
+fn attributes(seq: u64) -> [(&'static str, AttributeValue); 4] {
+    [
+        ("seq", (seq as i64).into()),
+        ("amount", 12.5.into()),
+        ("category", "groceries".into()),
+        ("source", "form".into()),
+    ]
+}
+
 fn track_one(tracker: &Tracker, users: &[String], seq: u64) {
     tracker.track(
         "expense_logged",
         Some(&users[(seq % users.len() as u64) as usize]),
-        &[
-            ("seq", (seq as i64).into()),
-            ("amount", 12.5.into()),
-            ("category", "groceries".into()),
-            ("source", "form".into()),
-        ],
+        &attributes(seq),
     );
 }
 
@@ -342,9 +350,12 @@ fn latency_row(args: &Args, state: &str, endpoint: &str, users: &[String]) -> Ro
     let mut allocs = 0u64;
     // 50,000 calls a second: the delivery thread works alongside, as in an app.
     paced(args.latency_calls, 50_000, |seq| {
+        // The app's own values are built outside the measurement.
+        let user = &users[(seq % users.len() as u64) as usize];
+        let attributes = attributes(seq);
         let before = allocations();
         let started = Instant::now();
-        track_one(&tracker, users, seq);
+        tracker.track("expense_logged", Some(user), &attributes);
         nanos.push(started.elapsed().as_nanos() as u64);
         allocs += allocations() - before;
     });
@@ -489,9 +500,111 @@ fn main() {
         });
     }
 
+    if let Some(python) = &args.python {
+        rows.extend(python_rows(&args, python, &mut collector, &database));
+    }
+
     println!("| scenario ({}) | result |", args.protocol);
     println!("|---|---|");
     for row in rows {
         println!("| {} | {} |", row.scenario, row.result);
     }
+}
+
+/// Runs sdk/python/examples/send_events.py; returns its JSON report.
+fn python_sender(args: &Args, python: &PathBuf, endpoint: &str, extra: &[String]) -> Child {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    Command::new(python)
+        .arg(root.join("python/examples/send_events.py"))
+        .args(extra)
+        .env("PYTHONPATH", root.join("python"))
+        .env(
+            "GROWTH_USER_HASH_KEY",
+            String::from_utf8_lossy(KEY).as_ref(),
+        )
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
+        .env(
+            "OTEL_EXPORTER_OTLP_PROTOCOL",
+            match args.protocol {
+                Protocol::Grpc => "grpc",
+                Protocol::Http => "http/protobuf",
+            },
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("python starts")
+}
+
+fn python_report(child: Child) -> String {
+    let output = child.wait_with_output().expect("python ends");
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+fn python_rows(
+    args: &Args,
+    python: &PathBuf,
+    collector: &mut CollectorProcess,
+    database: &str,
+) -> Vec<Row> {
+    let mut rows = Vec::new();
+    let endpoint = collector.endpoint(args.protocol).to_owned();
+    let strings = |items: &[&str]| items.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+
+    let burst = args.burst.to_string();
+    let report = python_report(python_sender(
+        args,
+        python,
+        &endpoint,
+        &strings(&[
+            "--app",
+            "bench-py-burst",
+            "--count",
+            &burst,
+            "--rate",
+            "0",
+            "--latency",
+        ]),
+    ));
+    let (distinct, _) = stored_eventually(args, database, "bench-py-burst", args.burst);
+    rows.push(Row {
+        scenario: format!(
+            "Python: burst of {} events, `track` latency (collector up)",
+            args.burst
+        ),
+        result: format!("{report}; stored {distinct}"),
+    });
+
+    let secs = (args.restart_secs + 10).to_string();
+    let started = Instant::now();
+    let child = python_sender(
+        args,
+        python,
+        &endpoint,
+        &strings(&[
+            "--app",
+            "bench-py-restart",
+            "--rate",
+            "200",
+            "--seconds",
+            &secs,
+        ]),
+    );
+    std::thread::sleep(Duration::from_secs(5));
+    collector.kill();
+    std::thread::sleep(Duration::from_secs(args.restart_secs));
+    collector.spawn();
+    let report = python_report(child);
+    let (distinct, rows_stored) = stored_eventually(args, database, "bench-py-restart", 1);
+    rows.push(Row {
+        scenario: format!(
+            "Python: collector SIGKILLed for {} s under 200 events/s",
+            args.restart_secs
+        ),
+        result: format!(
+            "{report}; stored {distinct} distinct ({rows_stored} rows), run {} s",
+            started.elapsed().as_secs()
+        ),
+    });
+    rows
 }
