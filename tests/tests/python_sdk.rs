@@ -85,6 +85,7 @@ async fn python_finance_events_arrive_hashed_like_rust() {
         let report = report(output);
         assert_eq!(report["delivered"], 6, "{app}: {report}");
     }
+    collector.settled().await;
     let hasher = UserHasher::new(Some(KEY.as_bytes().to_vec()));
     for app in ["py-sdk-grpc", "py-sdk-http"] {
         let rows: Vec<EventRow> = clickhouse(&database)
@@ -164,6 +165,7 @@ async fn a_collector_restart_loses_nothing_from_python() {
         report["retries"].as_u64() > Some(0),
         "the outage was noticed: {report}"
     );
+    collector.settled().await;
     let (distinct, rows): (u64, u64) = clickhouse(&database)
         .query("SELECT uniqExact(properties['seq']), count() FROM events WHERE app = 'py-restart'")
         .fetch_one()

@@ -49,6 +49,7 @@ async fn a_burst_is_delivered_whole() {
     .expect("sender");
     let report = report.unwrap_or_else(|error| panic!("burst not delivered whole: {error}"));
     assert_eq!((report.delivered, report.dropped), (BURST, 0), "{report}");
+    collector.settled().await;
     let (distinct, rows) = stored(&database, "burst").await;
     assert_eq!(distinct, BURST);
     assert!(rows >= BURST);
@@ -99,10 +100,16 @@ async fn a_collector_restart_loses_nothing() {
     tokio::time::sleep(OUTAGE).await;
     collector.start_again().await;
 
+    let mut results = Vec::new();
     for sender in senders {
-        let (app, result) = tokio::task::spawn_blocking(move || sender.join().expect("sender"))
-            .await
-            .expect("join");
+        results.push(
+            tokio::task::spawn_blocking(move || sender.join().expect("sender"))
+                .await
+                .expect("join"),
+        );
+    }
+    collector.settled().await;
+    for (app, result) in results {
         let report = result.unwrap_or_else(|error| panic!("{app}: events lost: {error}"));
         assert!(
             report.retries > 0,
@@ -174,6 +181,7 @@ async fn the_ingest_token_comes_from_otel_exporter_otlp_headers() {
             "{protocol}: {report}"
         );
     }
+    collector.settled().await;
     let (_, rows) = stored(&database, "tokened").await;
     assert_eq!(rows, 2);
     let _ = std::fs::remove_dir_all(dir);
