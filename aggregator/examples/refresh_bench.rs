@@ -1,26 +1,35 @@
-//! How long a full metrics refresh takes, from the views and from the raw table.
+//! How long a full metrics refresh takes from the materialized layer, against the
+//! same metrics from the raw events (and from the first, retired layer), at growing
+//! history with the same daily activity; sizes on disk; `/metrics` under concurrent
+//! scrapers. Prints markdown tables (docs/benchmarks.md).
 //!
-//! Loads a synthetic data set into a fresh database (generated inside ClickHouse,
-//! so loading is fast and goes through the materialized views like real inserts),
-//! then times `snapshot::compute` — what the aggregator does every refresh — against
-//! the same metrics computed by scanning `events`. Prints a table.
+//! Data is generated inside ClickHouse (`INSERT … SELECT FROM numbers()` into
+//! `events`, so every materialized view fills as in production): users' first days
+//! uniform over the period, ten events per user, returns decaying over days (days
+//! 0, 0, 0, 1, 1, 2, 3, 7, 14, 30 after signup, capped at today), a user's events of a
+//! day in one or two ten-minute sessions, five event names, three sources.
 //!
 //! ```sh
-//! scripts/clickhouse start
-//! cargo run --release -p growth-aggregator --example refresh_bench -- --events 1000000 --users 20000
+//! scripts/clickhouse start --http-port 18123 --tcp-port 19000 --data-dir /tmp/bench-ch
+//! cargo run --release -p growth-aggregator --example refresh_bench -- \
+//!     --clickhouse-url http://127.0.0.1:18123 --sets 1000000:180,4000000:720
 //! ```
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use clap::Parser;
-use growth_aggregator::definitions::MetricDefinitions;
+use clickhouse::sql::Identifier;
+use growth_aggregator::config::Cli;
+use growth_aggregator::definitions::{MetricDefinitions, RefreshPlan, Window};
+use growth_aggregator::http::{AppState, router};
 use growth_aggregator::queries::MetricsSource;
 use growth_aggregator::snapshot::compute;
-use growth_schema::migrate::migrate;
+use growth_schema::migrate::migrate_to;
 
 #[derive(Parser)]
-#[command(about = "Time a full metrics refresh from the views vs from the raw events table")]
+#[command(about = "Time a metrics refresh from the materialized layer vs the raw events")]
 struct Args {
     /// ClickHouse HTTP endpoint.
     #[arg(
@@ -29,18 +38,23 @@ struct Args {
         default_value = "http://127.0.0.1:8123"
     )]
     clickhouse_url: String,
-    /// Comma list of event counts to load (each in its own database).
-    #[arg(long, value_delimiter = ',', default_value = "100000,1000000")]
-    events: Vec<u64>,
-    /// Distinct users.
-    #[arg(long, default_value_t = 20_000)]
-    users: u64,
-    /// Days the events span, ending now.
-    #[arg(long, default_value_t = 90)]
-    days: u64,
+    /// Data sets as USERS:DAYS (ten events a user), each in its own database.
+    #[arg(long, value_delimiter = ',', default_value = "100000:180,400000:720")]
+    sets: Vec<String>,
     /// Timed repetitions per variant (the median is shown).
     #[arg(long, default_value_t = 5)]
     runs: usize,
+    /// Also fill and time the first (retired) layer: user_activity + user_first_seen.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    previous_layer: bool,
+    /// Concurrent /metrics scrapers (0: skip), each sending --scrapes requests.
+    #[arg(long, default_value_t = 200)]
+    scrapers: usize,
+    #[arg(long, default_value_t = 50)]
+    scrapes: usize,
+    /// Keep the databases (bench_refresh_*) for a look.
+    #[arg(long)]
+    keep: bool,
 }
 
 async fn median<F, Fut>(runs: usize, mut f: F) -> anyhow::Result<Duration>
@@ -58,106 +72,325 @@ where
     Ok(times[times.len() / 2])
 }
 
-/// The same four metrics, computed by scanning the raw events.
+fn range(plan: &RefreshPlan, w: Window, previous: bool) -> (i64, i64) {
+    let list = if previous {
+        &plan.previous_windows
+    } else {
+        &plan.windows
+    };
+    list.iter()
+        .find(|(x, _)| *x == w)
+        .map(|(_, r)| (r.start.timestamp(), r.end.timestamp()))
+        .unwrap_or_default()
+}
+
+/// The refresh's metrics computed by an analyst's plain SQL on `events`: active
+/// users (current and previous windows), cohort sizes and day-N retention over the
+/// same cohorts, totals.
 async fn raw_refresh(
     client: &clickhouse::Client,
-    from_30d: i64,
-    from_7d: i64,
-    from_1d: i64,
+    defs: &MetricDefinitions,
+    plan: &RefreshPlan,
 ) -> anyhow::Result<()> {
-    client
+    let tz = defs.timezone.name();
+    let (day_from, end) = range(plan, Window::Day, false);
+    let (week_from, _) = range(plan, Window::Week, false);
+    let (month_from, _) = range(plan, Window::Month, false);
+    let (prev_month_from, _) = range(plan, Window::Month, true);
+    let active = client
         .query(
-            "SELECT app, uniqExactIf(user_key, event_time >= toDateTime64(?, 3)), uniqExactIf(user_key, event_time >= toDateTime64(?, 3)), uniqExact(user_key)
-             FROM events WHERE user_key != 0 AND event_time >= toDateTime64(?, 3) GROUP BY app FORMAT Null",
+            "SELECT app, uniqExactIf(user_key, event_time >= toDateTime64(?, 3)), uniqExactIf(user_key, event_time >= toDateTime64(?, 3)),
+                    uniqExactIf(user_key, event_time >= toDateTime64(?, 3)), uniqExactIf(user_key, event_time < toDateTime64(?, 3))
+             FROM events WHERE user_key != 0 AND day >= toDate(toDateTime(?)) - 1 AND event_time >= toDateTime64(?, 3) AND event_time < toDateTime64(?, 3)
+             GROUP BY app FORMAT Null",
         )
-        .bind(from_1d)
-        .bind(from_7d)
-        .bind(from_30d)
-        .execute()
-        .await?;
-    client
-        .query("SELECT app, toDate(f) AS c, count() FROM (SELECT app, user_key, min(event_time) AS f FROM events WHERE user_key != 0 GROUP BY app, user_key) WHERE f >= toDateTime64(?, 3) GROUP BY app, c FORMAT Null")
-        .bind(from_7d)
-        .execute()
-        .await?;
-    client
+        .bind(day_from)
+        .bind(week_from)
+        .bind(month_from)
+        .bind(month_from)
+        .bind(prev_month_from)
+        .bind(prev_month_from)
+        .bind(end)
+        .execute();
+    let cohorts = client
         .query(
-            "SELECT c.app, c.c, dateDiff('day', c.c, toDate(e.event_time)) AS n, uniqExact(e.user_key)
-             FROM events AS e INNER JOIN (SELECT app, user_key, toDate(min(event_time)) AS c FROM events WHERE user_key != 0 GROUP BY app, user_key HAVING c >= toDate(toDateTime64(?, 3))) AS c
-             ON e.app = c.app AND e.user_key = c.user_key
-             WHERE e.event_time >= toDateTime64(?, 3) GROUP BY c.app, c.c, n HAVING n IN (1, 3, 7, 30) FORMAT Null",
+            "WITH members AS (SELECT app, user_key, toDate(min(event_time), ?) AS cohort FROM events WHERE user_key != 0 GROUP BY app, user_key
+                              HAVING min(event_time) >= toDateTime64(?, 3) AND min(event_time) < toDateTime64(?, 3))
+             SELECT app, cohort, count() FROM members GROUP BY app, cohort
+             UNION ALL
+             SELECT c.app, c.cohort, count() FROM (SELECT DISTINCT app, user_key, toDate(event_time, ?) AS d FROM events
+                                                   WHERE user_key != 0 AND event_time >= toDateTime64(?, 3) AND event_time < toDateTime64(?, 3)) AS e
+             INNER JOIN members AS c ON e.app = c.app AND e.user_key = c.user_key
+             WHERE dateDiff('day', c.cohort, e.d) IN (1, 3, 7, 30) GROUP BY c.app, c.cohort, dateDiff('day', c.cohort, e.d) FORMAT Null",
         )
-        .bind(from_7d)
-        .bind(from_7d)
-        .execute()
-        .await?;
-    client
+        .bind(tz)
+        .bind(plan.cohort_range.start.timestamp())
+        .bind(plan.cohort_range.end.timestamp())
+        .bind(tz)
+        .bind(plan.retention_activity_range.start.timestamp())
+        .bind(plan.retention_activity_range.end.timestamp())
+        .execute();
+    let totals = client
         .query("SELECT app, event, count() FROM events GROUP BY app, event FORMAT Null")
+        .execute();
+    tokio::try_join!(active, cohorts, totals)?;
+    Ok(())
+}
+
+/// The same metrics from the first layer (retired by migration 0012), as its
+/// aggregator asked them: quarter-hour × event × user rows, first-seen grouped over
+/// every user ever seen.
+async fn previous_layer_refresh(
+    client: &clickhouse::Client,
+    defs: &MetricDefinitions,
+    plan: &RefreshPlan,
+) -> anyhow::Result<()> {
+    let tz = defs.timezone.name();
+    let (day_from, end) = range(plan, Window::Day, false);
+    let (week_from, _) = range(plan, Window::Week, false);
+    let (month_from, _) = range(plan, Window::Month, false);
+    let (prev_month_from, _) = range(plan, Window::Month, true);
+    let active = client
+        .query(
+            "SELECT app, uniqExactIf(user_key, bucket >= toDateTime(?)), uniqExactIf(user_key, bucket >= toDateTime(?)),
+                    uniqExactIf(user_key, bucket >= toDateTime(?)), uniqExactIf(user_key, bucket < toDateTime(?))
+             FROM user_activity WHERE bucket >= toDateTime(?) AND bucket < toDateTime(?) GROUP BY app FORMAT Null",
+        )
+        .bind(day_from)
+        .bind(week_from)
+        .bind(month_from)
+        .bind(month_from)
+        .bind(prev_month_from)
+        .bind(end)
+        .execute();
+    let sizes = client
+        .query(
+            "SELECT app, toDate(first_at, ?) AS cohort, count() FROM (SELECT app, user_key, min(first_seen) AS first_at FROM user_first_seen GROUP BY app, user_key)
+             WHERE first_at >= toDateTime64(?, 3) AND first_at < toDateTime64(?, 3) GROUP BY app, cohort FORMAT Null",
+        )
+        .bind(tz)
+        .bind(plan.cohort_range.start.timestamp())
+        .bind(plan.cohort_range.end.timestamp())
+        .execute();
+    let retained = client
+        .query(
+            "SELECT c.app, c.cohort, toUInt32(dateDiff('day', c.cohort, toDate(a.bucket, ?))) AS n, uniqExact(a.user_key)
+             FROM user_activity AS a INNER JOIN (
+                 SELECT app, user_key, min(first_seen) AS first_at, toDate(first_at, ?) AS cohort FROM user_first_seen GROUP BY app, user_key
+                 HAVING first_at >= toDateTime64(?, 3) AND first_at < toDateTime64(?, 3)) AS c ON a.app = c.app AND a.user_key = c.user_key
+             WHERE a.bucket >= toDateTime(?) AND a.bucket < toDateTime(?) GROUP BY c.app, c.cohort, n HAVING n IN (1, 3, 7, 30) FORMAT Null",
+        )
+        .bind(tz)
+        .bind(tz)
+        .bind(plan.cohort_range.start.timestamp())
+        .bind(plan.cohort_range.end.timestamp())
+        .bind(plan.retention_activity_range.start.timestamp())
+        .bind(plan.retention_activity_range.end.timestamp())
+        .execute();
+    let totals = client
+        .query("SELECT app, event, sum(events) FROM event_counts GROUP BY app, event FORMAT Null")
+        .execute();
+    tokio::try_join!(active, sizes, retained, totals)?;
+    Ok(())
+}
+
+#[derive(clickhouse::Row, serde::Deserialize)]
+struct TableSize {
+    table: String,
+    rows: u64,
+    bytes: u64,
+}
+
+async fn load(client: &clickhouse::Client, users: u64, days: u64) -> anyhow::Result<()> {
+    client
+        .query(
+            "INSERT INTO events (app, event, event_time, user_hash, source, properties, numbers, received_at)
+             SELECT 'bench',
+                    ['expense_logged','expense_logged','expense_edited','report_requested','challenge_started'][1 + intHash64(number) % 5],
+                    now64(3) - toIntervalSecond(day_ago * 86400 + intHash64(u * 7919 + day_ago) % 86000 + if(k % 2 = 1, 10800, 0) + (k * 53) % 600),
+                    lower(hex(SHA256(toString(u)))),
+                    ['messenger','form','pwa'][1 + intHash64(number + 1) % 3],
+                    map('category', 'groceries'), map('amount', toFloat64(number % 100)), now64(3)
+             FROM (
+                 SELECT number, intDiv(number, 10) AS u, number % 10 AS k,
+                        intHash64(u) % {days:UInt64} AS signup_ago,
+                        [0, 0, 0, 1, 1, 2, 3, 7, 14, 30][k + 1] AS back_after,
+                        toUInt64(if(back_after > signup_ago, toUInt64(signup_ago), toUInt64(signup_ago - back_after))) AS day_ago
+                 FROM numbers({events:UInt64})
+             )",
+        )
+        .param("days", days)
+        .param("events", users * 10)
+        .with_setting("max_insert_block_size", "1000000")
+        .with_setting("min_insert_block_size_rows", "1000000")
+        .with_setting("max_execution_time", "0")
         .execute()
         .await?;
     Ok(())
+}
+
+/// p50 / p99 / max of `/metrics` with `scrapers` concurrent clients on one server.
+async fn scrape_latency(
+    state: AppState,
+    scrapers: usize,
+    scrapes: usize,
+) -> anyhow::Result<(Duration, Duration, Duration, f64)> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let server = tokio::spawn(async move { axum::serve(listener, router(state)).await });
+    let url = Arc::new(format!("http://{addr}/metrics"));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..scrapers {
+        let url = url.clone();
+        tasks.push(tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            let mut times = Vec::with_capacity(scrapes);
+            for _ in 0..scrapes {
+                let t = Instant::now();
+                let body = http
+                    .get(url.as_str())
+                    .send()
+                    .await?
+                    .error_for_status()?
+                    .bytes()
+                    .await?;
+                anyhow::ensure!(!body.is_empty(), "empty /metrics");
+                times.push(t.elapsed());
+            }
+            Ok::<_, anyhow::Error>(times)
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await??);
+    }
+    let wall = started.elapsed();
+    server.abort();
+    all.sort();
+    let at = |q: f64| all[((all.len() as f64 * q) as usize).min(all.len() - 1)];
+    Ok((
+        at(0.5),
+        at(0.99),
+        at(1.0),
+        all.len() as f64 / wall.as_secs_f64(),
+    ))
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let server = clickhouse::Client::default().with_url(&args.clickhouse_url);
-    let defs = MetricDefinitions {
-        timezone: chrono_tz::Tz::UTC,
-        active_events: vec![],
-        retention_days: vec![1, 3, 7, 30],
-        cohorts: 7,
-    };
-    println!(
-        "| events | users | load (s) | refresh from views (ms) | same metrics from raw events (ms) | raw / views |"
-    );
-    println!("|---:|---:|---:|---:|---:|---:|");
-    for &events in &args.events {
-        let database = format!("bench_refresh_{events}_{}", std::process::id());
-        migrate(&server, &database).await?;
-        let client = server.clone().with_database(&database);
-        let load = Instant::now();
-        // Users sign up spread over the period; each event picks a user and a moment.
-        client
-            .query(
-                "INSERT INTO events (app, event, event_time, user_hash, source, properties, numbers, received_at)
-                 SELECT 'bench',
-                        ['expense_logged','expense_edited','report_requested','pwa_installed','challenge_started'][1 + number % 5],
-                        now64(3) - toIntervalSecond(intHash64(number) % (? * 86400)),
-                        lower(hex(SHA256(toString(intHash64(number * 7) % ?)))),
-                        ['messenger','form','pwa'][1 + number % 3],
-                        map('category', 'groceries'), map('amount', toFloat64(number % 100)), now64(3)
-                 FROM numbers(?)",
-            )
-            .bind(args.days)
-            .bind(args.users)
-            .bind(events)
-            .with_setting("max_insert_block_size", "1000000")
+    let config = Cli::try_parse_args(["refresh_bench", "--clickhouse-url", &args.clickhouse_url])?
+        .run
+        .into_config();
+    let defs = config.definitions.clone();
+    let mut sizes_table = Vec::new();
+    let mut rows = Vec::new();
+    let mut last_state = None;
+    for set in &args.sets {
+        let (users, days) = set
+            .split_once(':')
+            .and_then(|(u, d)| Some((u.parse::<u64>().ok()?, d.parse::<u64>().ok()?)))
+            .ok_or_else(|| anyhow::anyhow!("--sets takes USERS:DAYS, got {set}"))?;
+        let database = format!("bench_refresh_{users}_{days}");
+        server
+            .query("DROP DATABASE IF EXISTS ?")
+            .bind(Identifier(&database))
             .execute()
             .await?;
-        let load = load.elapsed();
-        let source = MetricsSource::new(client.clone(), Duration::from_secs(60));
-        let plan = defs.plan(Utc::now());
-        let at = |i: usize| plan.windows[i].1.start.timestamp();
-        let views = median(args.runs, || async {
+        // Without 0012 the first layer's views stay on, so both layers fill from one load.
+        migrate_to(
+            &server,
+            &database,
+            if args.previous_layer { 11 } else { u32::MAX },
+        )
+        .await?;
+        let client = server.clone().with_database(&database);
+        let started = Instant::now();
+        load(&client, users, days).await?;
+        let load_s = started.elapsed().as_secs_f64();
+        let source = MetricsSource::new(client.clone(), Duration::from_secs(600));
+        let layer = median(args.runs, || async {
             compute(&source, &defs, Utc::now()).await?;
             Ok(())
         })
         .await?;
-        let raw = median(args.runs, || raw_refresh(&client, at(2), at(1), at(0))).await?;
-        println!(
-            "| {events} | {} | {:.1} | {:.0} | {:.0} | {:.1}× |",
-            args.users,
-            load.as_secs_f64(),
-            views.as_secs_f64() * 1000.0,
-            raw.as_secs_f64() * 1000.0,
-            raw.as_secs_f64() / views.as_secs_f64()
-        );
-        server
-            .query("DROP DATABASE IF EXISTS ?")
-            .bind(clickhouse::sql::Identifier(&database))
-            .execute()
+        let raw = median(args.runs, || async {
+            raw_refresh(&client, &defs, &defs.plan(Utc::now())).await
+        })
+        .await?;
+        let previous = if args.previous_layer {
+            Some(
+                median(args.runs, || async {
+                    previous_layer_refresh(&client, &defs, &defs.plan(Utc::now())).await
+                })
+                .await?,
+            )
+        } else {
+            None
+        };
+        let snapshot = compute(&source, &defs, Utc::now()).await?;
+        let dau = snapshot
+            .apps
+            .get("bench")
+            .map(|a| a.active(Window::Day))
+            .unwrap_or(0);
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        rows.push(format!(
+            "| {users} | {} | {days} | {load_s:.0} | {dau} | **{:.0}** | {} | {:.0} | **{:.1}×** |",
+            users * 10,
+            ms(layer),
+            previous.map_or("–".to_owned(), |p| format!("{:.0}", ms(p))),
+            ms(raw),
+            raw.as_secs_f64() / layer.as_secs_f64()
+        ));
+        let parts: Vec<TableSize> = server
+            .query("SELECT table, sum(rows) AS rows, sum(bytes_on_disk) AS bytes FROM system.parts WHERE database = ? AND active GROUP BY table ORDER BY table")
+            .bind(&database)
+            .fetch_all()
             .await?;
+        for p in parts {
+            sizes_table.push(format!(
+                "| {users}:{days} | {} | {} | {:.1} |",
+                p.table,
+                p.rows,
+                p.bytes as f64 / (1024.0 * 1024.0)
+            ));
+        }
+        let state = AppState::new(config.clone(), source.clone());
+        state.cache.publish(snapshot);
+        last_state = Some(state);
+        if !args.keep {
+            server
+                .query("DROP DATABASE IF EXISTS ?")
+                .bind(Identifier(&database))
+                .execute()
+                .await?;
+        }
+    }
+    println!(
+        "| users | events | days | load (s) | DAU | refresh from the layer (ms) | first layer (ms) | same metrics from raw events (ms) | raw / layer |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for r in rows {
+        println!("{r}");
+    }
+    println!("\n| set | table | rows | MiB on disk |\n|---|---|---:|---:|");
+    for r in sizes_table {
+        println!("{r}");
+    }
+    if let (Some(state), true) = (last_state, args.scrapers > 0) {
+        let (p50, p99, max, rps) = scrape_latency(state, args.scrapers, args.scrapes).await?;
+        println!(
+            "\n/metrics with {} concurrent scrapers × {} requests: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms, {:.0} requests/s",
+            args.scrapers,
+            args.scrapes,
+            p50.as_secs_f64() * 1000.0,
+            p99.as_secs_f64() * 1000.0,
+            max.as_secs_f64() * 1000.0,
+            rps
+        );
     }
     Ok(())
 }

@@ -2,7 +2,10 @@
 //! cached snapshot (or ask [`crate::on_demand`] through the API) and render it. Every
 //! response passes access control, security headers and compression ([`layered`]).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+
+use axum::body::Bytes;
+use chrono::{DateTime, Utc};
 
 use axum::Router;
 use axum::extract::State;
@@ -32,6 +35,17 @@ pub struct AppState {
     pub source: MetricsSource,
     pub answers: AnswerCache,
     pub health: RefreshHealth,
+    /// The last rendered `/metrics` body per format: rendered once per snapshot, so a
+    /// crowd of scrapers costs a copy of bytes each.
+    exposition_cache: Arc<Mutex<Vec<(ExpositionKey, Bytes)>>>,
+}
+
+/// What a rendered `/metrics` body depends on.
+#[derive(Clone, Copy, PartialEq)]
+struct ExpositionKey {
+    generated_at: DateTime<Utc>,
+    errors_total: u64,
+    format: Format,
 }
 
 impl AppState {
@@ -43,6 +57,7 @@ impl AppState {
             source,
             answers: AnswerCache::default(),
             health: RefreshHealth::default(),
+            exposition_cache: Arc::default(),
         }
     }
 }
@@ -128,17 +143,41 @@ async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response 
         return not_ready();
     };
     let format = Format::negotiate(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
-    let limits = exposition::Limits {
-        max_apps: state.config.max_apps as usize,
-        max_events_per_app: state.config.max_events_per_app as usize,
-    };
-    let refresh = exposition::RefreshStats {
-        duration_seconds: state.health.last_duration().as_secs_f64(),
+    let key = ExpositionKey {
+        generated_at: snapshot.generated_at,
         errors_total: state.health.errors_total(),
+        format,
     };
-    (
-        [(header::CONTENT_TYPE, format.content_type())],
-        exposition::render(&snapshot, &limits, &refresh, format),
-    )
-        .into_response()
+    let cached = {
+        let cache = state
+            .exposition_cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        cache
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, b)| b.clone())
+    };
+    let body = match cached {
+        Some(body) => body,
+        None => {
+            let limits = exposition::Limits {
+                max_apps: state.config.max_apps as usize,
+                max_events_per_app: state.config.max_events_per_app as usize,
+            };
+            let refresh = exposition::RefreshStats {
+                duration_seconds: state.health.last_duration().as_secs_f64(),
+                errors_total: key.errors_total,
+            };
+            let body = Bytes::from(exposition::render(&snapshot, &limits, &refresh, format));
+            let mut cache = state
+                .exposition_cache
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            cache.retain(|(k, _)| k.format != format);
+            cache.push((key, body.clone()));
+            body
+        }
+    };
+    ([(header::CONTENT_TYPE, format.content_type())], body).into_response()
 }
