@@ -22,6 +22,7 @@ use chrono::Utc;
 use clap::Parser;
 use clickhouse::sql::Identifier;
 use growth_aggregator::config::Cli;
+use growth_aggregator::dashboard::{DashboardSettings, DashboardState};
 use growth_aggregator::definitions::{MetricDefinitions, RefreshPlan, Window};
 use growth_aggregator::http::{AppState, router};
 use growth_aggregator::queries::MetricsSource;
@@ -237,7 +238,16 @@ async fn scrape_latency(
 ) -> anyhow::Result<(Duration, Duration, Duration, f64)> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    let server = tokio::spawn(async move { axum::serve(listener, router(state)).await });
+    let dashboard = DashboardState {
+        cache: state.cache.clone(),
+        settings: Arc::new(DashboardSettings::new(
+            state.config.refresh_interval,
+            Default::default(),
+            Vec::new(),
+            Vec::new(),
+        )),
+    };
+    let server = tokio::spawn(async move { axum::serve(listener, router(state, dashboard)).await });
     let url = Arc::new(format!("http://{addr}/metrics"));
     let started = Instant::now();
     let mut tasks = Vec::new();
