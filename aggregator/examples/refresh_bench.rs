@@ -239,7 +239,7 @@ async fn scrape_latency(
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let dashboard = DashboardState {
-        cache: state.cache.clone(),
+        app: state.clone(),
         settings: Arc::new(DashboardSettings::new(
             state.config.refresh_interval,
             Default::default(),
