@@ -19,6 +19,12 @@
 //!   it, and the good frames are handed to the writer again — first of all the
 //!   batch that was being inserted when the process died, with the same range, so
 //!   its deduplication token matches.
+//! * **A sender's retry is not a new request.** Each frame carries the digest of its
+//!   request's rows (receive time left out). An append whose digest was spooled in the
+//!   last [`RECENT_WINDOW`] is acknowledged without being written again: a sender whose
+//!   answer was lost (the collector killed between fsync and answer) resends the same
+//!   request, and it is stored once. The digests of the frames found at start-up seed
+//!   the window, so this holds across a restart too.
 //! * **Bounded.** Appends that would take the spool past `--spool-max-bytes` are
 //!   refused at once ([`SpoolError::Full`]), which the receivers turn into
 //!   RESOURCE_EXHAUSTED / 429 with a retry delay.
@@ -42,10 +48,15 @@ use tokio::sync::{mpsc, oneshot};
 pub use cursor::Cursor;
 pub use segment::{Frame, Position};
 
+use crate::rowbinary::EncodedRows;
 use crate::telemetry::Telemetry;
 
 /// Largest group written with one write + fsync; more waits for the next group.
 const GROUP_MAX_BYTES: usize = 16 << 20;
+/// How long a request's digest is remembered to recognise a sender's retry of it.
+pub const RECENT_WINDOW: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+/// Most digests remembered (16 bytes each, about 8 MB with the set's overhead).
+const RECENT_MAX: usize = 200_000;
 const ID_FILE: &str = "spool-id";
 
 /// When the spool syncs to disk.
@@ -114,8 +125,18 @@ pub struct Spooled {
 
 struct Append {
     rows: u32,
+    digest: u128,
     payload: Vec<u8>,
-    ack: oneshot::Sender<Result<(), SpoolError>>,
+    ack: oneshot::Sender<Result<Appended, SpoolError>>,
+}
+
+/// What [`Spool::append`] did with a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Appended {
+    /// Written and synced.
+    Written,
+    /// The same request was spooled a moment ago (a sender's retry): not written again.
+    Duplicate,
 }
 
 /// Byte counts both sides of the spool change.
@@ -152,8 +173,12 @@ pub struct Spool {
 }
 
 impl Spool {
-    /// Appends one request's rows (RowBinary) and waits until they are durable.
-    pub async fn append(&self, rows: u32, payload: Vec<u8>) -> Result<(), SpoolError> {
+    /// Appends one request's rows and waits until they are durable.
+    pub async fn append(&self, rows: u32, encoded: EncodedRows) -> Result<Appended, SpoolError> {
+        let EncodedRows {
+            bytes: payload,
+            digest,
+        } = encoded;
         let bytes = segment::FRAME_HEADER_LEN + payload.len() as u64;
         let used = self.usage.reserved.fetch_add(bytes, Ordering::Relaxed) + bytes;
         let used = used + self.usage.disk.load(Ordering::Relaxed);
@@ -165,7 +190,16 @@ impl Spool {
             });
         }
         let (ack, answer) = oneshot::channel();
-        if self.tx.send(Append { rows, payload, ack }).is_err() {
+        if self
+            .tx
+            .send(Append {
+                rows,
+                digest,
+                payload,
+                ack,
+            })
+            .is_err()
+        {
             self.usage.reserved.fetch_sub(bytes, Ordering::Relaxed);
             return Err(SpoolError::Closed);
         }
@@ -281,9 +315,14 @@ pub fn open(
     usage.disk.fetch_add(segment::HEADER_LEN, Ordering::Relaxed);
     telemetry.spool_segments_changed(1);
 
+    let mut recent = RecentDigests::default();
+    for frame in &recovered {
+        recent.remember(frame.digest);
+    }
     let (tx, rx) = mpsc::unbounded_channel();
     let (spooled_tx, spooled) = mpsc::unbounded_channel();
     let writer = GroupWriter {
+        recent,
         dir: dir.clone(),
         active,
         segment_bytes: config.segment_bytes,
@@ -370,7 +409,35 @@ impl Active {
     }
 }
 
+/// Digests of recently spooled requests, oldest first.
+#[derive(Default)]
+struct RecentDigests {
+    set: std::collections::HashSet<u128>,
+    order: std::collections::VecDeque<(u128, std::time::Instant)>,
+}
+
+impl RecentDigests {
+    fn contains(&self, digest: u128) -> bool {
+        self.set.contains(&digest)
+    }
+
+    fn remember(&mut self, digest: u128) {
+        let now = std::time::Instant::now();
+        while let Some((old, at)) = self.order.front() {
+            if self.order.len() < RECENT_MAX && now.duration_since(*at) < RECENT_WINDOW {
+                break;
+            }
+            self.set.remove(old);
+            self.order.pop_front();
+        }
+        if self.set.insert(digest) {
+            self.order.push_back((digest, now));
+        }
+    }
+}
+
 struct GroupWriter {
+    recent: RecentDigests,
     dir: PathBuf,
     active: Active,
     segment_bytes: u64,
@@ -399,18 +466,42 @@ impl GroupWriter {
                 .iter()
                 .map(|a| segment::FRAME_HEADER_LEN + a.payload.len() as u64)
                 .sum();
-            let result = self.write_group(&group);
+            // A retry of a request already spooled (before, or earlier in this group)
+            // is answered like the first, without writing it again.
+            let mut in_group = std::collections::HashSet::new();
+            let duplicate: Vec<bool> = group
+                .iter()
+                .map(|a| self.recent.contains(a.digest) || !in_group.insert(a.digest))
+                .collect();
+            let to_write: Vec<&Append> = group
+                .iter()
+                .zip(&duplicate)
+                .filter(|(_, dup)| !**dup)
+                .map(|(a, _)| a)
+                .collect();
+            let result = self.write_group(&to_write);
             self.usage.reserved.fetch_sub(reserved, Ordering::Relaxed);
             match result {
                 Ok(frames) => {
+                    for frame in &frames {
+                        self.recent.remember(frame.digest);
+                    }
                     self.telemetry.spooled(
-                        group.len() as u64,
+                        frames.len() as u64,
                         frames.iter().map(|f| u64::from(f.rows)).sum(),
+                        (group.len() - frames.len()) as u64,
                     );
                     // The writer is gone only when shutting down; the frames stay on disk.
-                    let _ = self.spooled.send(Spooled { frames });
-                    for append in group {
-                        let _ = append.ack.send(Ok(()));
+                    if !frames.is_empty() {
+                        let _ = self.spooled.send(Spooled { frames });
+                    }
+                    for (append, dup) in group.into_iter().zip(duplicate) {
+                        let appended = if dup {
+                            Appended::Duplicate
+                        } else {
+                            Appended::Written
+                        };
+                        let _ = append.ack.send(Ok(appended));
                     }
                 }
                 Err(e) => {
@@ -430,7 +521,7 @@ impl GroupWriter {
     }
 
     /// Writes and syncs a group; on failure, cuts what it wrote so no half-group stays.
-    fn write_group(&mut self, group: &[Append]) -> Result<Vec<Frame>, SpoolError> {
+    fn write_group(&mut self, group: &[&Append]) -> Result<Vec<Frame>, SpoolError> {
         let mut frames = Vec::with_capacity(group.len());
         self.buffer.clear();
         let mut touched = vec![(self.active.id, self.active.len)];
@@ -452,8 +543,14 @@ impl GroupWriter {
                     },
                     payload_len: append.payload.len() as u32,
                     rows: append.rows,
+                    digest: append.digest,
                 });
-                segment::encode_frame(append.rows, &append.payload, &mut self.buffer);
+                segment::encode_frame(
+                    append.rows,
+                    append.digest,
+                    &append.payload,
+                    &mut self.buffer,
+                );
             }
             self.flush()
         })();

@@ -110,6 +110,7 @@ pub struct Telemetry {
     identifying_redacted: Counter,
     requests_refused: Family<RefusalLabel, Counter>,
     requests_spooled: Counter,
+    requests_deduplicated: Counter,
     events_spooled: Counter,
     events_refused: Counter,
     events_stored: Counter,
@@ -153,6 +154,7 @@ impl Telemetry {
             identifying_redacted: Counter::default(),
             requests_refused: Family::default(),
             requests_spooled: Counter::default(),
+            requests_deduplicated: Counter::default(),
             events_spooled: Counter::default(),
             events_refused: Counter::default(),
             events_stored: Counter::default(),
@@ -215,6 +217,11 @@ impl Telemetry {
             "requests_spooled",
             "Requests whose events were written to the spool and acknowledged",
             t.requests_spooled.clone(),
+        );
+        r.register(
+            "requests_deduplicated",
+            "Requests recognised as a sender's retry of one already spooled: acknowledged, not stored again",
+            t.requests_deduplicated.clone(),
         );
         r.register(
             "events_spooled",
@@ -333,9 +340,11 @@ impl Telemetry {
         }
     }
 
-    /// One group commit: `requests` requests with `rows` events are durable.
-    pub fn spooled(&self, requests: u64, rows: u64) {
+    /// One group commit: `requests` requests with `rows` events are durable;
+    /// `duplicates` more were retries of requests already spooled.
+    pub fn spooled(&self, requests: u64, rows: u64, duplicates: u64) {
         self.requests_spooled.inc_by(requests);
+        self.requests_deduplicated.inc_by(duplicates);
         self.events_spooled.inc_by(rows);
     }
 
@@ -453,7 +462,7 @@ mod tests {
             rejected: vec![(RejectReason::InvalidUserHash, 2)],
             ..Default::default()
         });
-        telemetry.spooled(1, 2);
+        telemetry.spooled(1, 2, 0);
         telemetry.insert_done(2, 100, Duration::from_millis(30));
         telemetry.insert_error(ErrorClass::Transient);
         telemetry.backpressured(Backpressure::SpoolFull, 3);

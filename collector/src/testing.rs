@@ -85,14 +85,17 @@ impl EventStore for MemoryStore {
     }
 }
 
-/// `n` minimal rows.
+/// `n` minimal rows, each with an event time of its own (so no two requests made of
+/// them look like a retry of one another).
 pub fn rows(n: usize) -> Vec<EventRow> {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
     let t = DateTime::from_timestamp_nanos(0);
     (0..n)
         .map(|_| EventRow {
             app: "a".into(),
             event: "e".into(),
-            event_time: t,
+            event_time: DateTime::from_timestamp_millis(NEXT.fetch_add(1, Ordering::SeqCst) as i64)
+                .unwrap_or(t),
             user_hash: String::new(),
             source: String::new(),
             properties: vec![],

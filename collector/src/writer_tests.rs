@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::*;
-use crate::rowbinary::encode_rows;
+use crate::rowbinary::encode_request;
 use crate::spool::{self, Spool, SpoolThread};
 use crate::testing::{MemoryStore, rows, spool_config, temp_dir};
 
@@ -46,7 +46,7 @@ fn start(dir: &Path, store: &MemoryStore, batch: BatchConfig) -> Pipeline {
 impl Pipeline {
     async fn append(&self, rows: &[growth_schema::tables::EventRow]) {
         self.spool
-            .append(rows.len() as u32, encode_rows(rows))
+            .append(rows.len() as u32, encode_request(rows))
             .await
             .expect("spooled");
     }
@@ -236,5 +236,44 @@ async fn a_torn_tail_is_cut_and_the_good_frames_replayed() {
     assert_eq!(
         metric(&telemetry, "growth_collector_spool_tail_cuts_total"),
         "growth_collector_spool_tail_cuts_total 1"
+    );
+}
+
+#[tokio::test]
+async fn a_resent_request_is_spooled_once_even_after_a_restart() {
+    let dir = temp_dir("writer-resent");
+    let store = MemoryStore::default();
+    let request = rows(4);
+    let p = start(&dir, &store, config(1_000, 60_000));
+    let first = p
+        .spool
+        .append(4, encode_request(&request))
+        .await
+        .expect("spooled");
+    let again = p
+        .spool
+        .append(4, encode_request(&request))
+        .await
+        .expect("spooled");
+    assert_eq!(
+        (first, again),
+        (spool::Appended::Written, spool::Appended::Duplicate)
+    );
+    // Killed before anything reached the store: the retry comes to the next process.
+    p.writer.join(Duration::from_millis(1)).await;
+    drop(p.spool);
+    p.thread.join().await;
+    let p = start(&dir, &store, config(1_000, 10));
+    let resent = p
+        .spool
+        .append(4, encode_request(&request))
+        .await
+        .expect("spooled");
+    assert_eq!(resent, spool::Appended::Duplicate);
+    let telemetry = p.finish().await;
+    assert_eq!(store.insert_sizes(), vec![4]);
+    assert_eq!(
+        metric(&telemetry, "growth_collector_requests_deduplicated_total"),
+        "growth_collector_requests_deduplicated_total 1"
     );
 }

@@ -178,9 +178,9 @@ impl Intake {
         }
         if !mapped.rows.is_empty() {
             let rows = mapped.rows.len();
-            let payload = rowbinary::encode_rows(&mapped.rows);
+            let encoded = rowbinary::encode_request(&mapped.rows);
             drop(mapped);
-            if let Err(e) = self.spool.append(rows as u32, payload).await {
+            if let Err(e) = self.spool.append(rows as u32, encoded).await {
                 let reason = match e {
                     SpoolError::Full { .. } => Backpressure::SpoolFull,
                     SpoolError::Closed | SpoolError::Io { .. } => Backpressure::SpoolUnavailable,

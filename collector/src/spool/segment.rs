@@ -5,10 +5,11 @@
 //! ids): a 16-byte header (`GSPOOL01` and the id) followed by frames
 //!
 //! ```text
-//! payload length u32 LE | rows u32 LE | CRC-32 u32 LE of (rows, payload) | payload
+//! payload length u32 LE | rows u32 LE | CRC-32 u32 LE of (rows, digest, payload) | digest u128 LE | payload
 //! ```
 //!
-//! The payload is the request's rows in RowBinary ([`crate::rowbinary`]). A frame
+//! The payload is the request's rows in RowBinary ([`crate::rowbinary`]); the digest
+//! identifies the request (so a sender's retry of it is recognised, even after a restart). A frame
 //! that is cut short, longer than the file, or whose checksum does not match ends
 //! the segment: [`scan`] reports where, and recovery truncates the file there, so the
 //! good frames before it are kept and a torn write (kill -9, power loss with
@@ -22,7 +23,7 @@ use std::path::{Path, PathBuf};
 /// Bytes before the first frame of a segment.
 pub const HEADER_LEN: u64 = 16;
 /// Bytes before a frame's payload.
-pub const FRAME_HEADER_LEN: u64 = 12;
+pub const FRAME_HEADER_LEN: u64 = 28;
 const MAGIC: &[u8; 8] = b"GSPOOL01";
 /// A frame longer than this is taken as garbage (no request maps to that much).
 pub const MAX_PAYLOAD: u32 = 1 << 30;
@@ -51,6 +52,8 @@ pub struct Frame {
     pub payload_len: u32,
     /// Rows in the payload.
     pub rows: u32,
+    /// The request's digest ([`crate::rowbinary::EncodedRows::digest`]).
+    pub digest: u128,
 }
 
 impl Frame {
@@ -96,19 +99,27 @@ pub fn header(id: u64) -> [u8; HEADER_LEN as usize] {
 }
 
 /// Appends one frame to `out`.
-pub fn encode_frame(rows: u32, payload: &[u8], out: &mut Vec<u8>) {
+pub fn encode_frame(rows: u32, digest: u128, payload: &[u8], out: &mut Vec<u8>) {
     let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
     out.extend_from_slice(&len.to_le_bytes());
     out.extend_from_slice(&rows.to_le_bytes());
-    out.extend_from_slice(&checksum(rows, payload).to_le_bytes());
+    out.extend_from_slice(&checksum(rows, digest, payload).to_le_bytes());
+    out.extend_from_slice(&digest.to_le_bytes());
     out.extend_from_slice(payload);
 }
 
-fn checksum(rows: u32, payload: &[u8]) -> u32 {
+fn checksum(rows: u32, digest: u128, payload: &[u8]) -> u32 {
     let mut hasher = crc32fast::Hasher::new();
     hasher.update(&rows.to_le_bytes());
+    hasher.update(&digest.to_le_bytes());
     hasher.update(payload);
     hasher.finalize()
+}
+
+fn digest_of(head: &[u8]) -> u128 {
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&head[12..28]);
+    u128::from_le_bytes(bytes)
 }
 
 /// What [`scan`] found in one segment.
@@ -148,7 +159,7 @@ pub fn scan(dir: &Path, id: u64, from: u64) -> io::Result<Scan> {
             break;
         }
         let word = |i: usize| u32::from_le_bytes([head[i], head[i + 1], head[i + 2], head[i + 3]]);
-        let (len, rows, crc) = (word(0), word(4), word(8));
+        let (len, rows, crc, digest) = (word(0), word(4), word(8), digest_of(&head));
         let end = at + FRAME_HEADER_LEN + u64::from(len);
         if len > MAX_PAYLOAD || end > file_len {
             scan.damage = Some(format!("frame at byte {at} runs past the end of the file"));
@@ -156,7 +167,7 @@ pub fn scan(dir: &Path, id: u64, from: u64) -> io::Result<Scan> {
         }
         payload.resize(len as usize, 0);
         reader.read_exact(&mut payload)?;
-        if checksum(rows, &payload) != crc {
+        if checksum(rows, digest, &payload) != crc {
             scan.damage = Some(format!("checksum mismatch in the frame at byte {at}"));
             break;
         }
@@ -167,6 +178,7 @@ pub fn scan(dir: &Path, id: u64, from: u64) -> io::Result<Scan> {
             },
             payload_len: len,
             rows,
+            digest,
         });
         at = end;
     }
@@ -202,8 +214,9 @@ impl Reader {
         let mut bytes = vec![0u8; (FRAME_HEADER_LEN + u64::from(frame.payload_len)) as usize];
         file.read_exact_at(&mut bytes, frame.start.offset)?;
         let crc = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
+        let digest = digest_of(&bytes);
         let payload = bytes.split_off(FRAME_HEADER_LEN as usize);
-        if checksum(frame.rows, &payload) != crc {
+        if checksum(frame.rows, digest, &payload) != crc {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!("checksum mismatch in the frame at {}", frame.start),
@@ -225,7 +238,7 @@ mod tests {
     fn segment_with(dir: &Path, id: u64, payloads: &[&[u8]]) -> PathBuf {
         let mut bytes = header(id).to_vec();
         for (i, p) in payloads.iter().enumerate() {
-            encode_frame(i as u32 + 1, p, &mut bytes);
+            encode_frame(i as u32 + 1, i as u128, p, &mut bytes);
         }
         let path = path(dir, id);
         std::fs::write(&path, bytes).expect("write segment");
