@@ -133,14 +133,14 @@ impl Collector {
             Some(Ok(report)) => report,
             Some(Err(e)) => {
                 readiness.set(Phase::Starting(e.to_string()));
-                drop(spool);
+                spool.close();
                 spool_thread.join().await;
                 stop_server(admin_stop, admin_task).await;
                 return Err(e.into());
             }
             None => {
                 tracing::info!("stopped before ClickHouse was ready");
-                drop(spool);
+                spool.close();
                 spool_thread.join().await;
                 stop_server(admin_stop, admin_task).await;
                 return Ok(());
@@ -166,6 +166,7 @@ impl Collector {
             health,
             stall_timeout: config.delivery.write_stall_timeout,
         });
+        let closer = spool.clone();
         let intake = Intake::new(config.hasher.clone(), spool, &config.delivery, telemetry)
             .with_rules(rules);
         let timeouts = config.intake.timeouts;
@@ -213,8 +214,10 @@ impl Collector {
             receivers.abort_all();
             while receivers.join_next().await.is_some() {}
         }
-        // Both servers are gone and with them every spool handle: the spool thread
-        // syncs what it was given and closes; the writer inserts what is left.
+        // The servers are gone: the spool writes what it was given and closes (a
+        // connection that lingers is refused from now on); the writer inserts what
+        // is left.
+        closer.close();
         spool_thread.join().await;
         writer
             .join(deadline.saturating_duration_since(Instant::now()))

@@ -123,6 +123,13 @@ pub struct Spooled {
     pub frames: Vec<Frame>,
 }
 
+/// What the spool thread is asked to do.
+enum Command {
+    Append(Append),
+    /// Write what is queued, then stop: later appends are refused.
+    Close,
+}
+
 struct Append {
     rows: u32,
     digest: u128,
@@ -167,7 +174,7 @@ impl SpoolUsage {
 /// The intake's end of the spool. Cloning is cheap.
 #[derive(Debug, Clone)]
 pub struct Spool {
-    tx: mpsc::UnboundedSender<Append>,
+    tx: mpsc::UnboundedSender<Command>,
     usage: Arc<SpoolUsage>,
     max_bytes: u64,
 }
@@ -192,18 +199,24 @@ impl Spool {
         let (ack, answer) = oneshot::channel();
         if self
             .tx
-            .send(Append {
+            .send(Command::Append(Append {
                 rows,
                 digest,
                 payload,
                 ack,
-            })
+            }))
             .is_err()
         {
             self.usage.reserved.fetch_sub(bytes, Ordering::Relaxed);
             return Err(SpoolError::Closed);
         }
         answer.await.unwrap_or(Err(SpoolError::Closed))
+    }
+
+    /// Writes and syncs what is queued, then stops taking appends (graceful shutdown:
+    /// connections that linger past it get [`SpoolError::Closed`]).
+    pub fn close(&self) {
+        let _ = self.tx.send(Command::Close);
     }
 
     /// Whether the spool holds more than `bytes`.
@@ -449,15 +462,24 @@ struct GroupWriter {
 }
 
 impl GroupWriter {
-    fn run(mut self, mut rx: mpsc::UnboundedReceiver<Append>) {
-        while let Some(first) = rx.blocking_recv() {
+    fn run(mut self, mut rx: mpsc::UnboundedReceiver<Command>) {
+        let mut closing = false;
+        while !closing {
+            let first = match rx.blocking_recv() {
+                Some(Command::Append(append)) => append,
+                Some(Command::Close) | None => break,
+            };
             let mut bytes = first.payload.len();
             let mut group = vec![first];
             while bytes < GROUP_MAX_BYTES {
                 match rx.try_recv() {
-                    Ok(next) => {
+                    Ok(Command::Append(next)) => {
                         bytes += next.payload.len();
                         group.push(next);
+                    }
+                    Ok(Command::Close) => {
+                        closing = true;
+                        break;
                     }
                     Err(_) => break,
                 }
@@ -515,6 +537,8 @@ impl GroupWriter {
                 }
             }
         }
+        // Dropping the receiver refuses every later append (SpoolError::Closed).
+        drop(rx);
         if let Err(e) = self.active.file.sync_all() {
             tracing::error!(error = %e, "final spool sync failed");
         }

@@ -263,12 +263,14 @@ impl Collector {
             &format!("127.0.0.1:{http}"),
             "--admin-addr",
             &format!("127.0.0.1:{admin}"),
-            "--batch-max-delay",
-            "100ms",
         ]
         .iter()
         .map(|s| s.to_string())
         .collect();
+        // Short batches keep tests quick, unless the test chooses its own.
+        if !extra.contains(&"--batch-max-delay") {
+            args.extend(["--batch-max-delay".to_owned(), "100ms".to_owned()]);
+        }
         args.extend(extra.iter().map(|s| s.to_string()));
         let envs: Vec<(&'static str, String)> = hash_key
             .map(|k| vec![("GROWTH_USER_HASH_KEY", k.to_owned())])
@@ -302,6 +304,11 @@ impl Collector {
         self.process
             .wait_ready(&format!("{}/readyz", self.admin), Duration::from_secs(60))
             .await;
+    }
+
+    /// [`Collector::start_again`], for a collector whose process already exited.
+    pub async fn restart(&mut self) {
+        self.start_again().await;
     }
 
     /// The collector's own `/metrics`, parsed.
