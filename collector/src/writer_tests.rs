@@ -73,13 +73,19 @@ fn metric(telemetry: &Telemetry, line_start: &str) -> String {
 async fn many_requests_become_one_insert_after_the_delay() {
     let dir = temp_dir("writer-delay");
     let store = MemoryStore::default();
-    let p = start(&dir, &store, config(1_000_000, 300));
+    // The delay is long enough that 20 fsynced appends fit in it even on a loaded
+    // machine; "not before the delay" is checked only while the delay is surely running.
+    let delay = Duration::from_millis(1_500);
+    let p = start(&dir, &store, config(1_000_000, delay.as_millis() as u64));
+    let first = std::time::Instant::now();
     for _ in 0..20 {
         p.append(&rows(7)).await;
     }
-    tokio::time::sleep(Duration::from_millis(150)).await;
-    assert!(store.insert_sizes().is_empty(), "inserted before the delay");
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    if first.elapsed() < delay.mul_f32(0.8) {
+        assert!(store.insert_sizes().is_empty(), "inserted before the delay");
+    }
+    tokio::time::sleep(delay.saturating_sub(first.elapsed()) + Duration::from_millis(700)).await;
     assert_eq!(store.insert_sizes(), vec![140]);
     let telemetry = p.finish().await;
     assert_eq!(
