@@ -97,6 +97,13 @@ struct Args {
     /// `track` calls measured per collector state.
     #[arg(long, default_value_t = 200_000)]
     latency_calls: u64,
+    /// Scenarios to run: latency, burst, sustained, restart (comma list).
+    #[arg(
+        long,
+        default_value = "latency,burst,sustained,restart",
+        value_delimiter = ','
+    )]
+    scenarios: Vec<String>,
     /// A Python with opentelemetry-sdk (e.g. .venv/bin/python): also benchmark
     /// sdk/python with sdk/python/examples/send_events.py.
     #[arg(long)]
@@ -134,6 +141,12 @@ impl CollectorProcess {
             format!("127.0.0.1:{http}"),
             "--admin-addr".to_owned(),
             format!("127.0.0.1:{admin}"),
+            // Kept across the restart scenario's kill, like a real deployment's.
+            "--spool-dir".to_owned(),
+            std::env::temp_dir()
+                .join(format!("growth-sdk-bench-spool-{database}"))
+                .to_string_lossy()
+                .into_owned(),
         ];
         let mut collector = CollectorProcess {
             child: None,
@@ -394,23 +407,26 @@ fn main() {
     let users = user_ids();
     let mut rows = Vec::new();
 
+    let run = |name: &str| args.scenarios.iter().any(|s| s == name);
     // 1. `track` latency and allocations, collector up / down / hung.
     let up = collector.endpoint(args.protocol).to_owned();
-    rows.push(latency_row(&args, "up", &up, &users));
-    let down = format!("http://127.0.0.1:{}", free_port());
-    rows.push(latency_row(&args, "down", &down, &users));
-    let hung = TcpListener::bind("127.0.0.1:0").expect("listener");
-    let hung_endpoint = format!("http://{}", hung.local_addr().expect("addr"));
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        for stream in hung.incoming().flatten() {
-            held.push(stream); // accepted, never answered
-        }
-    });
-    rows.push(latency_row(&args, "hung", &hung_endpoint, &users));
+    if run("latency") {
+        rows.push(latency_row(&args, "up", &up, &users));
+        let down = format!("http://127.0.0.1:{}", free_port());
+        rows.push(latency_row(&args, "down", &down, &users));
+        let hung = TcpListener::bind("127.0.0.1:0").expect("listener");
+        let hung_endpoint = format!("http://{}", hung.local_addr().expect("addr"));
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for stream in hung.incoming().flatten() {
+                held.push(stream); // accepted, never answered
+            }
+        });
+        rows.push(latency_row(&args, "hung", &hung_endpoint, &users));
+    }
 
     // 2. The burst: as fast as one thread can track.
-    {
+    if run("burst") {
         let tracker = tracker("bench-burst", &up, args.protocol);
         let started = Instant::now();
         for seq in 0..args.burst {
@@ -435,7 +451,7 @@ fn main() {
     }
 
     // 3. Sustained rate.
-    {
+    if run("sustained") {
         let tracker = tracker("bench-sustained", &up, args.protocol);
         let cpu_before = delivery_cpu();
         let count = args.rate * args.sustain_secs;
@@ -460,7 +476,7 @@ fn main() {
     }
 
     // 4. The collector killed (SIGKILL) and restarted after `restart_secs`.
-    {
+    if run("restart") {
         let tracker = tracker("bench-restart", &up, args.protocol);
         let total = Duration::from_secs(args.restart_secs + 10);
         let count = args.restart_rate * total.as_secs();
@@ -595,7 +611,14 @@ fn python_rows(
     std::thread::sleep(Duration::from_secs(args.restart_secs));
     collector.spawn();
     let report = python_report(child);
-    let (distinct, rows_stored) = stored_eventually(args, database, "bench-py-restart", 1);
+    let tracked = report
+        .split("\"tracked\": ")
+        .nth(1)
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(1);
+    // Acknowledged means spooled by the collector: wait until it is all stored.
+    let (distinct, rows_stored) = stored_eventually(args, database, "bench-py-restart", tracked);
     rows.push(Row {
         scenario: format!(
             "Python: collector SIGKILLed for {} s under 200 events/s",
