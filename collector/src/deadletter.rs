@@ -38,7 +38,8 @@ impl DeadLetters {
         &self.path
     }
 
-    /// Writes one refused row (or, when it could not be decoded, only the reason) and syncs.
+    /// Writes one refused row (or, when it could not be decoded, only the reason);
+    /// [`DeadLetters::sync`] makes what was written durable.
     pub fn write(&mut self, token: &str, reason: &str, row: Option<&EventRow>) -> io::Result<()> {
         let line = serde_json::json!({
             "time": Utc::now().to_rfc3339(),
@@ -57,7 +58,14 @@ impl DeadLetters {
         };
         let mut text = line.to_string();
         text.push('\n');
-        file.write_all(text.as_bytes())?;
-        file.sync_data()
+        file.write_all(text.as_bytes())
+    }
+
+    /// Syncs the file (after a batch's dead letters are written).
+    pub fn sync(&mut self) -> io::Result<()> {
+        match &self.file {
+            Some(file) => file.sync_data(),
+            None => Ok(()),
+        }
     }
 }

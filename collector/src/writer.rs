@@ -39,6 +39,9 @@ use crate::telemetry::Telemetry;
 /// Wait before the first retry of a transient failure; doubled up to the maximum.
 const FIRST_RETRY_DELAY: Duration = Duration::from_millis(250);
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(5);
+/// Rows refused one by one, with nothing of the batch taken, after which the rest of
+/// the batch is dead-lettered without trying each row.
+const REFUSED_ALL_AFTER: u32 = 16;
 
 /// Whether inserts succeed, for `/readyz`.
 #[derive(Debug, Default)]
@@ -282,6 +285,10 @@ impl<S: EventStore> Writer<S> {
         };
         let token = format!("{}:{}-{}", self.tail.id, batch.start, batch.end);
         self.store_all(&token, &batch).await;
+        // Dead letters are durable before the cursor moves past their batch.
+        if let Err(e) = self.dead_letters.sync() {
+            tracing::error!(error = %e, file = %self.dead_letters.path().display(), "cannot sync the dead-letter file");
+        }
         self.commit(batch.end).await;
     }
 
@@ -341,17 +348,29 @@ impl<S: EventStore> Writer<S> {
         // Depth-first over row ranges, left half first: the same batch always splits
         // the same way, so the tokens of its parts are the same on a replay.
         let mut ranges = vec![(0usize, rows.len())];
+        let (mut stored_parts, mut refused_rows) = (0u32, 0u32);
         while let Some((from, to)) = ranges.pop() {
             let part = batch.data.slice(rows[from].start..rows[to - 1].end);
             let part_token = format!("{token}/{from}-{to}");
+            if stored_parts == 0 && refused_rows >= REFUSED_ALL_AFTER {
+                // Every row tried alone was refused and nothing was taken: the error
+                // is about the table, not the rows (a schema change). One insert per
+                // row would take hours; set the rest aside at once.
+                self.dead_letter_rows(&part_token, &describe(&error), &part, (to - from) as u64);
+                continue;
+            }
             let error = match self
                 .insert(&part_token, part.clone(), (to - from) as u64)
                 .await
             {
-                Ok(()) => continue,
+                Ok(()) => {
+                    stored_parts += 1;
+                    continue;
+                }
                 Err(e) => e,
             };
             if to - from == 1 {
+                refused_rows += 1;
                 let row = rowbinary::decode_row(&part).ok();
                 if let Some(row) = &row {
                     tracing::error!(app = %row.app, event = %row.event, reason = %describe(&error), "row refused by ClickHouse: dead-lettered");
@@ -362,6 +381,19 @@ impl<S: EventStore> Writer<S> {
                 ranges.push((mid, to));
                 ranges.push((from, mid));
             }
+        }
+    }
+
+    /// Dead-letters every row of `part` with `reason`.
+    fn dead_letter_rows(&mut self, token: &str, reason: &str, part: &[u8], count: u64) {
+        match rowbinary::split_rows(part) {
+            Ok(ranges) => {
+                for range in ranges {
+                    let row = rowbinary::decode_row(&part[range]).ok();
+                    self.dead_letter(token, reason, row.as_ref(), 1);
+                }
+            }
+            Err(e) => self.dead_letter(token, &format!("{e}; {reason}"), None, count),
         }
     }
 

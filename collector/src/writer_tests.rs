@@ -283,3 +283,28 @@ async fn a_resent_request_is_spooled_once_even_after_a_restart() {
         "growth_collector_requests_deduplicated_total 1"
     );
 }
+
+#[tokio::test]
+async fn a_batch_refused_as_a_whole_is_set_aside_without_one_insert_per_row() {
+    let dir = temp_dir("writer-all-refused");
+    let store = MemoryStore::default();
+    let p = start(&dir, &store, config(1_000, 20));
+    let mut batch = rows(200);
+    for row in &mut batch {
+        row.source = "poison".into();
+    }
+    p.append(&batch).await;
+    let telemetry = p.finish().await;
+    assert!(store.rows().is_empty());
+    assert!(
+        store.attempts() < 100,
+        "{} inserts for 200 rows",
+        store.attempts()
+    );
+    assert_eq!(
+        metric(&telemetry, "growth_collector_rows_dead_lettered_total"),
+        "growth_collector_rows_dead_lettered_total 200"
+    );
+    let dead = std::fs::read_to_string(dir.join(crate::deadletter::FILE)).expect("dead letters");
+    assert_eq!(dead.lines().count(), 200);
+}
