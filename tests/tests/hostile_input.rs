@@ -1185,9 +1185,10 @@ async fn hostile_requests_get_their_documented_answers() {
         ("grpc_idle_connection", tokio::spawn(stall(grpc_addr.clone(), vec![], vec![], second))),
     ];
 
-    // Pooled connections idle for less than the collector's --idle-timeout.
+    // A fresh connection per case: a connection the collector closes after refusing a
+    // body unread (413) must not be reused for the next case (seen: IncompleteMessage).
     let client = reqwest::Client::builder()
-        .pool_idle_timeout(Duration::from_secs(1))
+        .pool_max_idle_per_host(0)
         .build()
         .expect("client");
     let started = Instant::now();
