@@ -40,12 +40,35 @@ venv_is_current() {
     "$venv/bin/python" -c '' 2>/dev/null
 }
 
-# ensure_browser_tools: playwright-core for the browser test (tests/browser), installed
-# with `npm ci` from the committed package-lock.json when missing or when the lock changed
-# (a copy of the lock in node_modules is the stamp). Chromium itself is Debian's
-# (/usr/bin/chromium, installed by .ci/run); without it the browser test fails and says so.
+# as_root CMD...: run CMD as root (directly, or with sudo when that needs no password).
+as_root() {
+    if ((EUID == 0)); then
+        "$@"
+    elif command -v sudo >/dev/null 2>&1; then
+        sudo -n "$@"
+    else
+        die "need root to run: $* (or install it beforehand)"
+    fi
+}
+
+# apt_install PKG...: install Debian packages as root, after an index update.
+apt_install() {
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@"
+}
+
+# ensure_browser_tools: what the browser test (tests/browser) needs. Debian's Chromium
+# (/usr/bin/chromium) is installed with apt when missing and GROWTH_TEST_CHROMIUM names no
+# other; playwright-core comes with `npm ci` from the committed package-lock.json when
+# missing or when the lock changed (a copy of the lock in node_modules is the stamp).
 ensure_browser_tools() {
     local dir=$GROWTH_REPO/tests/browser
+    if [[ -z ${GROWTH_TEST_CHROMIUM:-} && ! -x /usr/bin/chromium ]]; then
+        say "installing Debian's chromium for the browser test (apt)"
+        # A subshell: without root the test fails later and says why; the rest still runs.
+        (apt_install chromium) ||
+            warn "could not install chromium: the browser test will fail (apt-get install chromium)"
+    fi
     require_command node "The browser test needs Node.js (Debian: apt-get install nodejs npm)."
     require_command npm "The browser test needs npm (Debian: apt-get install npm)."
     if cmp -s "$dir/package-lock.json" "$dir/node_modules/.growth-package-lock.json"; then
@@ -55,8 +78,6 @@ ensure_browser_tools() {
     (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error) ||
         die "npm ci in tests/browser failed"
     cp "$dir/package-lock.json" "$dir/node_modules/.growth-package-lock.json"
-    [[ -x ${GROWTH_TEST_CHROMIUM:-/usr/bin/chromium} ]] ||
-        warn "no Chromium at ${GROWTH_TEST_CHROMIUM:-/usr/bin/chromium}: the browser test will fail (apt-get install chromium)"
 }
 
 # ensure_venv: create the venv and install scripts/requirements.txt when it is missing or
