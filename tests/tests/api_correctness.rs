@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use chrono_tz::Tz;
-use growth_e2e::{Aggregator, Collector, clickhouse, eventually, unique_database};
+use growth_e2e::{Aggregator, Collector, Rng, clickhouse, eventually, unique_database};
 use reference::{Cell, Ev, Mode, Reference};
 use serde_json::Value;
 
@@ -28,22 +28,6 @@ const EVENTS: [&str; 4] = [
 ];
 const SOURCES: [&str; 4] = ["messenger", "form", "pwa", ""];
 const LATE_USER: &str = "late-user";
-
-/// splitmix64: the same data set every run.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 /// The events sent in the first export, and the late one sent after.
 fn data_set(now: DateTime<Utc>) -> (Vec<Ev>, Vec<Ev>) {

@@ -15,7 +15,7 @@ use std::time::Duration;
 use chrono::{DateTime, Days, NaiveDate, TimeZone, Timelike, Utc};
 use chrono_tz::Tz;
 use common::{PlannedEvent, send_with_sdk};
-use growth_e2e::{Aggregator, Collector, Exposition, clickhouse, eventually, unique_database};
+use growth_e2e::{Aggregator, Collector, Exposition, Rng, clickhouse, eventually, unique_database};
 
 const APP: &str = "finbrain";
 const EVENTS: [&str; 5] = [
@@ -25,25 +25,6 @@ const EVENTS: [&str; 5] = [
     "pwa_installed",
     "challenge_started",
 ];
-
-/// splitmix64: a tiny deterministic generator, so the data set is the same every run.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-}
 
 /// Events of 80 users over the 40 UTC days ending now, never in the future.
 fn data_set(now: DateTime<Utc>) -> Vec<PlannedEvent> {
