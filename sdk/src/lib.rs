@@ -29,7 +29,9 @@
 //! `OTEL_EXPORTER_OTLP_COMPRESSION` (gzip), `OTEL_SERVICE_NAME`,
 //! `OTEL_RESOURCE_ATTRIBUTES`, plus `GROWTH_USER_HASH_KEY` and
 //! `GROWTH_SDK_DISABLED=true` (a no-op tracker); the builder's settings win.
-//! HTTPS endpoints work on both protocols (rustls, web PKI roots).
+//! HTTPS endpoints work on both protocols (rustls, web PKI roots, plus a private
+//! CA from `OTEL_EXPORTER_OTLP_CERTIFICATE` or
+//! [`TrackerBuilder::ca_certificate_pem`]).
 //!
 //! What it is not for: it computes no metrics, keeps nothing on disk (events
 //! held in memory are lost if the process dies), and is not a general

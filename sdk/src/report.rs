@@ -121,6 +121,11 @@ impl Counters {
         self.set_last_error(error);
     }
 
+    /// The most recent export error, if any.
+    pub(crate) fn last_error(&self) -> Option<String> {
+        self.last_error.lock().ok().and_then(|last| last.clone())
+    }
+
     fn set_last_error(&self, error: String) {
         if let Ok(mut last) = self.last_error.lock() {
             *last = Some(error);

@@ -387,6 +387,13 @@ impl Worker {
 
     /// At the shutdown deadline: whatever is still held counts as failed.
     async fn give_up_everything(&mut self) {
+        // The cause (e.g. an untrusted certificate) stays in the message.
+        let unsent = match self.counters.last_error() {
+            Some(cause) => format!(
+                "shutdown deadline reached before the events could be sent; last export error: {cause}"
+            ),
+            None => "shutdown deadline reached before the events could be sent".to_owned(),
+        };
         self.in_flight.abort_all();
         while let Some(joined) = self.in_flight.join_next_with_id().await {
             match joined {
@@ -418,10 +425,7 @@ impl Worker {
             }
         }
         while let Some(batch) = self.ready.pop_front() {
-            self.counters.failed(
-                batch.events,
-                "shutdown deadline reached before the events could be sent".into(),
-            );
+            self.counters.failed(batch.events, unsent.clone());
             self.resolve(batch.id, batch.events, batch.held_bytes);
         }
         let mut left = 0usize;
@@ -436,10 +440,7 @@ impl Worker {
             held += record.footprint();
         }
         if left > 0 {
-            self.counters.failed(
-                left,
-                "shutdown deadline reached before the events could be sent".into(),
-            );
+            self.counters.failed(left, unsent);
             self.queue.release(held, left);
         }
         for flush in self.flushes.drain(..) {

@@ -4,7 +4,8 @@ Same variables as the Rust SDK: OTEL_EXPORTER_OTLP_[LOGS_]ENDPOINT,
 OTEL_EXPORTER_OTLP_[LOGS_]PROTOCOL (grpc, http/protobuf),
 OTEL_EXPORTER_OTLP_[LOGS_]HEADERS (e.g. authorization=Bearer%20<token>),
 OTEL_EXPORTER_OTLP_[LOGS_]COMPRESSION (gzip, none), OTEL_EXPORTER_OTLP_[LOGS_]TIMEOUT
-(ms), OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES, GROWTH_USER_HASH_KEY and
+(ms), OTEL_EXPORTER_OTLP_[LOGS_]CERTIFICATE (a PEM file of the CA to trust for an
+https:// endpoint, as the OpenTelemetry exporters read it), OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES, GROWTH_USER_HASH_KEY and
 GROWTH_SDK_DISABLED. Arguments given to Tracker win over them.
 """
 
@@ -31,6 +32,8 @@ class Config:
     headers: List[Tuple[str, str]] = field(default_factory=list)
     compression: str = "none"
     timeout: float = 10.0
+    #: PEM file of the trusted CA(s) for an https:// endpoint; None: the system's.
+    certificate_file: Optional[str] = None
     resource_attributes: List[Tuple[str, str]] = field(default_factory=list)
     user_hash_key: Optional[bytes] = None
     disabled: bool = False
@@ -78,6 +81,7 @@ def read(
     headers: Optional[Mapping[str, str]] = None,
     compression: Optional[str] = None,
     timeout: Optional[float] = None,
+    certificate_file: Optional[str] = None,
     user_hash_key=None,
     disabled: Optional[bool] = None,
 ) -> Config:
@@ -135,6 +139,12 @@ def read(
         if timeout <= 0:
             raise ConfigError(f"{var}: use a whole number of milliseconds above 0")
 
+    if certificate_file is None:
+        var, certificate_file = either("OTEL_EXPORTER_OTLP_LOGS_CERTIFICATE", "OTEL_EXPORTER_OTLP_CERTIFICATE")
+        if certificate_file is not None and not os.path.isfile(certificate_file.strip()):
+            raise ConfigError(f"{var}: {certificate_file!r} is not a readable file")
+    certificate_file = certificate_file.strip() if certificate_file else None
+
     resource = parse_key_values(get("OTEL_RESOURCE_ATTRIBUTES") or "", "OTEL_RESOURCE_ATTRIBUTES")
     if service_name is None:
         service_name = get("OTEL_SERVICE_NAME") or next(
@@ -160,6 +170,7 @@ def read(
         headers=header_pairs,
         compression=compression,
         timeout=timeout or 10.0,
+        certificate_file=certificate_file,
         resource_attributes=[(k, v) for k, v in resource if k != "service.name"],
         user_hash_key=user_hash_key or None,
         disabled=disabled,

@@ -210,7 +210,8 @@ class GrowthBatchProcessor(LogRecordProcessor):
                 self._ready.clear()
                 self._queue.clear()
                 self.failed += left
-                self.last_error = "shutdown deadline reached before the events were acknowledged"
+                cause = f"; last export error: {self.last_error}" if self.last_error else ""
+                self.last_error = f"shutdown deadline reached before the events were acknowledged{cause}"
             self._lock.notify_all()
         self._thread.join(timeout=1.0)
         self._check_losses(final=True)

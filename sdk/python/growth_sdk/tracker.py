@@ -84,6 +84,7 @@ class Tracker:
         protocol: Optional[str] = None,
         headers: Optional[Mapping[str, str]] = None,
         compression: Optional[str] = None,
+        certificate_file: Optional[str] = None,
         user_hash_key=None,
         disabled: Optional[bool] = None,
         env: Optional[Mapping[str, str]] = None,
@@ -103,6 +104,7 @@ class Tracker:
             headers=headers,
             compression=compression,
             timeout=export_timeout,
+            certificate_file=certificate_file,
             user_hash_key=user_hash_key,
             disabled=disabled,
         )
@@ -114,7 +116,12 @@ class Tracker:
         if self.config.disabled:
             return
         transport = make_transport(
-            self.config.protocol, self.config.url, self.config.headers, self.config.compression, self.config.timeout
+            self.config.protocol,
+            self.config.url,
+            self.config.headers,
+            self.config.compression,
+            self.config.timeout,
+            self.config.certificate_file,
         )
         self._processor = GrowthBatchProcessor(
             transport,

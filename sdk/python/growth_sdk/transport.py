@@ -40,14 +40,18 @@ def parse_retry_after(value: Optional[str], now: Optional[float] = None) -> Opti
 
 
 class GrpcTransport:
-    def __init__(self, url: str, headers, compression: str, timeout: float):
+    def __init__(self, url: str, headers, compression: str, timeout: float, certificate_file: Optional[str] = None):
         import grpc
         from opentelemetry.proto.collector.logs.v1 import logs_service_pb2_grpc
 
         self._grpc = grpc
         target = url.split("://", 1)[1].rstrip("/")
         if url.startswith("https://"):
-            channel = grpc.secure_channel(target, grpc.ssl_channel_credentials())
+            roots = None
+            if certificate_file:
+                with open(certificate_file, "rb") as pem:
+                    roots = pem.read()
+            channel = grpc.secure_channel(target, grpc.ssl_channel_credentials(root_certificates=roots))
         else:
             channel = grpc.insecure_channel(target)
         self._channel = channel
@@ -100,11 +104,14 @@ def _retry_info(error) -> Optional[float]:
 
 
 class HttpTransport:
-    def __init__(self, url: str, headers, compression: str, timeout: float):
+    def __init__(self, url: str, headers, compression: str, timeout: float, certificate_file: Optional[str] = None):
         import requests
 
         self._requests = requests
         self._session = requests.Session()
+        # Per request, not on the session: requests lets REQUESTS_CA_BUNDLE override
+        # a session's `verify`, not a request's. None: requests' default trust.
+        self._verify = certificate_file or None
         self._url = url
         self._headers = dict(headers)
         self._headers["Content-Type"] = "application/x-protobuf"
@@ -120,7 +127,9 @@ class HttpTransport:
         if self._gzip:
             body = gzip.compress(body, compresslevel=1)
         try:
-            response = self._session.post(self._url, data=body, headers=self._headers, timeout=self._timeout)
+            response = self._session.post(
+                self._url, data=body, headers=self._headers, timeout=self._timeout, verify=self._verify
+            )
         except self._requests.RequestException as error:
             return Outcome("retry", f"cannot reach the collector: {error}")
         if 200 <= response.status_code < 300:
@@ -141,7 +150,7 @@ class HttpTransport:
         self._session.close()
 
 
-def make_transport(protocol: str, url: str, headers, compression: str, timeout: float):
+def make_transport(protocol: str, url: str, headers, compression: str, timeout: float, certificate_file: Optional[str] = None):
     if protocol == "http":
-        return HttpTransport(url, headers, compression, timeout)
-    return GrpcTransport(url, headers, compression, timeout)
+        return HttpTransport(url, headers, compression, timeout, certificate_file)
+    return GrpcTransport(url, headers, compression, timeout, certificate_file)

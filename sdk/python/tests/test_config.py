@@ -45,6 +45,21 @@ class ConfigTest(unittest.TestCase):
         self.assertEqual((config.protocol, config.url, config.service_name), ("http", "http://x:4318/v1/logs", "mine"))
         self.assertFalse(config.disabled)
 
+    def test_certificate_file_from_the_logs_or_general_variable(self):
+        import tempfile
+
+        with tempfile.NamedTemporaryFile(suffix=".pem") as logs, tempfile.NamedTemporaryFile(suffix=".pem") as general:
+            config = read({"OTEL_EXPORTER_OTLP_CERTIFICATE": general.name})
+            self.assertEqual(config.certificate_file, general.name)
+            config = read(
+                {"OTEL_EXPORTER_OTLP_CERTIFICATE": general.name, "OTEL_EXPORTER_OTLP_LOGS_CERTIFICATE": logs.name}
+            )
+            self.assertEqual(config.certificate_file, logs.name)
+            self.assertEqual(read({}, certificate_file=logs.name).certificate_file, logs.name)
+        self.assertIsNone(read({}).certificate_file)
+        with self.assertRaises(ConfigError):
+            read({"OTEL_EXPORTER_OTLP_CERTIFICATE": "/nonexistent/ca.pem"})
+
     def test_bad_values_are_errors(self):
         for var, value in [
             ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
