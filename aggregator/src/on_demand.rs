@@ -323,7 +323,9 @@ pub struct EventDay {
 
 #[derive(Debug, clickhouse::Row, Deserialize)]
 struct KeyedCount {
-    #[serde(with = "clickhouse::serde::chrono::date")]
+    // Not `day`: in ClickHouse an alias shadows a column of the same name in WHERE,
+    // and `events.day` (the stored UTC day) must stay the column the filter prunes by.
+    #[serde(rename = "local_day", with = "clickhouse::serde::chrono::date")]
     day: NaiveDate,
     key: String,
     events: u64,
@@ -347,12 +349,12 @@ pub async fn events_per_day(
             source
                 .client()
                 .query(
-                    "SELECT toDate(bucket, {tz:String}) AS day, toString(event) AS key, sum(events) AS events
+                    "SELECT toDate(bucket, {tz:String}) AS local_day, toString(event) AS key, sum(events) AS events
                      FROM ?
                      WHERE app = {app:String}
                        AND bucket >= toDateTime({from:Int64}, 'UTC') AND bucket < toDateTime({to:Int64}, 'UTC')
                        AND ({event:String} = '' OR event = {event:String})
-                     GROUP BY day, key ORDER BY day, key",
+                     GROUP BY local_day, key ORDER BY local_day, key",
                 )
                 .bind(Identifier(EVENT_COUNTS))
                 .param("tz", defs.timezone.name())
@@ -364,17 +366,18 @@ pub async fn events_per_day(
                 .await?
         }
         Split::Source => {
-            // The stored UTC `day` bounds the scan to the asked days (the sort key).
+            // The stored UTC `day` bounds the scan to the asked days (partition and
+            // sort key); the local day is aliased `local_day` so it does not shadow it.
             source
                 .client()
                 .query(
-                    "SELECT toDate(event_time, {tz:String}) AS day, toString(source) AS key, count() AS events
+                    "SELECT toDate(event_time, {tz:String}) AS local_day, toString(source) AS key, count() AS events
                      FROM ?
                      WHERE app = {app:String}
                        AND day >= toDate(toDateTime({from:Int64}, 'UTC')) AND day <= toDate(toDateTime({to:Int64}, 'UTC'))
                        AND event_time >= toDateTime64({from:Int64}, 3, 'UTC') AND event_time < toDateTime64({to:Int64}, 3, 'UTC')
                        AND ({event:String} = '' OR event = {event:String})
-                     GROUP BY day, key ORDER BY day, key",
+                     GROUP BY local_day, key ORDER BY local_day, key",
                 )
                 .bind(Identifier(EVENTS))
                 .param("tz", defs.timezone.name())
