@@ -15,8 +15,12 @@ retries, and its shutdown reports success after failed exports. This one:
   what the shutdown deadline cut off;
 * `force_flush` and `shutdown` report honestly whether everything arrived.
 
-One sender thread exports batches in order, so a record is resolved only after
-every record before it.
+Up to `max_concurrent_exports` sender threads (default 4) each take the oldest
+batch that may go and export it, so encoding one batch overlaps waiting for the
+collector's answer to another (grpcio and requests release the GIL while they
+wait). While the collector is failing, one export at a time probes it, after the
+backoff. A flush waits for the oldest unresolved record, so "everything before
+the flush" means the same as with one thread.
 """
 
 import logging
@@ -65,9 +69,8 @@ class DeliveryReport:
 class _Batch:
     records: list
     size: int
+    first_seq: int
     last_seq: int
-    not_before: float = 0.0
-    attempts: int = 0
 
 
 def estimate_size(log_record) -> int:
@@ -91,8 +94,11 @@ class GrowthBatchProcessor(LogRecordProcessor):
         max_batch_bytes: int = 1 << 20,
         batch_delay: float = 0.5,
         max_backoff: float = 5.0,
+        max_concurrent_exports: int = 4,
         on_loss: Optional[Callable[[dict], None]] = None,
     ):
+        if max_concurrent_exports < 1:
+            raise ValueError("max_concurrent_exports must be at least 1")
         from opentelemetry.exporter.otlp.proto.common._log_encoder import encode_logs
 
         self._encode = encode_logs
@@ -107,16 +113,17 @@ class GrowthBatchProcessor(LogRecordProcessor):
         self._lock = threading.Condition()
         self._queue = deque()  # (seq, size, record)
         self._held_bytes = 0
-        self._ready = deque()  # batches cut, oldest first (a failed one goes back in front)
+        self._ready = []  # batches waiting to be (re)sent, oldest (lowest first_seq) first
+        self._in_flight = []  # batches being exported
+        self._max_concurrent = max_concurrent_exports
         self._seq = 0  # last sequence number given
-        self._resolved = 0  # every record with seq <= this is resolved
         self._closed = False
         self._stopping = False
         self._abandoned = False
-        self._failures = 0
+        self._failures = 0  # consecutive retryable failures
+        self._backoff_until = 0.0
         self._flush_requested = 0
         self._oldest_at = None
-        self._in_flight = 0
 
         self.tracked = 0
         self.delivered = 0
@@ -128,8 +135,12 @@ class GrowthBatchProcessor(LogRecordProcessor):
         self._loss_reported = (0, 0, 0)
         self._loss_logged_at = 0.0
 
-        self._thread = threading.Thread(target=self._run, name="growth-sdk-delivery", daemon=True)
-        self._thread.start()
+        self._threads = [
+            threading.Thread(target=self._run, name=f"growth-sdk-delivery-{i}", daemon=True)
+            for i in range(max_concurrent_exports)
+        ]
+        for thread in self._threads:
+            thread.start()
 
     # --- app side -------------------------------------------------------------------
 
@@ -182,7 +193,7 @@ class GrowthBatchProcessor(LogRecordProcessor):
             target = self._seq
             self._flush_requested = max(self._flush_requested, target)
             self._lock.notify_all()
-            while self._resolved < target:
+            while self._resolved_upto() < target:
                 left = deadline - time.monotonic()
                 if left <= 0 or self._abandoned:
                     return False
@@ -201,19 +212,21 @@ class GrowthBatchProcessor(LogRecordProcessor):
             target = self._seq
             self._flush_requested = target
             self._lock.notify_all()
-            while self._resolved < target and time.monotonic() < deadline:
+            while self._resolved_upto() < target and time.monotonic() < deadline:
                 self._lock.wait(max(deadline - time.monotonic(), 0.0))
-            if self._resolved < target:
-                left = sum(len(b.records) for b in self._ready) + len(self._queue)
-                left += self._in_flight
+            if self._resolved_upto() < target:
+                left = sum(len(b.records) for b in self._ready + self._in_flight) + len(self._queue)
                 self._abandoned = True
+                self._in_flight.clear()
                 self._ready.clear()
                 self._queue.clear()
                 self.failed += left
                 cause = f"; last export error: {self.last_error}" if self.last_error else ""
                 self.last_error = f"shutdown deadline reached before the events were acknowledged{cause}"
             self._lock.notify_all()
-        self._thread.join(timeout=1.0)
+        joined_by = time.monotonic() + 1.0
+        for thread in self._threads:
+            thread.join(timeout=max(joined_by - time.monotonic(), 0.0))
         self._check_losses(final=True)
         try:
             self._transport.close()
@@ -223,8 +236,16 @@ class GrowthBatchProcessor(LogRecordProcessor):
 
     # --- sender thread ---------------------------------------------------------------
 
+    def _resolved_upto(self) -> int:
+        """Every record with a sequence number up to this one is resolved."""
+        lowest = [batch.first_seq for batch in self._ready]
+        lowest.extend(batch.first_seq for batch in self._in_flight)
+        if self._queue:
+            lowest.append(self._queue[0][0])
+        return min(lowest) - 1 if lowest else self._seq
+
     def _cut(self) -> Optional[_Batch]:
-        records, size, last = [], 0, self._resolved
+        records, size, first, last = [], 0, None, None
         while self._queue and len(records) < self._max_batch_records:
             seq, record_size, record = self._queue[0]
             if records and size + record_size > self._max_batch_bytes:
@@ -232,9 +253,10 @@ class GrowthBatchProcessor(LogRecordProcessor):
             self._queue.popleft()
             records.append(record)
             size += record_size
+            first = seq if first is None else first
             last = seq
         self._oldest_at = time.monotonic() if self._queue else None
-        return _Batch(records, size, last) if records else None
+        return _Batch(records, size, first, last) if records else None
 
     def _due(self, now: float) -> bool:
         if not self._queue:
@@ -242,39 +264,48 @@ class GrowthBatchProcessor(LogRecordProcessor):
         return (
             len(self._queue) >= self._max_batch_records
             or self._stopping
-            or self._flush_requested > self._resolved
+            or self._flush_requested >= self._queue[0][0]
             or (self._oldest_at is not None and now - self._oldest_at >= self._batch_delay)
         )
+
+    def _next_batch(self, now: float) -> Optional[_Batch]:
+        """The batch this thread should export now, if any (the lock is held)."""
+        slots = self._max_concurrent if self._failures == 0 else 1
+        if len(self._in_flight) >= slots or now < self._backoff_until:
+            return None
+        if self._ready:
+            return self._ready.pop(0)
+        if self._due(now):
+            return self._cut()
+        return None
 
     def _run(self) -> None:
         while True:
             with self._lock:
                 while True:
-                    if self._abandoned or (self._stopping and not self._queue and not self._ready):
+                    if self._abandoned or (
+                        self._stopping and not self._queue and not self._ready and not self._in_flight
+                    ):
                         self._lock.notify_all()
                         return
                     now = time.monotonic()
-                    batch = None
-                    if self._ready and self._ready[0].not_before <= now:
-                        batch = self._ready.popleft()
-                    elif not self._ready and self._due(now):
-                        batch = self._cut()
+                    batch = self._next_batch(now)
                     if batch is not None:
-                        self._in_flight = len(batch.records)
+                        self._in_flight.append(batch)
                         break
                     waits = [1.0]
-                    if self._ready:
-                        waits.append(self._ready[0].not_before - now)
+                    if self._backoff_until > now:
+                        waits.append(self._backoff_until - now)
                     elif self._oldest_at is not None:
                         waits.append(self._oldest_at + self._batch_delay - now)
                     self._lock.wait(max(min(waits), 0.001))
             self._check_losses()
             outcome = self._export(batch)
             with self._lock:
-                self._in_flight = 0
-                if self._abandoned:
+                if self._abandoned:  # shutdown counted it as failed already
                     self._lock.notify_all()
                     return
+                self._in_flight.remove(batch)
                 if outcome.kind == "retry":
                     self.retries += 1
                     self.last_error = outcome.error
@@ -283,8 +314,10 @@ class GrowthBatchProcessor(LogRecordProcessor):
                     if wait is None:
                         wait = min(0.1 * 2 ** min(self._failures - 1, 16), self._max_backoff)
                         wait *= random.uniform(0.8, 1.2)
-                    batch.not_before = time.monotonic() + wait
-                    self._ready.appendleft(batch)
+                    self._backoff_until = max(self._backoff_until, time.monotonic() + wait)
+                    # Back in line by age, so the oldest events go first.
+                    at = next((i for i, b in enumerate(self._ready) if b.first_seq > batch.first_seq), len(self._ready))
+                    self._ready.insert(at, batch)
                 else:
                     self._failures = 0
                     n = len(batch.records)
@@ -298,7 +331,6 @@ class GrowthBatchProcessor(LogRecordProcessor):
                         self.failed += n
                         self.last_error = outcome.error
                     self._held_bytes -= batch.size
-                    self._resolved = batch.last_seq
                 self._lock.notify_all()
 
     def _export(self, batch: _Batch) -> Outcome:

@@ -94,6 +94,7 @@ class Tracker:
         max_batch_records: int = 4096,
         batch_delay: float = 0.5,
         max_backoff: float = 5.0,
+        max_concurrent_exports: int = 4,
         on_loss=None,
     ):
         self.config = config_module.read(
@@ -129,6 +130,7 @@ class Tracker:
             max_batch_records=max_batch_records,
             batch_delay=batch_delay,
             max_backoff=max_backoff,
+            max_concurrent_exports=max_concurrent_exports,
             on_loss=on_loss,
         )
         attributes = dict(self.config.resource_attributes)

@@ -24,9 +24,12 @@ def free_port() -> int:
 class Receiver:
     """OTLP/HTTP on a free port; the first `refuse` requests get 503 + Retry-After."""
 
-    def __init__(self, refuse: int = 0, retry_after: str = "1", port: int = 0):
+    def __init__(self, refuse: int = 0, retry_after: str = "1", port: int = 0, delay: float = 0.0):
         self.records = []
         self.requests = 0
+        self.concurrent = 0
+        self.most_concurrent = 0
+        lock = threading.Lock()
         receiver = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -34,17 +37,30 @@ class Receiver:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 if self.headers.get("Content-Encoding") == "gzip":
                     body = gzip.decompress(body)
-                receiver.requests += 1
-                if receiver.requests <= refuse:
+                with lock:
+                    receiver.requests += 1
+                    seen = receiver.requests
+                    receiver.concurrent += 1
+                    receiver.most_concurrent = max(receiver.most_concurrent, receiver.concurrent)
+                try:
+                    time.sleep(delay)
+                    self.answer(body, seen)
+                finally:
+                    with lock:
+                        receiver.concurrent -= 1
+
+            def answer(self, body, seen):
+                if seen <= refuse:
                     self.send_response(503)
                     self.send_header("Retry-After", retry_after)
                     self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
                 request = ExportLogsServiceRequest.FromString(body)
-                for resource_logs in request.resource_logs:
-                    for scope_logs in resource_logs.scope_logs:
-                        receiver.records.extend(scope_logs.log_records)
+                with lock:
+                    for resource_logs in request.resource_logs:
+                        for scope_logs in resource_logs.scope_logs:
+                            receiver.records.extend(scope_logs.log_records)
                 self.send_response(200)
                 self.send_header("Content-Type", "application/x-protobuf")
                 self.send_header("Content-Length", "0")
@@ -161,6 +177,33 @@ class TrackerTest(unittest.TestCase):
         with self.assertRaises(UndeliveredError):
             t.shutdown(5)  # the drops stay in the final report
         self.assertEqual(sum(loss["dropped"] for loss in losses), dropped)
+        receiver.close()
+
+    def test_several_exports_in_flight_each_event_once(self):
+        receiver = Receiver(delay=0.3)
+        t = tracker(receiver.endpoint, max_batch_records=50, max_concurrent_exports=4)
+        started = time.monotonic()
+        for i in range(400):
+            t.track("expense_logged", f"u{i}", {"seq": i})
+        report = t.flush(20)
+        took = time.monotonic() - started
+        self.assertEqual((report.delivered, report.pending), (400, 0), report)
+        self.assertEqual(receiver.most_concurrent, 4, "four exports at once, never more")
+        # 8 batches one at a time would take 2.4 s.
+        self.assertLess(took, 2.0)
+        self.assertEqual(sorted(attribute(r, "seq").int_value for r in receiver.records), list(range(400)))
+        t.shutdown(5)
+        receiver.close()
+
+    def test_refusals_among_concurrent_exports_are_retried_none_lost(self):
+        receiver = Receiver(refuse=3, retry_after="0", delay=0.05)
+        t = tracker(receiver.endpoint, max_batch_records=10, max_concurrent_exports=4)
+        for i in range(200):
+            t.track("expense_logged", f"u{i}", {"seq": i})
+        report = t.shutdown(10)
+        self.assertEqual((report.delivered, report.failed), (200, 0), report)
+        self.assertEqual(sorted(attribute(r, "seq").int_value for r in receiver.records), list(range(200)))
+        self.assertGreaterEqual(report.retries, 3)
         receiver.close()
 
     def test_disabled_is_a_no_op(self):
