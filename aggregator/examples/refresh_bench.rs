@@ -28,6 +28,7 @@ use growth_aggregator::http::{AppState, router};
 use growth_aggregator::queries::MetricsSource;
 use growth_aggregator::snapshot::compute;
 use growth_schema::migrate::migrate_to;
+use growth_schema::service::ServiceCli;
 
 #[derive(Parser)]
 #[command(about = "Time a metrics refresh from the materialized layer vs the raw events")]

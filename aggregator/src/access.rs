@@ -26,6 +26,8 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use sha2::{Digest, Sha256};
 
+use crate::error::HashPasswordError;
+
 /// How many verified `Authorization` values are remembered before the memory is reset.
 const REMEMBERED: usize = 256;
 
@@ -296,6 +298,27 @@ pub fn hash_password(password: &str) -> Result<String, String> {
         .map_err(|e| e.to_string())
 }
 
+/// The auth-file line `USER:<argon2 hash>` that `hash-password` prints, the
+/// password being the first line of `input` (read only once the user name is valid).
+pub fn credential_line(
+    user: &str,
+    mut input: impl std::io::BufRead,
+) -> Result<String, HashPasswordError> {
+    if user.is_empty() || user.contains(':') || user == "bearer" {
+        return Err(HashPasswordError::BadUser);
+    }
+    let mut password = String::new();
+    input
+        .read_line(&mut password)
+        .map_err(HashPasswordError::Stdin)?;
+    let password = password.trim_end_matches(['\r', '\n']);
+    if password.is_empty() {
+        return Err(HashPasswordError::NoPassword);
+    }
+    let hash = hash_password(password).map_err(HashPasswordError::Hash)?;
+    Ok(format!("{user}:{hash}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -323,6 +346,25 @@ mod tests {
             "# admins\nalice:{phc}\n\nbob:{bcrypt}\nbearer:sha256:{token}\n"
         ))
         .expect("valid file")
+    }
+
+    #[test]
+    fn hash_password_prints_a_line_the_file_accepts() {
+        for user in ["", "a:b", "bearer"] {
+            assert!(matches!(
+                credential_line(user, &b"pw\n"[..]),
+                Err(HashPasswordError::BadUser)
+            ));
+        }
+        assert!(matches!(
+            credential_line("alice", &b"\r\n"[..]),
+            Err(HashPasswordError::NoPassword)
+        ));
+        let line = credential_line("alice", &b"s3cret\r\nmore\n"[..]).expect("line");
+        assert!(line.starts_with("alice:$argon2id$"), "{line}");
+        let c = Credentials::parse(&line).expect("valid file");
+        assert!(c.allows(Some(&basic("alice", "s3cret"))));
+        assert!(!c.allows(Some(&basic("alice", "s3cret\n"))));
     }
 
     #[test]

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use chrono_tz::Tz;
 use clap::{Args, Parser, Subcommand};
-use growth_schema::connection::{ClickHouseArgs, try_parse_global};
+use growth_schema::connection::ClickHouseArgs;
+use growth_schema::service::duration::parse_duration_at_least;
 
 use crate::dashboard::settings::{RetentionThresholds, parse_event_label};
 use crate::definitions::MetricDefinitions;
@@ -124,35 +125,15 @@ pub struct RunArgs {
     pub admin_auth_all: bool,
 }
 
+/// A duration flag: at least 100ms, so that a typo never spins the refresh loop.
 fn parse_interval(text: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(text).map_err(|e| format!("{e} (try 60s, 1s or 5m)"))?;
-    if d < Duration::from_millis(100) {
-        return Err("must be at least 100ms".into());
-    }
-    Ok(d)
+    parse_duration_at_least(text, Duration::from_millis(100), "60s, 1s or 5m")
 }
 
 fn parse_timezone(text: &str) -> Result<Tz, String> {
     text.parse::<Tz>().map_err(|_| {
         format!("unknown IANA timezone {text:?} (e.g. UTC, Europe/Berlin, America/Los_Angeles)")
     })
-}
-
-impl Cli {
-    /// Parses `args` (the first being the program name); every flag is global, so
-    /// `growth-aggregator migrate --clickhouse-url U` works.
-    pub fn try_parse_args<I, T>(args: I) -> Result<Self, clap::Error>
-    where
-        I: IntoIterator<Item = T>,
-        T: Into<std::ffi::OsString> + Clone,
-    {
-        try_parse_global(args)
-    }
-
-    /// Parses the process's arguments, exiting with clap's message when they are wrong.
-    pub fn parse_args() -> Self {
-        Self::try_parse_args(std::env::args_os()).unwrap_or_else(|e| e.exit())
-    }
 }
 
 /// The aggregator's settings, validated.
@@ -234,6 +215,8 @@ impl RunArgs {
 
 #[cfg(test)]
 mod tests {
+    use growth_schema::service::ServiceCli;
+
     use super::*;
 
     fn parse(args: &[&str]) -> Config {
@@ -319,6 +302,19 @@ mod tests {
         .expect("valid");
         assert!(matches!(cli.command, Some(Command::Migrate)));
         assert_eq!(cli.run.clickhouse.database, "other");
+    }
+
+    #[test]
+    fn definition_is_consistent() {
+        Cli::definition().debug_assert();
+    }
+
+    #[test]
+    fn hash_password_takes_a_user() {
+        let cli =
+            Cli::try_parse_args(["growth-aggregator", "hash-password", "alice"]).expect("valid");
+        assert!(matches!(cli.command, Some(Command::HashPassword { user }) if user == "alice"));
+        assert!(Cli::try_parse_args(["growth-aggregator", "hash-password"]).is_err());
     }
 
     #[test]

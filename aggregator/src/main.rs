@@ -1,58 +1,41 @@
-//! The `growth-aggregator` binary: parse flags, set up logging, run.
+//! The `growth-aggregator` binary: parse flags, set up logging, run, migrate or hash
+//! a password, and map the outcome to an exit code (0 done, 1 failed; clap's 2 for
+//! bad flags).
+
+use std::process::ExitCode;
 
 use growth_aggregator::config::{Cli, Command};
-use tracing_subscriber::EnvFilter;
+use growth_aggregator::error::HashPasswordError;
+use growth_schema::service::{ServiceCli, describe, init_logging, shutdown_signal};
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        // Logs go to stderr, coloured only on a terminal (log files stay plain text).
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+async fn main() -> ExitCode {
+    init_logging();
     let cli = Cli::parse_args();
     let config = cli.run.into_config();
-    match cli.command.unwrap_or(Command::Run) {
-        Command::Migrate => growth_aggregator::migrate_with_retry(&config).await,
-        Command::Run => growth_aggregator::serve(config, shutdown_signal()).await,
-        Command::HashPassword { user } => hash_password(&user),
+    let result = match cli.command.unwrap_or(Command::Run) {
+        Command::Migrate => growth_aggregator::migrate(&config)
+            .await
+            .map(drop)
+            .map_err(|e| describe(&e)),
+        Command::Run => growth_aggregator::serve(config, shutdown_signal())
+            .await
+            .map_err(|e| describe(&e)),
+        Command::HashPassword { user } => hash_password(&user).map_err(|e| describe(&e)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            tracing::error!("{message}");
+            ExitCode::FAILURE
+        }
     }
 }
 
 /// `growth-aggregator hash-password USER < password`: the password never appears in
 /// a command line or the shell history.
-fn hash_password(user: &str) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        !user.is_empty() && !user.contains(':') && user != "bearer",
-        "the user name must be non-empty, without ':', and not 'bearer'"
-    );
-    let mut password = String::new();
-    std::io::stdin().read_line(&mut password)?;
-    let password = password.trim_end_matches(['\r', '\n']);
-    anyhow::ensure!(!password.is_empty(), "no password on standard input");
-    let hash = growth_aggregator::access::hash_password(password).map_err(anyhow::Error::msg)?;
-    println!("{user}:{hash}");
+fn hash_password(user: &str) -> Result<(), HashPasswordError> {
+    let line = growth_aggregator::access::credential_line(user, std::io::stdin().lock())?;
+    println!("{line}");
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
-    tracing::info!("shutting down");
 }

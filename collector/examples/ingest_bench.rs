@@ -41,6 +41,7 @@ use chrono::Utc;
 use clap::{Parser, ValueEnum};
 use growth_collector::map::{MapRules, map_request};
 use growth_collector::{Cli, Collector};
+use growth_schema::service::ServiceCli;
 use growth_schema::user_hash::UserHasher;
 use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
 use opentelemetry_proto::tonic::collector::logs::v1::{

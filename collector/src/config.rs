@@ -9,8 +9,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clap::{Args, CommandFactory, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use growth_schema::connection::ClickHouseArgs;
+use growth_schema::service::duration::{parse_duration, parse_positive_duration};
 use growth_schema::user_hash::{KEY_ENV, UserHasher};
 
 use crate::intake_config::{IntakeArgs, IntakeConfig};
@@ -89,7 +90,7 @@ pub struct RunArgs {
     pub max_request_bytes: usize,
 
     /// How long to wait for ClickHouse at start-up (and for `migrate`) before giving up.
-    #[arg(long, value_name = "DURATION", env = "GROWTH_STARTUP_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", env = "GROWTH_STARTUP_TIMEOUT", default_value = "60s", value_parser = duration)]
     pub startup_timeout: Duration,
 
     #[command(flatten)]
@@ -141,7 +142,7 @@ pub struct RunArgs {
 
     /// Longest a spooled row waits for its batch to fill before it is inserted anyway
     /// (e.g. 1s, 200ms): under light load, one insert per this interval.
-    #[arg(long, value_name = "DURATION", env = "GROWTH_BATCH_MAX_DELAY", default_value = "1s", value_parser = parse_delay)]
+    #[arg(long, value_name = "DURATION", env = "GROWTH_BATCH_MAX_DELAY", default_value = "1s", value_parser = delay)]
     pub batch_max_delay: Duration,
 
     /// Most bytes of requests being mapped and spooled at once; beyond it requests
@@ -155,12 +156,12 @@ pub struct RunArgs {
     pub max_concurrent_requests: u32,
 
     /// /readyz turns false when rows wait and no insert has succeeded for this long.
-    #[arg(long, value_name = "DURATION", env = "GROWTH_WRITE_STALL_TIMEOUT", default_value = "30s", value_parser = parse_delay)]
+    #[arg(long, value_name = "DURATION", env = "GROWTH_WRITE_STALL_TIMEOUT", default_value = "30s", value_parser = delay)]
     pub write_stall_timeout: Duration,
 
     /// On SIGTERM: stop accepting, answer what was accepted, keep inserting for at most
     /// this long, then exit; what is not in ClickHouse by then stays in the spool.
-    #[arg(long, value_name = "DURATION", env = "GROWTH_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", env = "GROWTH_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = duration)]
     pub shutdown_timeout: Duration,
 }
 
@@ -327,28 +328,6 @@ impl RunArgs {
 }
 
 impl Cli {
-    /// The command line definition. Every flag is global, so it may come before or
-    /// after the subcommand: `growth-collector --clickhouse-url U migrate` and
-    /// `growth-collector migrate --clickhouse-url U` mean the same.
-    pub fn definition() -> clap::Command {
-        Self::command().mut_args(|arg| arg.global(true))
-    }
-
-    /// Parses `args` (the first being the program name); on bad flags, `--help` or
-    /// `--version` the error carries what to print and the exit code.
-    pub fn try_parse_args<I, T>(args: I) -> Result<Self, clap::Error>
-    where
-        I: IntoIterator<Item = T>,
-        T: Into<std::ffi::OsString> + Clone,
-    {
-        growth_schema::connection::try_parse_global(args)
-    }
-
-    /// Parses the process's arguments, exiting with clap's message when they are wrong.
-    pub fn parse_args() -> Self {
-        Self::try_parse_args(std::env::args_os()).unwrap_or_else(|e| e.exit())
-    }
-
     /// Reads `GROWTH_USER_HASH_KEY` from the process environment and resolves the flags.
     pub fn into_config(self) -> Result<(Command, Config), ConfigError> {
         let command = self.command.unwrap_or(Command::Run);
@@ -369,16 +348,14 @@ fn read_key_file(path: &Path) -> Result<UserHasher, ConfigError> {
     }
 }
 
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text).map_err(|e| format!("{e} (try 60s, 500ms or 2m)"))
+/// A duration flag; zero allowed.
+fn duration(text: &str) -> Result<Duration, String> {
+    parse_duration(text, "60s, 500ms or 2m")
 }
 
-fn parse_delay(text: &str) -> Result<Duration, String> {
-    let delay = parse_duration(text)?;
-    if delay.is_zero() {
-        return Err("must be more than 0 (try 1s or 200ms)".into());
-    }
-    Ok(delay)
+/// A duration flag where zero would stop the collector working.
+fn delay(text: &str) -> Result<Duration, String> {
+    parse_positive_duration(text, "1s or 200ms")
 }
 
 /// Parses a byte size: a plain number, or a number with KiB/MiB/GiB (or KB/MB/GB) after it.
@@ -412,6 +389,8 @@ fn parse_size(text: &str) -> Result<usize, String> {
 
 #[cfg(test)]
 mod tests {
+    use growth_schema::service::ServiceCli;
+
     use super::*;
 
     fn args(extra: &[&str]) -> RunArgs {
@@ -486,8 +465,9 @@ mod tests {
         assert!(parse_size("12").is_err());
         assert!(parse_size("ten").is_err());
         assert!(parse_size("1XB").is_err());
-        assert!(parse_delay("0s").is_err());
-        assert_eq!(parse_delay("200ms"), Ok(Duration::from_millis(200)));
+        assert!(delay("0s").is_err());
+        assert_eq!(delay("200ms"), Ok(Duration::from_millis(200)));
+        assert_eq!(duration("0s"), Ok(Duration::ZERO));
         let config = args(&["--batch-max-rows", "10", "--batch-max-delay", "50ms"])
             .into_config(None)
             .expect("config");

@@ -2,7 +2,8 @@
 
 use std::net::SocketAddr;
 
-use crate::clickhouse::SinkError;
+use growth_schema::service::StartupError;
+
 use crate::config::ConfigError;
 use crate::spool::SpoolError;
 
@@ -31,7 +32,7 @@ pub enum CollectorError {
     Spool(#[from] SpoolError),
     /// ClickHouse was unreachable at start-up or migrating failed.
     #[error(transparent)]
-    ClickHouse(#[from] SinkError),
+    Startup(#[from] StartupError),
     /// A server stopped with an error.
     #[error("the {what} server failed: {message}")]
     Serve {

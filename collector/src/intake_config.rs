@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
+use growth_schema::service::duration;
 use growth_schema::user_hash::UserHasher;
 
 use crate::auth::{Auth, TokensFileError};
@@ -191,8 +192,11 @@ impl IntakeConfig {
     }
 }
 
+/// The examples a bad duration flag of the intake is answered with.
+const DURATION_EXAMPLES: &str = "31days, 1h or 30s";
+
 fn parse_duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text).map_err(|e| format!("{e} (try 31days, 1h or 30s)"))
+    duration::parse_duration(text, DURATION_EXAMPLES)
 }
 
 fn parse_max_age(text: &str) -> Result<Duration, String> {
@@ -215,11 +219,7 @@ fn parse_skew(text: &str) -> Result<Duration, String> {
 }
 
 fn parse_timeout(text: &str) -> Result<Duration, String> {
-    let timeout = parse_duration(text)?;
-    if timeout.is_zero() {
-        return Err("must be more than 0".into());
-    }
-    Ok(timeout)
+    duration::parse_positive_duration(text, DURATION_EXAMPLES)
 }
 
 #[cfg(test)]

@@ -27,11 +27,12 @@
 //! * [`writer`] — drains the spool into ClickHouse in large inserts, exactly once
 //!   (deduplication tokens), retrying transient failures and setting refused rows
 //!   aside ([`deadletter`]); [`rowbinary`] is the rows' encoding on disk and on the wire.
-//! * [`clickhouse`] — the sink: inserts, pings, waits for ClickHouse at start-up,
-//!   applies [`growth_schema::migrate`].
+//! * [`clickhouse`] — the sink: inserts, classifies failures. Waiting for
+//!   ClickHouse at start-up and migrating is the start-up path both binaries share,
+//!   [`growth_schema::service`].
 //! * [`admin`] and [`telemetry`] — health, readiness and the collector's own metrics.
 //! * [`config`] — flags and environment, parsed once; [`lifecycle`] — start and
-//!   graceful shutdown.
+//!   graceful shutdown; [`error`] — why it stopped.
 //!
 //! What it is not for: it computes no metrics (that is `growth-aggregator`) and
 //! accepts only logs — not traces or metrics.

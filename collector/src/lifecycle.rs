@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use growth_schema::migrate::MigrationReport;
+use growth_schema::service::{on_hangup, wait_and_migrate};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
@@ -101,7 +102,6 @@ impl Collector {
 
         let telemetry = Arc::new(Telemetry::new());
         let readiness = Arc::new(Readiness::default());
-        let sink = ClickHouseSink::new(&config.clickhouse);
         let (admin_stop, admin_stop_rx) = watch::channel(false);
         let admin_task = spawn_server("admin", {
             let router = admin::router(telemetry.clone(), readiness.clone());
@@ -124,13 +124,13 @@ impl Collector {
         telemetry.watch_spool(tail.usage.clone());
 
         let started = tokio::select! {
-            result = sink.wait_and_migrate(config.startup_timeout, |e| {
+            result = wait_and_migrate(&config.clickhouse, config.startup_timeout, |e| {
                 readiness.set(Phase::Starting(format!("waiting for ClickHouse: {}", describe(e))));
             }) => Some(result),
             () = stopped(stop_rx.clone()) => None,
         };
-        let report = match started {
-            Some(Ok(report)) => report,
+        match started {
+            Some(Ok(_)) => {}
             Some(Err(e)) => {
                 readiness.set(Phase::Starting(e.to_string()));
                 spool.close();
@@ -146,7 +146,6 @@ impl Collector {
                 return Ok(());
             }
         };
-        log_migrations(&config, &report);
         match rules.catalog.learn_from(&config.clickhouse.client()).await {
             Ok(pairs) => tracing::info!(
                 pairs,
@@ -159,6 +158,7 @@ impl Collector {
         }
 
         let health = Arc::new(WriterHealth::default());
+        let sink = ClickHouseSink::new(&config.clickhouse);
         let writer = writer::spawn(sink, tail, config.batch, telemetry.clone(), health.clone());
         readiness.watch_delivery(DeliveryCheck {
             spool: spool.clone(),
@@ -243,12 +243,7 @@ pub async fn run(
 
 /// Waits for ClickHouse (up to `--startup-timeout`), applies the migrations and returns.
 pub async fn migrate(config: &Config) -> Result<MigrationReport, CollectorError> {
-    let sink = ClickHouseSink::new(&config.clickhouse);
-    let report = sink
-        .wait_and_migrate(config.startup_timeout, |_| {})
-        .await?;
-    log_migrations(config, &report);
-    Ok(report)
+    Ok(wait_and_migrate(&config.clickhouse, config.startup_timeout, |_| {}).await?)
 }
 
 /// Reads the tokens file again on every SIGHUP (a failed reload keeps the old tokens).
@@ -256,24 +251,9 @@ fn reload_tokens_on_sighup(auth: Auth) {
     if !auth.is_on() {
         return;
     }
-    #[cfg(unix)]
-    tokio::spawn(async move {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut hangups = match signal(SignalKind::hangup()) {
-            Ok(hangups) => hangups,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGHUP: tokens will not be reloaded");
-                return;
-            }
-        };
-        while hangups.recv().await.is_some() {
-            match auth.reload() {
-                Ok(tokens) => tracing::info!(tokens, "auth tokens reloaded"),
-                Err(e) => {
-                    tracing::error!(error = %e, "auth tokens not reloaded; the old ones stay")
-                }
-            }
-        }
+    on_hangup("tokens will not be reloaded", move || match auth.reload() {
+        Ok(tokens) => tracing::info!(tokens, "auth tokens reloaded"),
+        Err(e) => tracing::error!(error = %e, "auth tokens not reloaded; the old ones stay"),
     });
 }
 
@@ -357,15 +337,6 @@ fn log_start(config: &Config, addresses: Addresses) {
     }
 }
 
-fn log_migrations(config: &Config, report: &MigrationReport) {
-    tracing::info!(
-        database = %config.clickhouse.database,
-        version = report.current,
-        applied = ?report.applied,
-        "schema is up to date"
-    );
-}
-
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -374,8 +345,9 @@ mod tests {
     use tokio::net::TcpStream;
     use tokio::sync::oneshot;
 
+    use growth_schema::service::{ServiceCli, StartupError};
+
     use super::*;
-    use crate::clickhouse::SinkError;
     use crate::config::Cli;
 
     /// Every port chosen by the OS; ClickHouse on a port where nothing listens.
@@ -438,7 +410,7 @@ mod tests {
         assert!(
             matches!(
                 result,
-                Err(CollectorError::ClickHouse(SinkError::StartupTimeout { .. }))
+                Err(CollectorError::Startup(StartupError::GaveUp { .. }))
             ),
             "{result:?}"
         );

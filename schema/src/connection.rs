@@ -61,19 +61,3 @@ impl ClickHouseArgs {
         self.server_client().with_database(&self.database)
     }
 }
-
-/// Parses a command line whose flags are all global, so that they may come before or
-/// after a subcommand (`growth-collector migrate --clickhouse-url U` and
-/// `growth-collector --clickhouse-url U migrate` mean the same). `args` starts with
-/// the program name; on bad flags, `--help` or `--version` the error carries what to
-/// print and the exit code.
-pub fn try_parse_global<C, I, T>(args: I) -> Result<C, clap::Error>
-where
-    C: clap::CommandFactory + clap::FromArgMatches,
-    I: IntoIterator<Item = T>,
-    T: Into<std::ffi::OsString> + Clone,
-{
-    let mut definition = C::command().mut_args(|arg| arg.global(true));
-    let matches = definition.try_get_matches_from_mut(args)?;
-    C::from_arg_matches(&matches).map_err(|e| e.format(&mut definition))
-}

@@ -11,7 +11,9 @@
 //! * [`limits`] — the bounds every network input is held to;
 //! * with the `clickhouse` feature: [`tables`] (table names and row types) and
 //!   [`migrate`] (the versioned SQL migrations in `schema/migrations/`, applied
-//!   idempotently); with `cli`: [`connection`], the `--clickhouse-*` flags.
+//!   idempotently); with `cli`: [`connection`], the `--clickhouse-*` flags; with
+//!   `service`: [`service`], the start-up path both binaries share (logging,
+//!   signals, duration flags, the command line, wait-for-ClickHouse-then-migrate).
 //!
 //! What it is not for: it sends nothing and serves nothing. The SDK depends on it
 //! without the `clickhouse` feature, so apps never compile a database client.
@@ -31,5 +33,7 @@ pub mod user_hash;
 pub mod connection;
 #[cfg(feature = "clickhouse")]
 pub mod migrate;
+#[cfg(feature = "service")]
+pub mod service;
 #[cfg(feature = "clickhouse")]
 pub mod tables;

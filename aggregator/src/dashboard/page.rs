@@ -92,6 +92,8 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
+    use growth_schema::service::ServiceCli;
+
     use crate::dashboard::settings::{DashboardSettings, RetentionThresholds};
     use crate::http::AppState;
     use crate::queries::MetricsSource;
