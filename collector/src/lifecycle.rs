@@ -145,7 +145,7 @@ impl Collector {
                 stop_server(admin_stop, admin_task).await;
                 return Ok(());
             }
-        };
+        }
         match rules.catalog.learn_from(&config.clickhouse.client()).await {
             Ok(pairs) => tracing::info!(
                 pairs,
