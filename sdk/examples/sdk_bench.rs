@@ -282,6 +282,14 @@ fn delivery_cpu() -> HashMap<String, u64> {
     ticks
 }
 
+/// Minor page faults of the calling thread so far (first touches of fresh memory).
+fn minor_faults() -> u64 {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap_or_default();
+    stat.rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().nth(7)?.parse().ok())
+        .unwrap_or(0)
+}
+
 /// Seconds of delivery-thread CPU since `before`.
 fn delivery_cpu_since(before: &HashMap<String, u64>) -> f64 {
     let after = delivery_cpu();
@@ -361,6 +369,7 @@ fn latency_row(args: &Args, state: &str, endpoint: &str, users: &[String]) -> Ro
     let tracker = tracker(&format!("bench-latency-{state}"), endpoint, args.protocol);
     let mut nanos = Vec::with_capacity(args.latency_calls as usize);
     let mut allocs = 0u64;
+    let faults_before = minor_faults();
     // 50,000 calls a second: the delivery thread works alongside, as in an app.
     paced(args.latency_calls, 50_000, |seq| {
         // The app's own values are built outside the measurement.
@@ -372,6 +381,7 @@ fn latency_row(args: &Args, state: &str, endpoint: &str, users: &[String]) -> Ro
         nanos.push(started.elapsed().as_nanos() as u64);
         allocs += allocations() - before;
     });
+    let faults = minor_faults() - faults_before;
     let report = tracker.report();
     drop(tracker.shutdown_with_timeout(Duration::from_secs(if state == "up" { 60 } else { 1 })));
     nanos.sort_unstable();
@@ -381,12 +391,13 @@ fn latency_row(args: &Args, state: &str, endpoint: &str, users: &[String]) -> Ro
             args.latency_calls
         ),
         result: format!(
-            "p50 {} ns, p99 {} ns, p99.9 {} ns, max {} µs; {:.2} allocations per call; dropped {}",
+            "p50 {} ns, p99 {} ns, p99.9 {} ns, max {} µs; {:.2} allocations and {:.3} page faults per call; dropped {}",
             percentile(&nanos, 0.5),
             percentile(&nanos, 0.99),
             percentile(&nanos, 0.999),
             nanos.last().copied().unwrap_or(0) / 1000,
             allocs as f64 / args.latency_calls as f64,
+            faults as f64 / args.latency_calls as f64,
             report.dropped
         ),
     }

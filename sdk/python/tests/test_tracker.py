@@ -206,6 +206,62 @@ class TrackerTest(unittest.TestCase):
         self.assertGreaterEqual(report.retries, 3)
         receiver.close()
 
+    def test_matrix_of_protocols_compression_and_collector_states_never_raises(self):
+        """gRPC and HTTP, plain and gzip, against a collector that is up, down, or
+        accepts connections and never answers: track never raises or blocks, and
+        shutdown reports every event in bounded time."""
+        import grpc
+        from concurrent import futures
+        from opentelemetry.proto.collector.logs.v1 import logs_service_pb2, logs_service_pb2_grpc
+
+        received = []
+
+        class Service(logs_service_pb2_grpc.LogsServiceServicer):
+            def Export(self, request, context):
+                for resource_logs in request.resource_logs:
+                    for scope_logs in resource_logs.scope_logs:
+                        received.extend(scope_logs.log_records)
+                return logs_service_pb2.ExportLogsServiceResponse()
+
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+        logs_service_pb2_grpc.add_LogsServiceServicer_to_server(Service(), server)
+        grpc_port = server.add_insecure_port("127.0.0.1:0")
+        server.start()
+        http_receiver = Receiver()
+        hung = socket.socket()
+        hung.bind(("127.0.0.1", 0))
+        hung.listen(16)  # never accepted, never answered
+        hung_endpoint = f"http://127.0.0.1:{hung.getsockname()[1]}"
+        down_endpoint = f"http://127.0.0.1:{free_port()}"
+        try:
+            for protocol in ("grpc", "http"):
+                up = f"http://127.0.0.1:{grpc_port}" if protocol == "grpc" else http_receiver.endpoint
+                for compression in ("none", "gzip"):
+                    for state, endpoint in (("up", up), ("down", down_endpoint), ("hung", hung_endpoint)):
+                        case = f"{protocol}/{compression}/{state}"
+                        t = tracker(endpoint, protocol=protocol, compression=compression, export_timeout=0.3)
+                        started = time.monotonic()
+                        for i in range(50):
+                            t.track("expense_logged", f"u{i}", {"seq": i, "case": case})
+                        self.assertLess(time.monotonic() - started, 1.0, case)
+                        if state == "up":
+                            report = t.shutdown(5)
+                            self.assertEqual((report.delivered, report.failed), (50, 0), case)
+                            continue
+                        with self.assertRaises(UndeliveredError, msg=case) as caught:
+                            t.shutdown(0.5)
+                        self.assertLess(time.monotonic() - started, 3.0, case)
+                        report = caught.exception.report
+                        self.assertEqual((report.tracked, report.failed, report.pending), (50, 50, 0), case)
+            for protocol, records in (("grpc", received), ("http", http_receiver.records)):
+                cases = sorted({attribute(r, "case").string_value for r in records})
+                self.assertEqual(cases, [f"{protocol}/gzip/up", f"{protocol}/none/up"])
+                self.assertEqual(len(records), 100, protocol)
+        finally:
+            server.stop(0)
+            http_receiver.close()
+            hung.close()
+
     def test_disabled_is_a_no_op(self):
         t = Tracker("app", env={"GROWTH_SDK_DISABLED": "true"})
         t.track("expense_logged", "u1")
