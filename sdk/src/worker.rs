@@ -127,6 +127,7 @@ impl Worker {
                     .get_or_insert(now + self.settings.batch_delay);
             }
             self.dispatch(now);
+            self.compact(now);
             self.answer_flushes(now);
             if now >= self.next_loss_check {
                 self.losses.check(&self.counters, now, false);
@@ -250,6 +251,23 @@ impl Worker {
         }
     }
 
+    /// Cuts the due batches that cannot be sent yet (no free slot, or the
+    /// collector is failing) into requests waiting in line. A request's bytes
+    /// take less memory than the records they came from (one allocation each,
+    /// sized by an estimate), so an outage fits more events in the budget; and
+    /// the records' buffers are freed as they come, so the app's allocator
+    /// reuses them instead of growing. Left uncut while the collector was down,
+    /// every `track` took fresh memory and its first-touch page faults (8 in 100
+    /// calls) doubled `track`'s p99.
+    fn compact(&mut self, now: Instant) {
+        while self.batch_due(now) {
+            let Some(batch) = self.cut_batch() else {
+                return;
+            };
+            self.ready.push_back(batch);
+        }
+    }
+
     fn batch_due(&self, now: Instant) -> bool {
         self.queue.queued_bytes() >= self.settings.batch_max_bytes
             || self.queue.queued_events() >= self.settings.batch_max_events
@@ -287,6 +305,13 @@ impl Worker {
             return None;
         }
         let body = Bytes::from(self.template.encode(&records, len));
+        // From here the records live on only as the request's bytes: the budget
+        // holds those, and gives back the difference.
+        let compact = body.len() + std::mem::size_of::<Batch>();
+        if held > compact {
+            self.queue.release(held - compact, 0);
+            held = compact;
+        }
         let id = self.next_id;
         self.next_id += 1;
         self.unresolved.insert(id);
