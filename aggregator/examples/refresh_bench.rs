@@ -18,13 +18,15 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use axum::serve::Listener;
 use chrono::Utc;
 use clap::Parser;
 use clickhouse::sql::Identifier;
+use growth_aggregator::access::AccessPolicy;
 use growth_aggregator::config::Cli;
 use growth_aggregator::dashboard::{DashboardSettings, DashboardState};
 use growth_aggregator::definitions::{MetricDefinitions, RefreshPlan, Window};
-use growth_aggregator::http::{AppState, router};
+use growth_aggregator::http::{AppState, layered, listen, no_delay, router};
 use growth_aggregator::queries::MetricsSource;
 use growth_aggregator::snapshot::compute;
 use growth_schema::migrate::migrate_to;
@@ -54,9 +56,16 @@ struct Args {
     scrapers: usize,
     #[arg(long, default_value_t = 50)]
     scrapes: usize,
-    /// Keep the databases (bench_refresh_*) for a look.
+    /// Pauses between one scraper's scrapes, in ms (0: back to back); a comma list
+    /// runs the scrape test once per value.
+    #[arg(long, value_delimiter = ',', default_value = "0,100")]
+    scrape_pause_ms: Vec<u64>,
+    /// Keep the databases (bench_refresh_*) for a look (or for --reuse).
     #[arg(long)]
     keep: bool,
+    /// Reuse a set's database kept by an earlier --keep run instead of loading it.
+    #[arg(long)]
+    reuse: bool,
 }
 
 async fn median<F, Fut>(runs: usize, mut f: F) -> anyhow::Result<Duration>
@@ -203,7 +212,34 @@ struct TableSize {
     bytes: u64,
 }
 
+/// Users per INSERT … SELECT: ten events each, so 5M rows an insert, in 1M-row blocks.
+const LOAD_CHUNK_USERS: u64 = 500_000;
+
+/// Loads `users` users (ten events each) in chunks of users, with progress on stderr.
 async fn load(client: &clickhouse::Client, users: u64, days: u64) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let mut first = 0;
+    while first < users {
+        let count = LOAD_CHUNK_USERS.min(users - first);
+        load_users(client, first, count, days).await?;
+        first += count;
+        eprintln!(
+            "  loaded {first} of {users} users ({} events) in {:.0} s, load average {}",
+            first * 10,
+            started.elapsed().as_secs_f64(),
+            load_average()
+        );
+    }
+    Ok(())
+}
+
+/// Users `first..first + count`: their events are rows `10 * first ..` of the sequence.
+async fn load_users(
+    client: &clickhouse::Client,
+    first: u64,
+    count: u64,
+    days: u64,
+) -> anyhow::Result<()> {
     client
         .query(
             "INSERT INTO events (app, event, event_time, user_hash, source, properties, numbers, received_at)
@@ -218,11 +254,12 @@ async fn load(client: &clickhouse::Client, users: u64, days: u64) -> anyhow::Res
                         intHash64(u) % {days:UInt64} AS signup_ago,
                         [0, 0, 0, 1, 1, 2, 3, 7, 14, 30][k + 1] AS back_after,
                         toUInt64(if(back_after > signup_ago, toUInt64(signup_ago), toUInt64(signup_ago - back_after))) AS day_ago
-                 FROM numbers({events:UInt64})
+                 FROM numbers({first:UInt64}, {events:UInt64})
              )",
         )
         .param("days", days)
-        .param("events", users * 10)
+        .param("first", first * 10)
+        .param("events", count * 10)
         .with_setting("max_insert_block_size", "1000000")
         .with_setting("min_insert_block_size_rows", "1000000")
         .with_setting("max_execution_time", "0")
@@ -232,13 +269,19 @@ async fn load(client: &clickhouse::Client, users: u64, days: u64) -> anyhow::Res
 }
 
 /// p50 / p99 / max of `/metrics` with `scrapers` concurrent clients on one server.
+///
+/// The server is the production stack (`http::listen`, `http::layered`) on its own
+/// two-thread runtime, as the binary runs it; the scrapers run on another runtime,
+/// like a Prometheus in another process on the same two cores. Each scraper keeps
+/// one keep-alive connection, asks for gzip as Prometheus does, and scrapes
+/// `scrapes` times, pausing `pause` between scrapes; every request is timed from
+/// send to the last byte of the body (the first one includes the connect).
 async fn scrape_latency(
     state: AppState,
     scrapers: usize,
     scrapes: usize,
+    pause: Duration,
 ) -> anyhow::Result<(Duration, Duration, Duration, f64)> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
     let dashboard = DashboardState {
         app: state.clone(),
         settings: Arc::new(DashboardSettings::new(
@@ -248,7 +291,17 @@ async fn scrape_latency(
             Vec::new(),
         )),
     };
-    let server = tokio::spawn(async move { axum::serve(listener, router(state, dashboard)).await });
+    let server_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let listener = {
+        let _guard = server_runtime.enter();
+        no_delay(listen("127.0.0.1:0".parse()?)?)
+    };
+    let addr = listener.local_addr()?;
+    let app = layered(router(state, dashboard), AccessPolicy::open());
+    let server = server_runtime.spawn(async move { axum::serve(listener, app).await });
     let url = Arc::new(format!("http://{addr}/metrics"));
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -261,6 +314,7 @@ async fn scrape_latency(
                 let t = Instant::now();
                 let body = http
                     .get(url.as_str())
+                    .header("accept-encoding", "gzip")
                     .send()
                     .await?
                     .error_for_status()?
@@ -268,6 +322,9 @@ async fn scrape_latency(
                     .await?;
                 anyhow::ensure!(!body.is_empty(), "empty /metrics");
                 times.push(t.elapsed());
+                if !pause.is_zero() {
+                    tokio::time::sleep(pause).await;
+                }
             }
             Ok::<_, anyhow::Error>(times)
         }));
@@ -278,6 +335,7 @@ async fn scrape_latency(
     }
     let wall = started.elapsed();
     server.abort();
+    server_runtime.shutdown_background();
     all.sort();
     let at = |q: f64| all[((all.len() as f64 * q) as usize).min(all.len() - 1)];
     Ok((
@@ -286,6 +344,14 @@ async fn scrape_latency(
         at(1.0),
         all.len() as f64 / wall.as_secs_f64(),
     ))
+}
+
+/// The 1-minute load average, printed beside every table (other work on the cores).
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "?".to_owned())
 }
 
 #[tokio::main]
@@ -305,21 +371,33 @@ async fn main() -> anyhow::Result<()> {
             .and_then(|(u, d)| Some((u.parse::<u64>().ok()?, d.parse::<u64>().ok()?)))
             .ok_or_else(|| anyhow::anyhow!("--sets takes USERS:DAYS, got {set}"))?;
         let database = format!("bench_refresh_{users}_{days}");
-        server
-            .query("DROP DATABASE IF EXISTS ?")
-            .bind(Identifier(&database))
-            .execute()
-            .await?;
-        // Without 0012 the first layer's views stay on, so both layers fill from one load.
-        migrate_to(
-            &server,
-            &database,
-            if args.previous_layer { 11 } else { u32::MAX },
-        )
-        .await?;
         let client = server.clone().with_database(&database);
+        let loaded = args.reuse
+            && server
+                .query("SELECT count() FROM system.tables WHERE database = ? AND name = 'events'")
+                .bind(&database)
+                .fetch_one::<u64>()
+                .await?
+                > 0;
         let started = Instant::now();
-        load(&client, users, days).await?;
+        if !loaded {
+            server
+                .query("DROP DATABASE IF EXISTS ?")
+                .bind(Identifier(&database))
+                .execute()
+                .await?;
+            // Without 0012 the first layer's views stay on, so both layers fill from one load.
+            migrate_to(
+                &server,
+                &database,
+                if args.previous_layer { 11 } else { u32::MAX },
+            )
+            .await?;
+            load(&client, users, days).await?;
+        } else {
+            // A kept database may predate newer migrations.
+            migrate_to(&server, &database, u32::MAX).await?;
+        }
         let load_s = started.elapsed().as_secs_f64();
         let source = MetricsSource::new(client.clone(), Duration::from_secs(600));
         let layer = median(args.runs, || async {
@@ -392,16 +470,31 @@ async fn main() -> anyhow::Result<()> {
         println!("{r}");
     }
     if let (Some(state), true) = (last_state, args.scrapers > 0) {
-        let (p50, p99, max, rps) = scrape_latency(state, args.scrapers, args.scrapes).await?;
         println!(
-            "\n/metrics with {} concurrent scrapers × {} requests: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms, {:.0} requests/s",
+            "\n/metrics, {} concurrent scrapers × {} requests (keep-alive, gzip), load average {}:\n",
             args.scrapers,
             args.scrapes,
-            p50.as_secs_f64() * 1000.0,
-            p99.as_secs_f64() * 1000.0,
-            max.as_secs_f64() * 1000.0,
-            rps
+            load_average()
         );
+        println!(
+            "| pause between a scraper's scrapes | p50 (ms) | p99 (ms) | max (ms) | requests/s |\n|---|---:|---:|---:|---:|"
+        );
+        for &pause in &args.scrape_pause_ms {
+            let (p50, p99, max, rps) = scrape_latency(
+                state.clone(),
+                args.scrapers,
+                args.scrapes,
+                Duration::from_millis(pause),
+            )
+            .await?;
+            let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+            println!(
+                "| {pause} ms | {:.2} | {:.2} | {:.2} | {rps:.0} |",
+                ms(p50),
+                ms(p99),
+                ms(max)
+            );
+        }
     }
     Ok(())
 }

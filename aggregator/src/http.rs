@@ -2,6 +2,8 @@
 //! cached snapshot (or ask [`crate::on_demand`] through the API) and render it. Every
 //! response passes access control, security headers and compression ([`layered`]).
 
+use std::io::Write;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
@@ -12,6 +14,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
+use axum::serve::{Listener, ListenerExt};
 use tower_http::compression::CompressionLayer;
 use tower_http::set_header::SetResponseHeaderLayer;
 
@@ -35,8 +38,8 @@ pub struct AppState {
     pub source: MetricsSource,
     pub answers: AnswerCache,
     pub health: RefreshHealth,
-    /// The last rendered `/metrics` body per format: rendered once per snapshot, so a
-    /// crowd of scrapers costs a copy of bytes each.
+    /// The last rendered `/metrics` body per format and encoding: rendered (and
+    /// gzipped) once per snapshot, so a crowd of scrapers costs a copy of bytes each.
     exposition_cache: Arc<Mutex<Vec<(ExpositionKey, Bytes)>>>,
 }
 
@@ -46,6 +49,36 @@ struct ExpositionKey {
     generated_at: DateTime<Utc>,
     errors_total: u64,
     format: Format,
+    gzip: bool,
+}
+
+/// How many connections may wait to be accepted. The standard library's 128 is too
+/// few for a crowd of scrapers connecting at once: the kernel drops the SYNs past it
+/// and the client retries a second later (a 1 s latency spike).
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds the HTTP listener with a backlog deep enough for hundreds of scrapers
+/// (the kernel caps it at `net.core.somaxconn`); serve it through [`no_delay`].
+pub fn listen(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
+/// Accepted connections send without Nagle's delay: a small response must not wait
+/// for the client's delayed ACK.
+pub fn no_delay(
+    listener: tokio::net::TcpListener,
+) -> impl Listener<Io = tokio::net::TcpStream, Addr = SocketAddr> {
+    listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "could not set TCP_NODELAY");
+        }
+    })
 }
 
 impl AppState {
@@ -147,6 +180,7 @@ async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response 
         generated_at: snapshot.generated_at,
         errors_total: state.health.errors_total(),
         format,
+        gzip: accepts_gzip(&headers),
     };
     let cached = {
         let cache = state
@@ -169,15 +203,94 @@ async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response 
                 duration_seconds: state.health.last_duration().as_secs_f64(),
                 errors_total: key.errors_total,
             };
-            let body = Bytes::from(exposition::render(&snapshot, &limits, &refresh, format));
+            let text = exposition::render(&snapshot, &limits, &refresh, format);
+            let body = if key.gzip {
+                gzip(text.as_bytes())
+            } else {
+                Bytes::from(text)
+            };
             let mut cache = state
                 .exposition_cache
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
-            cache.retain(|(k, _)| k.format != format);
+            cache.retain(|(k, _)| (k.format, k.gzip) != (format, key.gzip));
             cache.push((key, body.clone()));
             body
         }
     };
-    ([(header::CONTENT_TYPE, format.content_type())], body).into_response()
+    let content_type = (header::CONTENT_TYPE, format.content_type());
+    if key.gzip {
+        // Already encoded: the compression layer leaves a response with a
+        // Content-Encoding alone, so each scrape is a copy, not a gzip run.
+        (
+            [content_type, (header::CONTENT_ENCODING, "gzip")],
+            [(header::VARY, "accept-encoding")],
+            body,
+        )
+            .into_response()
+    } else {
+        ([content_type], body).into_response()
+    }
+}
+
+/// Whether the client takes gzip (Prometheus sends `Accept-Encoding: gzip`).
+fn accepts_gzip(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|coding| {
+            let mut parts = coding.split(';');
+            let name = parts.next().unwrap_or("").trim();
+            // `gzip;q=0` refuses it.
+            let refused = parts.any(|p| {
+                p.trim()
+                    .strip_prefix("q=")
+                    .and_then(|q| q.trim().parse::<f32>().ok())
+                    .is_some_and(|q| q == 0.0)
+            });
+            name.eq_ignore_ascii_case("gzip") && !refused
+        })
+}
+
+fn gzip(text: &[u8]) -> Bytes {
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    // Writing into a Vec cannot fail.
+    let _ = encoder.write_all(text);
+    Bytes::from(encoder.finish().unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_encoding(v: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::ACCEPT_ENCODING,
+            HeaderValue::from_str(v).expect("value"),
+        );
+        h
+    }
+
+    #[test]
+    fn gzip_is_used_only_when_accepted() {
+        assert!(accepts_gzip(&with_encoding("gzip")));
+        assert!(accepts_gzip(&with_encoding("br, GZIP;q=0.5")));
+        assert!(!accepts_gzip(&with_encoding("gzip;q=0, br")));
+        assert!(!accepts_gzip(&with_encoding("identity")));
+        assert!(!accepts_gzip(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn gzipped_body_decodes_to_the_text() {
+        use std::io::Read;
+        let text = "growth_active_users{app=\"a\",window=\"1d\"} 2\n".repeat(50);
+        let mut out = String::new();
+        flate2::read::GzDecoder::new(&gzip(text.as_bytes())[..])
+            .read_to_string(&mut out)
+            .expect("gzip");
+        assert_eq!(out, text);
+    }
 }

@@ -45,9 +45,8 @@ impl Aggregator {
     pub async fn bind(config: Config) -> Result<Self, AggregatorError> {
         let access = access_policy(&config)?;
         let settings = dashboard_settings(&config)?;
-        let listener = TcpListener::bind(config.listen_addr)
-            .await
-            .map_err(|source| AggregatorError::Bind {
+        let listener =
+            http::listen(config.listen_addr).map_err(|source| AggregatorError::Bind {
                 addr: config.listen_addr,
                 source,
             })?;
@@ -112,7 +111,7 @@ impl Aggregator {
             state.health.clone(),
         ));
         let app = http::layered(http::router(state, dashboard), access);
-        let server = axum::serve(listener, app)
+        let server = axum::serve(http::no_delay(listener), app)
             .with_graceful_shutdown(stopped(stop_rx.clone()))
             .into_future();
         let grace_over = async {
