@@ -28,7 +28,7 @@ use growth_aggregator::dashboard::{DashboardSettings, DashboardState};
 use growth_aggregator::definitions::{MetricDefinitions, RefreshPlan, Window};
 use growth_aggregator::http::{AppState, layered, listen, no_delay, router};
 use growth_aggregator::queries::MetricsSource;
-use growth_aggregator::snapshot::compute;
+use growth_aggregator::snapshot::{compute, compute_in_sql};
 use growth_schema::migrate::migrate_to;
 use growth_schema::service::ServiceCli;
 
@@ -210,6 +210,24 @@ struct TableSize {
     table: String,
     rows: u64,
     bytes: u64,
+}
+
+/// A collector batch landing between two refreshes: 10,000 events of returning users
+/// in the last minute (today), so a steady refresh has today's changes to read.
+async fn trickle(client: &clickhouse::Client, users: u64, seed: u64) -> anyhow::Result<()> {
+    client
+        .query(
+            "INSERT INTO events (app, event, event_time, user_hash, source, properties, numbers, received_at)
+             SELECT 'bench', 'expense_logged', now64(3) - toIntervalMillisecond(number % 60000),
+                    lower(hex(SHA256(toString(intHash64(number + {seed:UInt64} * 1000003) % {users:UInt64})))),
+                    'pwa', map(), map(), now64(3)
+             FROM numbers(10000)",
+        )
+        .param("seed", seed)
+        .param("users", users)
+        .execute()
+        .await?;
+    Ok(())
 }
 
 /// Users per INSERT … SELECT: ten events each, so 5M rows an insert, in 1M-row blocks.
@@ -399,9 +417,28 @@ async fn main() -> anyhow::Result<()> {
             migrate_to(&server, &database, u32::MAX).await?;
         }
         let load_s = started.elapsed().as_secs_f64();
-        let source = MetricsSource::new(client.clone(), Duration::from_secs(600));
-        let layer = median(args.runs, || async {
+        let new_source = || MetricsSource::new(client.clone(), Duration::from_secs(600));
+        // Cold: a fresh aggregator's first refresh reads every needed day.
+        let cold = median(args.runs, || async {
+            compute(&new_source(), &defs, Utc::now()).await?;
+            Ok(())
+        })
+        .await?;
+        // Steady: what every --refresh-interval costs once running, with a collector
+        // batch of today's events landing before each refresh.
+        let source = new_source();
+        compute(&source, &defs, Utc::now()).await?;
+        let mut steady_times = Vec::new();
+        for run in 0..args.runs.max(1) {
+            trickle(&client, users, run as u64).await?;
+            let t = Instant::now();
             compute(&source, &defs, Utc::now()).await?;
+            steady_times.push(t.elapsed());
+        }
+        steady_times.sort();
+        let steady = steady_times[steady_times.len() / 2];
+        let in_sql = median(args.runs, || async {
+            compute_in_sql(&source, &defs, Utc::now()).await?;
             Ok(())
         })
         .await?;
@@ -419,7 +456,15 @@ async fn main() -> anyhow::Result<()> {
         } else {
             None
         };
-        let snapshot = compute(&source, &defs, Utc::now()).await?;
+        // The cache must give exactly what counting in SQL gives.
+        let now = Utc::now();
+        let snapshot = compute(&source, &defs, now).await?;
+        let checked = compute_in_sql(&source, &defs, now).await?;
+        anyhow::ensure!(
+            snapshot == checked,
+            "the day cache and the SQL path disagree on {set}"
+        );
+        let cache_mib = source.day_sets().lock().await.bytes() as f64 / (1024.0 * 1024.0);
         let dau = snapshot
             .apps
             .get("bench")
@@ -427,12 +472,16 @@ async fn main() -> anyhow::Result<()> {
             .unwrap_or(0);
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
         rows.push(format!(
-            "| {users} | {} | {days} | {load_s:.0} | {dau} | **{:.0}** | {} | {:.0} | **{:.1}×** |",
+            "| {users} | {} | {days} | {load_s:.0} | {dau} | **{:.0}** | {:.0} | {:.0} | {} | {:.0} | **{:.1}×** | {:.1}× | {cache_mib:.1} | {} |",
             users * 10,
-            ms(layer),
+            ms(steady),
+            ms(cold),
+            ms(in_sql),
             previous.map_or("–".to_owned(), |p| format!("{:.0}", ms(p))),
             ms(raw),
-            raw.as_secs_f64() / layer.as_secs_f64()
+            raw.as_secs_f64() / steady.as_secs_f64(),
+            raw.as_secs_f64() / cold.as_secs_f64(),
+            load_average()
         ));
         let parts: Vec<TableSize> = server
             .query("SELECT table, sum(rows) AS rows, sum(bytes_on_disk) AS bytes FROM system.parts WHERE database = ? AND active GROUP BY table ORDER BY table")
@@ -459,9 +508,9 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     println!(
-        "| users | events | days | load (s) | DAU | refresh from the layer (ms) | first layer (ms) | same metrics from raw events (ms) | raw / layer |"
+        "| users | events | days | load (s) | DAU | refresh, steady (ms) | refresh, cold (ms) | counted in SQL (ms) | first layer (ms) | raw events (ms) | raw / steady | raw / cold | day cache (MiB) | load average |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in rows {
         println!("{r}");
     }

@@ -2,9 +2,9 @@
 //!
 //! Turns the growth views in ClickHouse into the numbers a product team reads every
 //! morning: DAU / WAU / MAU, signup cohorts with D1/D3/D7/D30 retention, and running
-//! totals per event. Every `--refresh-interval` it asks ClickHouse four questions on
-//! the materialized views (never the raw events), keeps the answer in memory and
-//! serves it:
+//! totals per event. Every `--refresh-interval` it reads from the materialized views
+//! (never the raw events) the days of users that changed since the last refresh
+//! ([`day_sets`]), counts the metrics in memory and serves them:
 //!
 //! * `/metrics` — Prometheus text (OpenMetrics when the scraper asks for it);
 //! * `/admin/metrics` — the HTML page, `/admin/metrics.txt` — the plain-text report
@@ -37,6 +37,7 @@ pub mod access;
 pub mod api;
 pub mod config;
 pub mod dashboard;
+pub mod day_sets;
 pub mod definitions;
 pub mod error;
 pub mod exposition;

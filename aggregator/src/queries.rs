@@ -1,9 +1,13 @@
 //! The questions a refresh asks ClickHouse. They read only the tables filled by the
 //! schema's materialized views, never the raw events, and only the time ranges the
-//! reported windows and cohorts need: `user_quarter_hours` by quarter-hour range
-//! (cost: active users × active quarter-hours of those days), `first_seen_changes` by
-//! first-seen range (cost: the cohorts' new users), `event_counts` for the totals.
-//! History outside the ranges is never read.
+//! reported windows and cohorts need. A refresh asks for whole days of users
+//! ([`MetricsSource::active_day_users`], [`MetricsSource::cohort_day_users`]) only for
+//! the days that changed ([`crate::day_sets`]); the questions that count in SQL
+//! ([`MetricsSource::active_users`] and the others) are its cross-check. They read
+//! `user_quarter_hours` by quarter-hour range (cost: active users × active
+//! quarter-hours of those days), `first_seen_changes` by first-seen range (cost: the
+//! cohorts' new users), `layer_changes` by range (the change markers), `event_counts`
+//! for the totals. History outside the ranges is never read.
 //!
 //! Every value is bound as a query parameter (`{name:Type}`) or an identifier; no
 //! setting or user input is pasted into SQL text.
@@ -11,10 +15,11 @@
 use chrono::{DateTime, NaiveDate, Utc};
 use clickhouse::Client;
 use clickhouse::sql::Identifier;
-use growth_schema::tables::{EVENT_COUNTS, FIRST_SEEN_CHANGES, USER_QUARTER_HOURS};
+use growth_schema::tables::{EVENT_COUNTS, FIRST_SEEN_CHANGES, LAYER_CHANGES, USER_QUARTER_HOURS};
 use serde::Deserialize;
 
-use crate::definitions::{MetricDefinitions, RefreshPlan, Window};
+use crate::day_sets::DaySets;
+use crate::definitions::{MetricDefinitions, RefreshPlan, Window, days_range};
 
 /// Running total of one event in one app.
 #[derive(Debug, Clone, PartialEq, clickhouse::Row, Deserialize)]
@@ -57,10 +62,57 @@ pub struct Retained {
     pub users: u64,
 }
 
+/// The users of one app on one calendar day (active, or new: the day's cohort), sorted.
+#[derive(Debug, Clone, PartialEq, clickhouse::Row, Deserialize)]
+pub struct DayUsers {
+    pub app: String,
+    #[serde(with = "clickhouse::serde::chrono::date")]
+    pub day: NaiveDate,
+    pub users: Vec<u64>,
+}
+
+/// A table of the layer whose days [`DaySets`] caches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Layer {
+    /// `user_quarter_hours`: who was active when.
+    Activity,
+    /// `first_seen_changes`: who was first seen when.
+    FirstSeen,
+}
+
+impl Layer {
+    fn table(self) -> &'static str {
+        match self {
+            Layer::Activity => USER_QUARTER_HOURS,
+            Layer::FirstSeen => FIRST_SEEN_CHANGES,
+        }
+    }
+}
+
+#[derive(clickhouse::Row, Deserialize)]
+struct LayerMarker {
+    app: String,
+    layer: String,
+    #[serde(with = "clickhouse::serde::chrono::date")]
+    day: NaiveDate,
+    rows: u64,
+}
+
+/// Change markers: per layer and calendar day, rows ever written per app.
+pub type Markers =
+    std::collections::HashMap<(Layer, NaiveDate), std::collections::BTreeMap<String, u64>>;
+
+/// Memory one query may use on the server (`max_memory_usage`): far above what a
+/// refresh question takes (tens of MB at millions of users, docs/benchmarks.md), low
+/// enough that a runaway question fails instead of starving the server.
+pub const MAX_QUERY_MEMORY: u64 = 1 << 30;
+
 /// Reads the growth views of one database.
 #[derive(Clone)]
 pub struct MetricsSource {
     client: Client,
+    /// The days of users the refreshes keep between them.
+    day_sets: std::sync::Arc<tokio::sync::Mutex<DaySets>>,
 }
 
 fn unix(t: DateTime<Utc>) -> i64 {
@@ -82,8 +134,115 @@ impl MetricsSource {
     pub fn new(client: Client, timeout: std::time::Duration) -> Self {
         let seconds = timeout.as_secs_f64().max(0.1);
         Self {
-            client: client.with_setting("max_execution_time", format!("{seconds:.1}")),
+            client: client
+                .with_setting("max_execution_time", format!("{seconds:.1}"))
+                .with_setting("max_memory_usage", MAX_QUERY_MEMORY.to_string()),
+            day_sets: Default::default(),
         }
+    }
+
+    /// The refreshes' day cache (one refresh at a time holds it).
+    pub fn day_sets(&self) -> &tokio::sync::Mutex<DaySets> {
+        &self.day_sets
+    }
+
+    /// Per layer and calendar day in `first..=last`, the rows ever written per app.
+    pub async fn layer_markers(
+        &self,
+        defs: &MetricDefinitions,
+        first: NaiveDate,
+        last: NaiveDate,
+    ) -> clickhouse::error::Result<Markers> {
+        let range = days_range(defs.timezone, first, last);
+        let rows: Vec<LayerMarker> = self
+            .client
+            .query(
+                "SELECT app, layer, toDate(bucket, {tz:String}) AS day, sum(rows) AS rows
+                 FROM ?
+                 WHERE bucket >= toDateTime({from:Int64}, 'UTC') AND bucket < toDateTime({to:Int64}, 'UTC')
+                 GROUP BY app, layer, day",
+            )
+            .bind(Identifier(LAYER_CHANGES))
+            .param("tz", defs.timezone.name())
+            .param("from", unix(range.start))
+            .param("to", unix(range.end))
+            .fetch_all()
+            .await?;
+        let mut markers = Markers::new();
+        for r in rows {
+            let layer = if r.layer == Layer::FirstSeen.table() {
+                Layer::FirstSeen
+            } else if r.layer == Layer::Activity.table() {
+                Layer::Activity
+            } else {
+                continue;
+            };
+            markers
+                .entry((layer, r.day))
+                .or_default()
+                .insert(r.app, r.rows);
+        }
+        Ok(markers)
+    }
+
+    /// Each app's users with an active event on each of `days` (calendar days in
+    /// the configured zone), sorted.
+    pub async fn active_day_users(
+        &self,
+        defs: &MetricDefinitions,
+        days: &[NaiveDate],
+    ) -> clickhouse::error::Result<Vec<DayUsers>> {
+        let (Some(first), Some(last)) = (days.iter().min(), days.iter().max()) else {
+            return Ok(Vec::new());
+        };
+        let range = days_range(defs.timezone, *first, *last);
+        self.client
+            .query(
+                "SELECT app, toDate(bucket, {tz:String}) AS day, arraySort(groupUniqArray(user_key)) AS users
+                 FROM ?
+                 WHERE bucket >= toDateTime({from:Int64}, 'UTC') AND bucket < toDateTime({to:Int64}, 'UTC')
+                   AND has({days:Array(Date)}, toDate(bucket, {tz:String}))
+                   AND (empty({active:Array(String)}) OR hasAny(event_names, {active:Array(String)}))
+                 GROUP BY app, day",
+            )
+            .bind(Identifier(USER_QUARTER_HOURS))
+            .param("tz", defs.timezone.name())
+            .param("from", unix(range.start))
+            .param("to", unix(range.end))
+            .param("days", days.iter().map(|d| d.to_string()).collect::<Vec<_>>())
+            .param("active", &defs.active_events)
+            .fetch_all()
+            .await
+    }
+
+    /// Each app's users first seen on each of `days` (the cohorts), sorted.
+    pub async fn cohort_day_users(
+        &self,
+        defs: &MetricDefinitions,
+        days: &[NaiveDate],
+    ) -> clickhouse::error::Result<Vec<DayUsers>> {
+        let (Some(first), Some(last)) = (days.iter().min(), days.iter().max()) else {
+            return Ok(Vec::new());
+        };
+        let range = days_range(defs.timezone, *first, *last);
+        self.client
+            .query(
+                "SELECT app, toDate(first_bucket, {tz:String}) AS day, arraySort(groupUniqArray(user_key)) AS users
+                 FROM (
+                     SELECT app, first_bucket, user_key FROM ?
+                     WHERE first_bucket >= toDateTime({from:Int64}, 'UTC') AND first_bucket < toDateTime({to:Int64}, 'UTC')
+                     GROUP BY app, first_bucket, user_key HAVING sum(sign) > 0
+                 )
+                 WHERE has({days:Array(Date)}, day)
+                 GROUP BY app, day",
+            )
+            .bind(Identifier(FIRST_SEEN_CHANGES))
+            .param("tz", defs.timezone.name())
+            .param("from", unix(range.start))
+            .param("to", unix(range.end))
+            .param("days", days.iter().map(|d| d.to_string()).collect::<Vec<_>>())
+            .fetch_all()
+            .await
     }
 
     /// The client, for the on-demand questions of the JSON API.

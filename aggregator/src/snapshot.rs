@@ -6,10 +6,12 @@ use std::sync::{Arc, RwLock};
 use chrono::{DateTime, NaiveDate, Utc};
 use chrono_tz::Tz;
 
+use crate::day_sets::Counts;
 use crate::definitions::{
-    CohortReport, MetricDefinitions, RecentRetention, Window, cohort_reports, recent_retention,
+    CohortReport, MetricDefinitions, RecentRetention, RefreshPlan, Window, cohort_reports,
+    recent_retention,
 };
-use crate::queries::MetricsSource;
+use crate::queries::{EventTotal, MetricsSource};
 
 /// Every metric of every app, as of `generated_at`.
 #[derive(Debug, Clone, PartialEq)]
@@ -70,8 +72,37 @@ impl AppMetrics {
     }
 }
 
-/// Computes a snapshot at instant `now`: four queries on the views.
+/// Computes a snapshot at instant `now` from the source's day cache
+/// ([`crate::day_sets`]): reads what changed since the last refresh, counts in memory.
 pub async fn compute(
+    source: &MetricsSource,
+    defs: &MetricDefinitions,
+    now: DateTime<Utc>,
+) -> clickhouse::error::Result<MetricsSnapshot> {
+    let plan = defs.plan(now);
+    let mut sets = source.day_sets().lock().await;
+    let (totals, ()) = tokio::try_join!(source.event_totals(), sets.update(source, defs, &plan))?;
+    // Counting sorts and merges up to millions of keys: off the runtime, so /metrics
+    // keeps answering meanwhile. A refresh cut short here starts cold next time.
+    let mut taken = std::mem::take(&mut *sets);
+    let (counted, counts) = {
+        let (defs, plan) = (defs.clone(), plan.clone());
+        tokio::task::spawn_blocking(move || {
+            let counts = taken.count(&defs, &plan);
+            (taken, counts)
+        })
+        .await
+        .map_err(|e| clickhouse::error::Error::Custom(format!("counting failed: {e}")))?
+    };
+    *sets = counted;
+    drop(sets);
+    Ok(assemble(defs, plan, now, totals, counts))
+}
+
+/// Computes a snapshot at instant `now` with the metrics counted in ClickHouse, every
+/// row of the reported ranges read: the cross-check of [`compute`] (same result) and
+/// its cold-cache baseline in the benchmark.
+pub async fn compute_in_sql(
     source: &MetricsSource,
     defs: &MetricDefinitions,
     now: DateTime<Utc>,
@@ -83,6 +114,26 @@ pub async fn compute(
         source.cohort_sizes(defs, &plan),
         source.retained(defs, &plan),
     )?;
+    let counts = Counts {
+        active,
+        sizes,
+        retained,
+    };
+    Ok(assemble(defs, plan, now, totals, counts))
+}
+
+fn assemble(
+    defs: &MetricDefinitions,
+    plan: RefreshPlan,
+    now: DateTime<Utc>,
+    totals: Vec<EventTotal>,
+    counts: Counts,
+) -> MetricsSnapshot {
+    let Counts {
+        active,
+        sizes,
+        retained,
+    } = counts;
 
     let mut apps: BTreeMap<String, AppMetrics> = BTreeMap::new();
     for t in totals {
@@ -131,7 +182,7 @@ pub async fn compute(
         app.cohorts = cohort_reports(defs, &plan, sizes, retained);
         app.recent_retention = recent_retention(defs, plan.today, &app.cohorts);
     }
-    Ok(MetricsSnapshot {
+    MetricsSnapshot {
         generated_at: now,
         today: plan.today,
         timezone: defs.timezone,
@@ -139,7 +190,7 @@ pub async fn compute(
         exported_cohorts: defs.cohorts,
         report_cohorts: defs.report_cohorts(),
         apps,
-    })
+    }
 }
 
 /// The latest snapshot, shared between the refresher and the HTTP handlers.

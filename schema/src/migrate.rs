@@ -43,6 +43,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(10, "0010_user_quarter_hours.sql"),
     migration!(11, "0011_first_seen.sql"),
     migration!(12, "0012_retire_user_activity.sql"),
+    migration!(13, "0013_layer_changes.sql"),
 ];
 
 const CREATE_SCHEMA_MIGRATIONS: &str = "CREATE TABLE IF NOT EXISTS schema_migrations

@@ -20,6 +20,9 @@ pub const FIRST_SEEN_CHANGES: &str = "first_seen_changes";
 /// Per app and user: the first-seen quarter-hour (min), the lookup of
 /// `first_seen_changes_mv` (migration 0011).
 pub const FIRST_SEEN_LATEST: &str = "first_seen_latest";
+/// Per app, layer table and UTC quarter-hour: rows ever written, the change markers
+/// the aggregator's day cache reads (migration 0013).
+pub const LAYER_CHANGES: &str = "layer_changes";
 /// Per app, event and UTC quarter-hour event counts (migration 0004).
 pub const EVENT_COUNTS: &str = "event_counts";
 /// Applied migration versions, written by [`crate::migrate`].

@@ -415,3 +415,117 @@ async fn days_that_have_not_come_are_absent_and_empty_databases_report_nothing()
     );
     drop(collector);
 }
+
+/// The aggregator keeps past days between refreshes (aggregator/src/day_sets.rs) and
+/// reads a day again when an insert touches it: late events for past days, a cohort
+/// that appears in the past and a user whose first day moves earlier all show, exactly,
+/// while it runs.
+#[tokio::test(flavor = "multi_thread")]
+async fn late_events_for_past_days_show_while_the_aggregator_runs() {
+    let database = unique_database("late_days");
+    let collector = Collector::start(&database, None).await;
+    let aggregator = Aggregator::start(&database, &[]).await;
+    // Days are UTC days counted back from now; not within a minute of midnight.
+    let since_midnight = Utc::now().time().num_seconds_from_midnight();
+    if since_midnight < 60 {
+        tokio::time::sleep(Duration::from_secs(u64::from(61 - since_midnight))).await;
+    }
+    let now = Utc::now();
+    let ago = |days: i64| now - chrono::Duration::days(days) - chrono::Duration::seconds(10);
+    let day = |days: i64| ago(days).date_naive().to_string();
+    let event = |user: &str, days: i64| PlannedEvent {
+        name: "expense_logged",
+        user: Some(user.to_owned()),
+        at: ago(days),
+    };
+    let send = |events: Vec<PlannedEvent>| {
+        let endpoint = collector.grpc_endpoint.clone();
+        async move {
+            let n = events.len() as u64;
+            assert_eq!(send_with_sdk(&endpoint, true, APP, None, &events).await, n);
+        }
+    };
+    let cohort = |m: &Exposition, days: i64| {
+        m.series("growth_cohort_users", APP)
+            .get(&labels(&[("cohort", day(days))]))
+            .copied()
+    };
+
+    // Ann signs up 5 days ago and is back the day after: the aggregator caches those days.
+    send(vec![event("ann", 5), event("ann", 4)]).await;
+    eventually("ann's cohort", Duration::from_secs(30), || async {
+        let m = aggregator.metrics().await;
+        (cohort(&m, 5) == Some(1.0)).then_some(())
+    })
+    .await;
+
+    // Later inserts into days the aggregator holds: Ann back 2 days ago (her D3), Bob
+    // first seen 3 days ago and back 2 days ago (his D1), Cay first seen yesterday,
+    // then a late event of Cay 6 days ago that moves her cohort.
+    send(vec![
+        event("ann", 2),
+        event("bob", 3),
+        event("bob", 2),
+        event("cay", 1),
+    ])
+    .await;
+    send(vec![event("cay", 6)]).await;
+
+    let mut expected_cohorts = BTreeMap::new();
+    for (days, users) in [
+        (6, 1.0),
+        (5, 1.0),
+        (4, 0.0),
+        (3, 1.0),
+        (2, 0.0),
+        (1, 0.0),
+        (0, 0.0),
+    ] {
+        expected_cohorts.insert(labels(&[("cohort", day(days))]), users);
+    }
+    let mut expected_retention = BTreeMap::new();
+    // (cohort days ago, N, ratio): only days C+N that have come, only non-empty cohorts.
+    for (c, n, ratio) in [
+        (6, 1, 0.0),
+        (6, 3, 0.0),
+        (5, 1, 1.0),
+        (5, 3, 1.0),
+        (3, 1, 1.0),
+        (3, 3, 0.0),
+    ] {
+        expected_retention.insert(labels(&[("cohort", day(c)), ("day", n.to_string())]), ratio);
+    }
+    let mut expected_active = BTreeMap::new();
+    for (window, users) in [("1d", 0.0), ("7d", 3.0), ("30d", 3.0)] {
+        expected_active.insert(labels(&[("window", window.to_owned())]), users);
+    }
+    let last = std::sync::Mutex::new(None);
+    let done = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let m = aggregator.metrics().await;
+            let got = (
+                m.series("growth_cohort_users", APP),
+                m.series("growth_retention_ratio", APP),
+                m.series("growth_active_users", APP),
+            );
+            if got
+                == (
+                    expected_cohorts.clone(),
+                    expected_retention.clone(),
+                    expected_active.clone(),
+                )
+            {
+                return;
+            }
+            *last.lock().unwrap_or_else(|p| p.into_inner()) = Some(got);
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    })
+    .await;
+    assert!(
+        done.is_ok(),
+        "late events not reflected: last seen {:?}",
+        last.lock().unwrap_or_else(|p| p.into_inner())
+    );
+    drop(collector);
+}

@@ -1,0 +1,434 @@
+//! The refresh's memory of past days: for each calendar day (in the configured zone)
+//! the sorted user keys of each app's active users and of its new users (the day's
+//! cohort), kept between refreshes and asked of ClickHouse again only for today and
+//! for the days that changed.
+//!
+//! Why: every metric a refresh reports is a count over these sets. DAU/WAU/MAU are
+//! sizes of unions of day sets, a cohort's size is the size of its set, retention on
+//! day N is the size of the intersection of cohort C's set with day C+N's active set.
+//! Computing them in SQL every refresh re-reads and re-hashes every row of the 60
+//! days of windows and the 38 cohorts (millions of rows at a million users) although
+//! only today moved. Here a steady refresh reads today's users, the change markers
+//! (`layer_changes`, a few thousand rows) and whatever day a late event touched,
+//! then counts in memory; the unions of past days are kept too.
+//!
+//! Exactness: a day is read again when its marker (rows ever written into the layer
+//! for its quarter-hours) changed, and once more at the next refresh, in case the
+//! marker became visible before the rows it counts. Today is read every refresh.
+//! Everything is dropped and read afresh when the timezone or the active-event set
+//! differs, and every [`REBUILD_AFTER`], so that deletions (which write no marker)
+//! show within that time.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{Days, NaiveDate};
+use chrono_tz::Tz;
+
+use crate::definitions::{MetricDefinitions, RefreshPlan};
+use crate::queries::{ActiveUsers, CohortSize, DayUsers, Layer, MetricsSource, Retained};
+
+/// Everything is read afresh this often, whatever the markers say.
+pub const REBUILD_AFTER: Duration = Duration::from_secs(3600);
+
+/// Days asked in one query: bounds a query's memory and lets a slow first refresh
+/// keep what it read if it is cut short.
+const DAYS_PER_QUERY: usize = 7;
+
+/// Sorted, distinct user keys.
+type Users = Arc<Vec<u64>>;
+
+/// One day of one layer: each app's users, and the marker they were read at.
+#[derive(Debug, Clone, Default)]
+struct Day {
+    marker: BTreeMap<String, u64>,
+    /// Read again at the next refresh (the marker had just changed).
+    unsettled: bool,
+    /// Changes whenever the users change; keys the cached unions.
+    version: u64,
+    users: BTreeMap<String, Users>,
+}
+
+/// A union of consecutive active days, kept while none of them changes.
+struct Union {
+    versions: Vec<u64>,
+    users: Users,
+}
+
+/// The cache. One per metrics source; refreshes take it in turn.
+#[derive(Default)]
+pub struct DaySets {
+    built_for: Option<(Tz, Vec<String>)>,
+    built_at: Option<Instant>,
+    next_version: u64,
+    activity: BTreeMap<NaiveDate, Day>,
+    members: BTreeMap<NaiveDate, Day>,
+    unions: HashMap<(String, NaiveDate, NaiveDate), Union>,
+}
+
+/// What a refresh needs from the layer, as the SQL path returns it.
+pub struct Counts {
+    pub active: Vec<ActiveUsers>,
+    pub sizes: Vec<CohortSize>,
+    pub retained: Vec<Retained>,
+}
+
+fn before(d: NaiveDate, n: u64) -> NaiveDate {
+    d.checked_sub_days(Days::new(n)).unwrap_or(d)
+}
+
+fn after(d: NaiveDate, n: u64) -> Option<NaiveDate> {
+    d.checked_add_days(Days::new(n))
+}
+
+/// The days of the windows: today and the 59 before (the 30-day window and the one before it).
+fn window_days(today: NaiveDate) -> impl Iterator<Item = NaiveDate> {
+    before(today, 59)
+        .iter_days()
+        .take_while(move |d| *d <= today)
+}
+
+/// The days a refresh at `plan` needs: active days (windows and every C+N) and cohort days.
+fn needed_days(
+    defs: &MetricDefinitions,
+    plan: &RefreshPlan,
+) -> (BTreeSet<NaiveDate>, BTreeSet<NaiveDate>) {
+    let today = plan.today;
+    let member_days: BTreeSet<NaiveDate> = plan.cohort_days.iter().copied().collect();
+    let mut activity_days: BTreeSet<NaiveDate> = window_days(today).collect();
+    for &c in &member_days {
+        for &n in &defs.retention_days {
+            if let Some(d) = after(c, u64::from(n)).filter(|d| *d <= today) {
+                activity_days.insert(d);
+            }
+        }
+    }
+    (activity_days, member_days)
+}
+
+impl DaySets {
+    /// Reads from ClickHouse what changed since the last refresh (everything the first
+    /// time): today, and every needed day whose marker moved.
+    pub async fn update(
+        &mut self,
+        source: &MetricsSource,
+        defs: &MetricDefinitions,
+        plan: &RefreshPlan,
+    ) -> clickhouse::error::Result<()> {
+        let built_for = Some((defs.timezone, defs.active_events.clone()));
+        if self.built_for != built_for || self.built_at.is_none_or(|t| t.elapsed() > REBUILD_AFTER)
+        {
+            *self = DaySets {
+                built_for,
+                built_at: Some(Instant::now()),
+                next_version: self.next_version,
+                ..DaySets::default()
+            };
+        }
+        let today = plan.today;
+        let (activity_days, member_days) = needed_days(defs, plan);
+        self.activity.retain(|d, _| activity_days.contains(d));
+        self.members.retain(|d, _| member_days.contains(d));
+
+        // Markers first: rows that land after this read are caught by the next refresh.
+        let first = activity_days
+            .first()
+            .copied()
+            .unwrap_or(today)
+            .min(member_days.first().copied().unwrap_or(today));
+        let markers = source.layer_markers(defs, first, today).await?;
+        let empty = BTreeMap::new();
+        let stale = |days: &BTreeSet<NaiveDate>, cached: &BTreeMap<NaiveDate, Day>, layer| {
+            days.iter()
+                .copied()
+                .filter(|d| {
+                    let marker = markers.get(&(layer, *d)).unwrap_or(&empty);
+                    *d == today
+                        || cached
+                            .get(d)
+                            .is_none_or(|c| c.unsettled || c.marker != *marker)
+                })
+                .collect::<Vec<_>>()
+        };
+        let stale_activity = stale(&activity_days, &self.activity, Layer::Activity);
+        let stale_members = stale(&member_days, &self.members, Layer::FirstSeen);
+        // Newest first: today and the days late events touch are the usual reads.
+        for chunk in stale_activity.rchunks(DAYS_PER_QUERY) {
+            let read = source.active_day_users(defs, chunk).await?;
+            self.store(Layer::Activity, chunk, read, &markers);
+        }
+        for chunk in stale_members.rchunks(DAYS_PER_QUERY) {
+            let read = source.cohort_day_users(defs, chunk).await?;
+            self.store(Layer::FirstSeen, chunk, read, &markers);
+        }
+        Ok(())
+    }
+
+    /// Counts the metrics of `plan` from the cached days (after [`DaySets::update`]).
+    /// CPU only: a first refresh sorts millions of keys, so run it off the runtime.
+    pub fn count(&mut self, defs: &MetricDefinitions, plan: &RefreshPlan) -> Counts {
+        let today = plan.today;
+        let (_, member_days) = needed_days(defs, plan);
+        let apps: BTreeSet<String> = self
+            .activity
+            .values()
+            .chain(self.members.values())
+            .flat_map(|d| d.users.keys().cloned())
+            .collect();
+        let mut counts = Counts {
+            active: Vec::new(),
+            sizes: Vec::new(),
+            retained: Vec::new(),
+        };
+        for app in &apps {
+            if let Some(a) = self.active_users(app, today) {
+                counts.active.push(a);
+            }
+            for &c in &member_days {
+                let members = self.users(Layer::FirstSeen, app, c);
+                if members.is_empty() {
+                    continue;
+                }
+                counts.sizes.push(CohortSize {
+                    app: app.clone(),
+                    cohort: c,
+                    users: members.len() as u64,
+                });
+                for &n in defs.retention_days.iter().filter(|n| **n > 0) {
+                    let Some(day) = after(c, u64::from(n)).filter(|d| *d <= today) else {
+                        continue;
+                    };
+                    let users = intersection_len(&members, &self.users(Layer::Activity, app, day));
+                    if users > 0 {
+                        counts.retained.push(Retained {
+                            app: app.clone(),
+                            cohort: c,
+                            day_n: n,
+                            users,
+                        });
+                    }
+                }
+            }
+        }
+        // Keep only the unions today's windows use.
+        let keep = window_unions(today);
+        self.unions
+            .retain(|(_, first, last), _| keep.contains(&(*first, *last)));
+        counts
+    }
+
+    /// Bytes of user keys held (days and unions), for the benchmark's memory figure.
+    pub fn bytes(&self) -> usize {
+        let days: usize = self
+            .activity
+            .values()
+            .chain(self.members.values())
+            .flat_map(|d| d.users.values())
+            .map(|u| u.len() * 8)
+            .sum();
+        days + self
+            .unions
+            .values()
+            .map(|u| u.users.len() * 8)
+            .sum::<usize>()
+    }
+
+    /// Replaces the days of `chunk` in `layer` with what was read.
+    fn store(
+        &mut self,
+        layer: Layer,
+        chunk: &[NaiveDate],
+        read: Vec<DayUsers>,
+        markers: &HashMap<(Layer, NaiveDate), BTreeMap<String, u64>>,
+    ) {
+        let mut by_day: BTreeMap<NaiveDate, BTreeMap<String, Users>> = BTreeMap::new();
+        for r in read {
+            let mut users = r.users;
+            // ClickHouse sorts them; a cheap guarantee for the merges below.
+            if !users.is_sorted() {
+                users.sort_unstable();
+                users.dedup();
+            }
+            by_day
+                .entry(r.day)
+                .or_default()
+                .insert(r.app, Arc::new(users));
+        }
+        let days = match layer {
+            Layer::Activity => &mut self.activity,
+            Layer::FirstSeen => &mut self.members,
+        };
+        for d in chunk {
+            let marker = markers.get(&(layer, *d)).cloned().unwrap_or_default();
+            let users = by_day.remove(d).unwrap_or_default();
+            let previous = days.get(d);
+            let changed_marker = previous.is_none_or(|p| p.marker != marker);
+            let version = match previous {
+                Some(p) if p.users == users => p.version,
+                _ => {
+                    self.next_version += 1;
+                    self.next_version
+                }
+            };
+            // A first read (cold) trusts its marker; a changed one is read once more.
+            let unsettled = changed_marker && previous.is_some();
+            days.insert(
+                *d,
+                Day {
+                    marker,
+                    unsettled,
+                    version,
+                    users,
+                },
+            );
+        }
+    }
+
+    fn users(&self, layer: Layer, app: &str, day: NaiveDate) -> Users {
+        let days = match layer {
+            Layer::Activity => &self.activity,
+            Layer::FirstSeen => &self.members,
+        };
+        days.get(&day)
+            .and_then(|d| d.users.get(app))
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// The union of `app`'s active days `first..=last`, cached while they stay the same.
+    fn union(&mut self, app: &str, first: NaiveDate, last: NaiveDate) -> Users {
+        let days: Vec<NaiveDate> = first.iter_days().take_while(|d| *d <= last).collect();
+        let versions: Vec<u64> = days
+            .iter()
+            .map(|d| self.activity.get(d).map_or(0, |x| x.version))
+            .collect();
+        let key = (app.to_owned(), first, last);
+        if let Some(u) = self.unions.get(&key).filter(|u| u.versions == versions) {
+            return u.users.clone();
+        }
+        let parts: Vec<Users> = days
+            .iter()
+            .map(|d| self.users(Layer::Activity, app, *d))
+            .collect();
+        let users = Arc::new(union(&parts));
+        self.unions.insert(
+            key,
+            Union {
+                versions,
+                users: users.clone(),
+            },
+        );
+        users
+    }
+
+    /// The seven window counts of `app`; `None` when nobody was active in the 60 days.
+    fn active_users(&mut self, app: &str, today: NaiveDate) -> Option<ActiveUsers> {
+        let yesterday = before(today, 1);
+        let now = self.users(Layer::Activity, app, today);
+        let [week, month, previous_week, previous_month] = window_unions(today);
+        let week_before = self.union(app, week.0, week.1);
+        let month_before = self.union(app, month.0, month.1);
+        let previous_week = self.union(app, previous_week.0, previous_week.1);
+        let previous_month = self.union(app, previous_month.0, previous_month.1);
+        let a = ActiveUsers {
+            app: app.to_owned(),
+            day: now.len() as u64,
+            week: union_len(&week_before, &now),
+            month: union_len(&month_before, &now),
+            previous_day: self.users(Layer::Activity, app, yesterday).len() as u64,
+            previous_week: previous_week.len() as u64,
+            previous_month: previous_month.len() as u64,
+            month_to_yesterday: union_len(
+                &month_before,
+                &self.users(Layer::Activity, app, before(today, 30)),
+            ),
+        };
+        (a.month > 0 || a.previous_month > 0).then_some(a)
+    }
+}
+
+/// The past days whose unions the windows use: the 6 and 29 days before today (the
+/// 7d and 30d windows without today), the 7d window before the current one, the
+/// 30d window before the current one.
+fn window_unions(today: NaiveDate) -> [(NaiveDate, NaiveDate); 4] {
+    let yesterday = before(today, 1);
+    [
+        (before(today, 6), yesterday),
+        (before(today, 29), yesterday),
+        (before(today, 13), before(today, 7)),
+        (before(today, 59), before(today, 30)),
+    ]
+}
+
+/// The sorted union of sorted sets.
+fn union(parts: &[Users]) -> Vec<u64> {
+    let mut all: Vec<u64> = Vec::with_capacity(parts.iter().map(|p| p.len()).sum());
+    for p in parts {
+        all.extend_from_slice(p);
+    }
+    all.sort_unstable();
+    all.dedup();
+    all
+}
+
+/// |a ∪ b| of two sorted sets.
+fn union_len(a: &[u64], b: &[u64]) -> u64 {
+    (a.len() + b.len()) as u64 - intersection_len(a, b)
+}
+
+/// |a ∩ b| of two sorted sets: a merge walk, or binary searches when one is much smaller.
+fn intersection_len(a: &[u64], b: &[u64]) -> u64 {
+    let (small, large) = if a.len() <= b.len() { (a, b) } else { (b, a) };
+    if small.len() * 16 < large.len() {
+        return small
+            .iter()
+            .filter(|x| large.binary_search(x).is_ok())
+            .count() as u64;
+    }
+    let (mut i, mut j, mut n) = (0, 0, 0);
+    while i < small.len() && j < large.len() {
+        match small[i].cmp(&large[j]) {
+            std::cmp::Ordering::Less => i += 1,
+            std::cmp::Ordering::Greater => j += 1,
+            std::cmp::Ordering::Equal => {
+                n += 1;
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    n
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_sizes_follow_their_definitions() {
+        let a = vec![1, 3, 5, 7, 9];
+        let b = vec![2, 3, 4, 9, 10, 11];
+        assert_eq!(intersection_len(&a, &b), 2);
+        assert_eq!(union_len(&a, &b), 9);
+        assert_eq!(intersection_len(&[], &b), 0);
+        let many: Vec<u64> = (0..1000).map(|x| x * 2).collect();
+        // The binary-search path agrees with the merge walk.
+        assert_eq!(intersection_len(&[4, 5, 1998, 2000], &many), 2);
+        let parts = vec![
+            Arc::new(vec![1, 4]),
+            Arc::new(vec![2, 4, 8]),
+            Arc::new(vec![]),
+        ];
+        assert_eq!(union(&parts), vec![1, 2, 4, 8]);
+    }
+
+    #[test]
+    fn window_days_are_the_sixty_days_ending_today() {
+        let today: NaiveDate = "2026-12-02".parse().expect("date");
+        let days: Vec<NaiveDate> = window_days(today).collect();
+        assert_eq!(days.len(), 60);
+        assert_eq!(days[0], "2026-10-04".parse::<NaiveDate>().expect("date"));
+        assert_eq!(days[59], today);
+    }
+}
