@@ -142,7 +142,7 @@ impl MetricsSource {
     }
 
     /// The refreshes' day cache (one refresh at a time holds it).
-    pub fn day_sets(&self) -> &tokio::sync::Mutex<DaySets> {
+    pub fn day_sets(&self) -> &std::sync::Arc<tokio::sync::Mutex<DaySets>> {
         &self.day_sets
     }
 

@@ -80,22 +80,17 @@ pub async fn compute(
     now: DateTime<Utc>,
 ) -> clickhouse::error::Result<MetricsSnapshot> {
     let plan = defs.plan(now);
-    let mut sets = source.day_sets().lock().await;
+    let mut sets = source.day_sets().clone().lock_owned().await;
     let (totals, ()) = tokio::try_join!(source.event_totals(), sets.update(source, defs, &plan))?;
     // Counting sorts and merges up to millions of keys: off the runtime, so /metrics
-    // keeps answering meanwhile. A refresh cut short here starts cold next time.
-    let mut taken = std::mem::take(&mut *sets);
-    let (counted, counts) = {
+    // keeps answering meanwhile. The task owns the lock: a refresh cut short by its
+    // timeout leaves it to finish, and the cache whole for the next refresh.
+    let counts = {
         let (defs, plan) = (defs.clone(), plan.clone());
-        tokio::task::spawn_blocking(move || {
-            let counts = taken.count(&defs, &plan);
-            (taken, counts)
-        })
-        .await
-        .map_err(|e| clickhouse::error::Error::Custom(format!("counting failed: {e}")))?
+        tokio::task::spawn_blocking(move || sets.count(&defs, &plan))
+            .await
+            .map_err(|e| clickhouse::error::Error::Custom(format!("counting failed: {e}")))?
     };
-    *sets = counted;
-    drop(sets);
     Ok(assemble(defs, plan, now, totals, counts))
 }
 

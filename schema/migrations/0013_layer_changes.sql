@@ -6,8 +6,8 @@
 -- a refresh then reads today, the days late events touched and this small table,
 -- instead of every row of the reported windows and cohorts. The counts only grow
 -- (every insert adds, merges sum), so a changed count is a changed day; the numbers
--- themselves mean nothing else (a replayed insert counts again, which only costs a
--- re-read). Quarter-hours, like the tables they describe, so any --timezone maps
+-- themselves mean nothing else. Like the other view tables it drops a replayed
+-- insert (deduplication window, migration 0005). Quarter-hours, like the tables they describe, so any --timezone maps
 -- them to its own calendar days.
 CREATE TABLE IF NOT EXISTS layer_changes
 (
@@ -19,6 +19,7 @@ CREATE TABLE IF NOT EXISTS layer_changes
 ENGINE = SummingMergeTree(rows)
 PARTITION BY toYYYYMM(bucket)
 ORDER BY (app, layer, bucket)
+SETTINGS non_replicated_deduplication_window = 1000
 COMMENT 'Per app, layer table and UTC quarter-hour: rows ever written. The aggregator re-reads a day of users only when its count changed. Filled by layer_changes_activity_mv and layer_changes_first_seen_mv';
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS layer_changes_activity_mv TO layer_changes
