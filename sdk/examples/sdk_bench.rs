@@ -118,6 +118,8 @@ struct CollectorProcess {
     grpc: String,
     http: String,
     admin: u16,
+    /// Its `--spool-dir`, removed at the end.
+    spool: PathBuf,
 }
 
 fn free_port() -> u16 {
@@ -130,6 +132,7 @@ fn free_port() -> u16 {
 impl CollectorProcess {
     fn start(binary: PathBuf, clickhouse_url: &str, database: &str) -> Self {
         let (grpc, http, admin) = (free_port(), free_port(), free_port());
+        let spool = std::env::temp_dir().join(format!("growth-sdk-bench-spool-{database}"));
         let args = vec![
             "--clickhouse-url".to_owned(),
             clickhouse_url.to_owned(),
@@ -143,10 +146,7 @@ impl CollectorProcess {
             format!("127.0.0.1:{admin}"),
             // Kept across the restart scenario's kill, like a real deployment's.
             "--spool-dir".to_owned(),
-            std::env::temp_dir()
-                .join(format!("growth-sdk-bench-spool-{database}"))
-                .to_string_lossy()
-                .into_owned(),
+            spool.to_string_lossy().into_owned(),
         ];
         let mut collector = CollectorProcess {
             child: None,
@@ -155,6 +155,7 @@ impl CollectorProcess {
             grpc: format!("http://127.0.0.1:{grpc}"),
             http: format!("http://127.0.0.1:{http}"),
             admin,
+            spool,
         };
         collector.spawn();
         collector
@@ -201,6 +202,7 @@ impl CollectorProcess {
 impl Drop for CollectorProcess {
     fn drop(&mut self) {
         self.kill();
+        let _ = std::fs::remove_dir_all(&self.spool);
     }
 }
 

@@ -139,6 +139,21 @@ async fn pump(
     }
 }
 
+/// A temp directory removed when dropped, also when an assertion fails.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> Self {
+        TempDir(std::env::temp_dir().join(format!("growth-e2e-tls-{name}")))
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 fn write_pem(dir: &Path, name: &str, pem: &str) -> PathBuf {
     std::fs::create_dir_all(dir).expect("temp dir");
     let path = dir.join(name);
@@ -189,8 +204,8 @@ async fn the_rust_sdk_delivers_over_https_with_a_private_ca() {
     let database = unique_database("sdk_tls");
     let collector = Collector::start(&database, Some(KEY)).await;
     let pki = make_pki("growth");
-    let dir = std::env::temp_dir().join(format!("growth-e2e-tls-{database}"));
-    let ca_file = write_pem(&dir, "ca.pem", &pki.ca_pem);
+    let dir = TempDir::new(&database);
+    let ca_file = write_pem(&dir.0, "ca.pem", &pki.ca_pem);
     let forwarded = Arc::new(Forwarded::default());
     let grpc = tls_proxy(&pki, &collector.grpc_endpoint, Arc::clone(&forwarded)).await;
     let http = tls_proxy(&pki, &collector.http_endpoint, Arc::clone(&forwarded)).await;
@@ -246,7 +261,6 @@ async fn the_rust_sdk_delivers_over_https_with_a_private_ca() {
     for app in &apps {
         assert_eq!(stored(&database, app).await, EVENTS, "{app}");
     }
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -333,9 +347,9 @@ async fn the_python_package_delivers_over_https_with_a_private_ca() {
     let collector = Collector::start(&database, Some(KEY)).await;
     let pki = make_pki("growth");
     let stranger = make_pki("stranger");
-    let dir = std::env::temp_dir().join(format!("growth-e2e-tls-{database}"));
-    let ca_file = write_pem(&dir, "ca.pem", &pki.ca_pem);
-    let stranger_file = write_pem(&dir, "stranger.pem", &stranger.ca_pem);
+    let dir = TempDir::new(&database);
+    let ca_file = write_pem(&dir.0, "ca.pem", &pki.ca_pem);
+    let stranger_file = write_pem(&dir.0, "stranger.pem", &stranger.ca_pem);
     let forwarded = Arc::new(Forwarded::default());
     let grpc = tls_proxy(&pki, &collector.grpc_endpoint, Arc::clone(&forwarded)).await;
     let http = tls_proxy(&pki, &collector.http_endpoint, Arc::clone(&forwarded)).await;
@@ -384,5 +398,4 @@ async fn the_python_package_delivers_over_https_with_a_private_ca() {
     ] {
         assert_eq!(stored(&database, app).await, expected, "{app}");
     }
-    let _ = std::fs::remove_dir_all(dir);
 }
