@@ -48,6 +48,7 @@ pub mod queries;
 pub mod refresh;
 pub mod report;
 pub mod snapshot;
+pub mod totals;
 
 pub use error::AggregatorError;
 pub use lifecycle::{Aggregator, migrate, serve};

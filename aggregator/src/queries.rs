@@ -20,6 +20,7 @@ use serde::Deserialize;
 
 use crate::day_sets::DaySets;
 use crate::definitions::{MetricDefinitions, RefreshPlan, Window, days_range};
+use crate::totals::TotalsCache;
 
 /// Running total of one event in one app.
 #[derive(Debug, Clone, PartialEq, clickhouse::Row, Deserialize)]
@@ -113,6 +114,8 @@ pub struct MetricsSource {
     client: Client,
     /// The days of users the refreshes keep between them.
     day_sets: std::sync::Arc<tokio::sync::Mutex<DaySets>>,
+    /// The running totals of past months, likewise.
+    totals: std::sync::Arc<tokio::sync::Mutex<TotalsCache>>,
 }
 
 fn unix(t: DateTime<Utc>) -> i64 {
@@ -138,7 +141,14 @@ impl MetricsSource {
                 .with_setting("max_execution_time", format!("{seconds:.1}"))
                 .with_setting("max_memory_usage", MAX_QUERY_MEMORY.to_string()),
             day_sets: Default::default(),
+            totals: Default::default(),
         }
+    }
+
+    /// Events per app and name, ever, summing again only the months that changed
+    /// since the last call ([`crate::totals`]).
+    pub async fn cached_event_totals(&self) -> clickhouse::error::Result<Vec<EventTotal>> {
+        self.totals.lock().await.totals(&self.client).await
     }
 
     /// The refreshes' day cache (one refresh at a time holds it).

@@ -81,7 +81,10 @@ pub async fn compute(
 ) -> clickhouse::error::Result<MetricsSnapshot> {
     let plan = defs.plan(now);
     let mut sets = source.day_sets().clone().lock_owned().await;
-    let (totals, ()) = tokio::try_join!(source.event_totals(), sets.update(source, defs, &plan))?;
+    let (totals, ()) = tokio::try_join!(
+        source.cached_event_totals(),
+        sets.update(source, defs, &plan)
+    )?;
     // Counting sorts and merges up to millions of keys: off the runtime, so /metrics
     // keeps answering meanwhile. The task owns the lock: a refresh cut short by its
     // timeout leaves it to finish, and the cache whole for the next refresh.
