@@ -154,11 +154,11 @@ impl DaySets {
         let stale_activity = stale(&activity_days, &self.activity, Layer::Activity);
         let stale_members = stale(&member_days, &self.members, Layer::FirstSeen);
         // Newest first: today and the days late events touch are the usual reads.
-        for chunk in stale_activity.rchunks(DAYS_PER_QUERY) {
+        for chunk in query_chunks(&stale_activity) {
             let read = source.active_day_users(defs, chunk).await?;
             self.store(Layer::Activity, chunk, read, &markers);
         }
-        for chunk in stale_members.rchunks(DAYS_PER_QUERY) {
+        for chunk in query_chunks(&stale_members) {
             let read = source.cohort_day_users(defs, chunk).await?;
             self.store(Layer::FirstSeen, chunk, read, &markers);
         }
@@ -348,6 +348,24 @@ impl DaySets {
     }
 }
 
+/// Splits sorted days into the days of one query each, newest first: runs of
+/// consecutive days (a query reads the time range from its first to its last day, so
+/// today and a day a late event touched a month ago go apart), at most
+/// [`DAYS_PER_QUERY`] a query.
+fn query_chunks(days: &[NaiveDate]) -> Vec<&[NaiveDate]> {
+    let mut runs = Vec::new();
+    let mut start = 0;
+    for i in 1..=days.len() {
+        let breaks = i == days.len() || after(days[i - 1], 1) != Some(days[i]);
+        if breaks {
+            runs.extend(days[start..i].rchunks(DAYS_PER_QUERY));
+            start = i;
+        }
+    }
+    runs.sort_by_key(|chunk| std::cmp::Reverse(chunk.last().copied()));
+    runs
+}
+
 /// The past days whose unions the windows use: the 6 and 29 days before today (the
 /// 7d and 30d windows without today), the 7d window before the current one, the
 /// 30d window before the current one.
@@ -421,6 +439,31 @@ mod tests {
             Arc::new(vec![]),
         ];
         assert_eq!(union(&parts), vec![1, 2, 4, 8]);
+    }
+
+    #[test]
+    fn queries_cover_runs_of_consecutive_days_newest_first() {
+        let d = |s: &str| s.parse::<NaiveDate>().expect("date");
+        let days: Vec<NaiveDate> = d("2026-10-01")
+            .iter_days()
+            .take(9)
+            .chain([d("2026-11-20"), d("2026-12-01"), d("2026-12-02")])
+            .collect();
+        let chunks = query_chunks(&days);
+        let spans: Vec<(NaiveDate, NaiveDate, usize)> = chunks
+            .iter()
+            .map(|c| (c[0], c[c.len() - 1], c.len()))
+            .collect();
+        assert_eq!(
+            spans,
+            vec![
+                (d("2026-12-01"), d("2026-12-02"), 2),
+                (d("2026-11-20"), d("2026-11-20"), 1),
+                (d("2026-10-03"), d("2026-10-09"), 7),
+                (d("2026-10-01"), d("2026-10-02"), 2),
+            ]
+        );
+        assert!(query_chunks(&[]).is_empty());
     }
 
     #[test]
