@@ -131,21 +131,30 @@ impl DaySets {
         self.activity.retain(|d, _| activity_days.contains(d));
         self.members.retain(|d, _| member_days.contains(d));
 
-        // Markers first: rows that land after this read are caught by the next refresh.
+        // Today is read every refresh, so it goes alongside the markers (one round trip
+        // in a steady refresh). Other days: markers first, so rows that land after
+        // this read are caught by the next refresh.
         let first = activity_days
             .first()
             .copied()
             .unwrap_or(today)
             .min(member_days.first().copied().unwrap_or(today));
-        let markers = source.layer_markers(defs, first, today).await?;
+        let just_today = [today];
+        let (markers, today_active, today_new) = tokio::try_join!(
+            source.layer_markers(defs, first, today),
+            source.active_day_users(defs, &just_today),
+            source.cohort_day_users(defs, &just_today),
+        )?;
+        self.store(Layer::Activity, &[today], today_active, &markers);
+        self.store(Layer::FirstSeen, &[today], today_new, &markers);
         let empty = BTreeMap::new();
         let stale = |days: &BTreeSet<NaiveDate>, cached: &BTreeMap<NaiveDate, Day>, layer| {
             days.iter()
                 .copied()
                 .filter(|d| {
                     let marker = markers.get(&(layer, *d)).unwrap_or(&empty);
-                    *d == today
-                        || cached
+                    *d != today
+                        && cached
                             .get(d)
                             .is_none_or(|c| c.unsettled || c.marker != *marker)
                 })
@@ -153,7 +162,7 @@ impl DaySets {
         };
         let stale_activity = stale(&activity_days, &self.activity, Layer::Activity);
         let stale_members = stale(&member_days, &self.members, Layer::FirstSeen);
-        // Newest first: today and the days late events touch are the usual reads.
+        // Newest first: the days late events touch are the usual reads.
         for chunk in query_chunks(&stale_activity) {
             let read = source.active_day_users(defs, chunk).await?;
             self.store(Layer::Activity, chunk, read, &markers);
