@@ -155,6 +155,11 @@ pub struct RunArgs {
     #[arg(long, value_name = "N", env = "GROWTH_MAX_CONCURRENT_REQUESTS", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub max_concurrent_requests: u32,
 
+    /// Most open connections, over both receivers; a connection beyond it is closed
+    /// as soon as it is accepted (senders retry with backoff).
+    #[arg(long, value_name = "N", env = "GROWTH_MAX_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_connections: u32,
+
     /// /readyz turns false when rows wait and no insert has succeeded for this long.
     #[arg(long, value_name = "DURATION", env = "GROWTH_WRITE_STALL_TIMEOUT", default_value = "30s", value_parser = delay)]
     pub write_stall_timeout: Duration,
@@ -199,6 +204,8 @@ pub struct DeliveryConfig {
     pub max_inflight_bytes: usize,
     /// Most requests in flight at once.
     pub max_concurrent_requests: usize,
+    /// Most open connections at once, over both receivers.
+    pub max_connections: usize,
     /// /readyz is false above this many spooled bytes.
     pub spool_high_water_bytes: u64,
     /// /readyz is false when nothing could be inserted for this long.
@@ -212,6 +219,7 @@ impl Default for DeliveryConfig {
         Self {
             max_inflight_bytes: 128 << 20,
             max_concurrent_requests: 256,
+            max_connections: 1024,
             spool_high_water_bytes: (1 << 30) / 10 * 8,
             write_stall_timeout: Duration::from_secs(30),
             shutdown_timeout: Duration::from_secs(10),
@@ -317,6 +325,7 @@ impl RunArgs {
             delivery: DeliveryConfig {
                 max_inflight_bytes: self.max_inflight_bytes,
                 max_concurrent_requests: self.max_concurrent_requests as usize,
+                max_connections: self.max_connections as usize,
                 spool_high_water_bytes: self
                     .spool_high_water_bytes
                     .map_or(self.spool_max_bytes as u64 / 10 * 8, |b| b as u64),

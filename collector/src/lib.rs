@@ -57,6 +57,7 @@ pub mod error;
 pub mod intake_config;
 pub mod lifecycle;
 pub mod map;
+pub mod native;
 pub mod privacy;
 pub mod receiver;
 pub mod rowbinary;

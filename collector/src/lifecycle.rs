@@ -167,6 +167,8 @@ impl Collector {
             stall_timeout: config.delivery.write_stall_timeout,
         });
         let closer = spool.clone();
+        let connections =
+            serve::Connections::new(config.delivery.max_connections, telemetry.clone());
         let intake = Intake::new(config.hasher.clone(), spool, &config.delivery, telemetry)
             .with_rules(rules);
         let timeouts = config.intake.timeouts;
@@ -177,6 +179,7 @@ impl Collector {
                 grpc,
                 grpc::service(intake.clone(), config.max_request_bytes),
                 timeouts,
+                connections.clone(),
                 stopped(stop_rx.clone()),
             ),
         ));
@@ -186,6 +189,7 @@ impl Collector {
                 http,
                 http::router(intake, config.max_request_bytes, timeouts.request_read),
                 timeouts,
+                connections,
                 stopped(stop_rx.clone()),
             ),
         ));

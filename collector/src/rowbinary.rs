@@ -134,13 +134,34 @@ fn put_str(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(s.as_bytes());
 }
 
-struct Reader<'a> {
+/// Reads RowBinary values in place (used by [`crate::native`] to re-lay rows as columns).
+pub(crate) struct Reader<'a> {
     bytes: &'a [u8],
     at: usize,
 }
 
-impl Reader<'_> {
-    fn len(&mut self) -> Result<usize, DecodeError> {
+impl<'a> Reader<'a> {
+    pub(crate) fn new(bytes: &'a [u8]) -> Self {
+        Self { bytes, at: 0 }
+    }
+
+    /// Whether every byte has been read.
+    pub(crate) fn is_done(&self) -> bool {
+        self.at >= self.bytes.len()
+    }
+
+    /// A length-prefixed string's bytes, borrowed.
+    pub(crate) fn str_bytes(&mut self) -> Result<&'a [u8], DecodeError> {
+        let n = self.len()?;
+        self.take(n)
+    }
+
+    /// The next 8 bytes, as they are (a little-endian Int64 or Float64).
+    pub(crate) fn word(&mut self) -> Result<&'a [u8], DecodeError> {
+        self.take(8)
+    }
+
+    pub(crate) fn len(&mut self) -> Result<usize, DecodeError> {
         let mut n: usize = 0;
         for shift in (0..64).step_by(7) {
             let byte = *self
@@ -156,7 +177,7 @@ impl Reader<'_> {
         Err(DecodeError("length too long"))
     }
 
-    fn take(&mut self, n: usize) -> Result<&[u8], DecodeError> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
         let end = self
             .at
             .checked_add(n)

@@ -76,15 +76,18 @@ pub enum Backpressure {
     Concurrency,
     /// The spool could not write (disk error) or is closed (shutting down).
     SpoolUnavailable,
+    /// Open connections are at `--max-connections`: a new one was closed at once.
+    Connections,
 }
 
 impl Backpressure {
     /// Every reason, for zero-valued series.
-    pub const ALL: [Backpressure; 4] = [
+    pub const ALL: [Backpressure; 5] = [
         Backpressure::SpoolFull,
         Backpressure::Memory,
         Backpressure::Concurrency,
         Backpressure::SpoolUnavailable,
+        Backpressure::Connections,
     ];
 
     /// The label value.
@@ -94,6 +97,7 @@ impl Backpressure {
             Backpressure::Memory => "memory",
             Backpressure::Concurrency => "concurrency",
             Backpressure::SpoolUnavailable => "spool_unavailable",
+            Backpressure::Connections => "connections",
         }
     }
 }

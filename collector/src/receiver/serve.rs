@@ -13,6 +13,11 @@
 //! * OTLP/gRPC: tonic's per-call timeout (`--request-read-timeout`) covers reading the
 //!   message and answering; HTTP/2 keepalive pings close connections to dead peers.
 //!
+//! * Open connections over both receivers are bounded ([`Connections`],
+//!   `--max-connections`): one beyond the bound is closed as soon as it is accepted
+//!   and counted as backpressure, so a flood of idle connections cannot exhaust
+//!   memory or file descriptors; exporters retry a refused connection with backoff.
+//!
 //! axum's own `serve` sets no timer (so no header timeout) and takes no IO wrapper
 //! with connect info for tonic; this loop is the small part of it we need, with a
 //! graceful shutdown that lets requests in flight finish.
@@ -30,7 +35,7 @@ use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, Sleep};
 use tokio_stream::StreamExt as _;
@@ -40,6 +45,35 @@ use tower::ServiceExt as _;
 
 use super::grpc::LogsServer;
 use crate::intake_config::Timeouts;
+use crate::telemetry::{Backpressure, Telemetry};
+
+/// The bound on open connections, shared by both receivers.
+#[derive(Debug, Clone)]
+pub struct Connections {
+    open: Arc<Semaphore>,
+    telemetry: Arc<Telemetry>,
+}
+
+impl Connections {
+    /// At most `max` connections open at once.
+    pub fn new(max: usize, telemetry: Arc<Telemetry>) -> Self {
+        Self {
+            open: Arc::new(Semaphore::new(max.max(1))),
+            telemetry,
+        }
+    }
+
+    /// A slot for a connection just accepted, held until it closes; `None` (and
+    /// counted) when every slot is taken.
+    fn admit(&self) -> Option<OwnedSemaphorePermit> {
+        let permit = self.open.clone().try_acquire_owned().ok();
+        if permit.is_none() {
+            self.telemetry.backpressured(Backpressure::Connections, 0);
+            tracing::debug!("connection refused: --max-connections reached");
+        }
+        permit
+    }
+}
 
 /// Serves OTLP/HTTP on `listener` until `stop` completes, then lets requests in
 /// flight finish.
@@ -47,18 +81,22 @@ pub async fn http(
     listener: TcpListener,
     router: Router,
     timeouts: Timeouts,
+    connections: Connections,
     stop: impl Future<Output = ()>,
 ) -> Result<(), String> {
     let (closing, close) = watch::channel(false);
-    let mut connections = JoinSet::new();
+    let mut open = JoinSet::new();
     tokio::pin!(stop);
     loop {
         tokio::select! {
             () = &mut stop => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
-                    let _ = stream.set_nodelay(true);
-                    connections.spawn(http_connection(stream, router.clone(), timeouts, close.clone()));
+                    // Over the bound the stream is dropped here: closed at once.
+                    if let Some(permit) = connections.admit() {
+                        let _ = stream.set_nodelay(true);
+                        open.spawn(http_connection(stream, permit, router.clone(), timeouts, close.clone()));
+                    }
                 }
                 // Out of file descriptors and the like: wait instead of spinning.
                 Err(e) => {
@@ -66,22 +104,23 @@ pub async fn http(
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             },
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            Some(_) = open.join_next(), if !open.is_empty() => {}
         }
     }
     closing.send_replace(true);
-    while connections.join_next().await.is_some() {}
+    while open.join_next().await.is_some() {}
     Ok(())
 }
 
 async fn http_connection(
     stream: TcpStream,
+    permit: OwnedSemaphorePermit,
     router: Router,
     timeouts: Timeouts,
     mut close: watch::Receiver<bool>,
 ) {
     let busy = Busy::default();
-    let io = TokioIo::new(IdleTimeout::new(stream, timeouts.idle, busy.clone()));
+    let io = TokioIo::new(IdleTimeout::new(stream, timeouts.idle, busy.clone()).holding(permit));
     let service = hyper::service::service_fn(move |request| {
         let answering = busy.enter();
         let router = router.clone();
@@ -119,14 +158,20 @@ pub async fn grpc(
     listener: TcpListener,
     service: LogsServer,
     timeouts: Timeouts,
+    connections: Connections,
     stop: impl Future<Output = ()>,
 ) -> Result<(), String> {
     let idle = timeouts.idle;
-    let incoming = TcpListenerStream::new(listener).map(move |accepted| {
-        accepted.map(|stream| {
+    let incoming = TcpListenerStream::new(listener).filter_map(move |accepted| match accepted {
+        Ok(stream) => {
+            // Over the bound the stream is dropped here: closed at once.
+            let permit = connections.admit()?;
             let _ = stream.set_nodelay(true);
-            IdleTimeout::new(stream, idle, Busy::default())
-        })
+            Some(Ok(
+                IdleTimeout::new(stream, idle, Busy::default()).holding(permit)
+            ))
+        }
+        Err(e) => Some(Err(e)),
     });
     tonic::transport::Server::builder()
         .timeout(timeouts.request_read)
@@ -183,6 +228,8 @@ pub struct IdleTimeout<S> {
     deadline: Pin<Box<Sleep>>,
     busy: Busy,
     was_busy: bool,
+    /// The connection's slot under `--max-connections`, freed when it closes.
+    permit: Option<OwnedSemaphorePermit>,
 }
 
 impl<S> IdleTimeout<S> {
@@ -194,7 +241,14 @@ impl<S> IdleTimeout<S> {
             deadline: Box::pin(tokio::time::sleep(idle)),
             busy,
             was_busy: false,
+            permit: None,
         }
+    }
+
+    /// Keeps `permit` for as long as the connection lives.
+    pub fn holding(mut self, permit: OwnedSemaphorePermit) -> Self {
+        self.permit = Some(permit);
+        self
     }
 
     fn restart(&mut self) {
@@ -328,5 +382,53 @@ mod tests {
             elapsed >= Duration::from_millis(700) && elapsed < Duration::from_secs(3),
             "{elapsed:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn connections_beyond_the_bound_are_closed_and_counted() {
+        let telemetry = Arc::new(Telemetry::new());
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(http(
+            listener,
+            Router::new().route("/", axum::routing::get(|| async { "ok" })),
+            Timeouts::default(),
+            Connections::new(2, telemetry.clone()),
+            async move {
+                let _ = stop_rx.await;
+            },
+        ));
+        let request = b"GET / HTTP/1.1\r\nhost: x\r\n\r\n";
+        let mut kept = Vec::new();
+        for _ in 0..2 {
+            let mut client = TcpStream::connect(addr).await.expect("connect");
+            client.write_all(request).await.expect("write");
+            let mut buf = [0_u8; 256];
+            let n = client.read(&mut buf).await.expect("read");
+            assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{:?}", &buf[..n]);
+            kept.push(client);
+        }
+        // The third is closed without an answer while two stay open.
+        let mut third = TcpStream::connect(addr).await.expect("connect");
+        let _ = third.write_all(request).await;
+        let mut buf = [0_u8; 256];
+        let read = tokio::time::timeout(Duration::from_secs(5), third.read(&mut buf)).await;
+        assert!(matches!(read, Ok(Ok(0) | Err(_))), "{read:?}");
+        let metrics = telemetry.render();
+        assert!(
+            metrics.contains(r#"backpressure_total{reason="connections"} 1"#),
+            "{metrics}"
+        );
+        // A slot frees when a connection closes.
+        drop(kept.pop());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut fourth = TcpStream::connect(addr).await.expect("connect");
+        fourth.write_all(request).await.expect("write");
+        let n = fourth.read(&mut buf).await.expect("read");
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{:?}", &buf[..n]);
+        let _ = stop_tx.send(());
+        drop((kept, fourth));
+        server.await.expect("join").expect("serve");
     }
 }
