@@ -195,6 +195,11 @@ impl<'a> LowCardinality<'a> {
     }
 
     fn write(&self, out: &mut Vec<u8>) {
+        // ClickHouse writes nothing at all for no rows (a block whose maps are all
+        // empty), not an empty dictionary, and reads it back the same way.
+        if self.indexes.is_empty() {
+            return;
+        }
         // The narrowest index type that holds every position: 0 UInt8 … 3 UInt64.
         let (width_code, width) = match self.keys.len() {
             0..=0x100 => (0u64, 1),
@@ -304,6 +309,26 @@ mod tests {
         assert_eq!(blocks.len(), 1);
         let expected = hex(include_str!("../testdata/native_block.hex"));
         assert_eq!(to_hex(&blocks[0]), to_hex(&expected));
+    }
+
+    /// ClickHouse's `SELECT CAST(map() AS Map(LowCardinality(String), Float64)) AS numbers
+    /// FORMAT Native`: the keys' version, one zero offset, and no keys column at all.
+    #[test]
+    fn a_column_of_empty_maps_has_no_dictionary() {
+        let rows = [row("expense_edited", "", &[], None)];
+        let block = blocks(&encode_rows(&rows))
+            .next()
+            .expect("a block")
+            .expect("transcodes");
+        let mut expected = Vec::new();
+        column(
+            &mut expected,
+            "numbers",
+            "Map(LowCardinality(String), Float64)",
+        );
+        expected.extend_from_slice(&hex("0100000000000000 0000000000000000"));
+        column(&mut expected, "received_at", "DateTime64(3, 'UTC')");
+        assert!(find(&block, &expected), "{}", to_hex(&block));
     }
 
     #[test]
