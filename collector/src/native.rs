@@ -20,7 +20,7 @@
 //! width), the dictionary (default `''` first) and the indexes; a `Map(K, V)` is its
 //! cumulative offsets (UInt64), then its keys column, then its values column.
 
-use std::collections::HashMap;
+use hashbrown::HashMap;
 
 use crate::rowbinary::{DecodeError, Reader};
 

@@ -15,7 +15,7 @@
 //! and inside arrays and maps as those JSON strings: a sum over `numbers` is never
 //! poisoned by one bad value, and nothing the sender said is lost.
 
-use std::collections::HashSet;
+use hashbrown::HashSet;
 
 use growth_schema::attributes;
 use growth_schema::limits::{self, truncate_to};
