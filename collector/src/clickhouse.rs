@@ -18,6 +18,7 @@ use growth_schema::connection::ClickHouseArgs;
 pub use growth_schema::service::describe;
 use growth_schema::tables::EVENTS;
 
+use crate::rows::Rows;
 use crate::{native, rowbinary};
 
 /// Longest a chunk of an insert may take to send.
@@ -36,6 +37,9 @@ pub enum SinkError {
     /// The spooled rows of an insert do not decode (a disk fault after the scan).
     #[error(transparent)]
     Spooled(#[from] rowbinary::DecodeError),
+    /// The spooled rows of an insert cannot be read back (a disk fault after the scan).
+    #[error("cannot read spooled rows back: {0}")]
+    SpoolRead(#[from] std::io::Error),
 }
 
 /// Whether retrying a failed insert can succeed.
@@ -96,7 +100,7 @@ pub trait EventStore: Send + Sync + 'static {
     fn insert(
         &self,
         token: &str,
-        rows: Bytes,
+        rows: &Rows,
     ) -> impl Future<Output = Result<(), SinkError>> + Send;
 }
 
@@ -131,7 +135,7 @@ impl ClickHouseSink {
 impl SinkError {
     /// Whether retrying the same insert can help.
     pub fn class(&self) -> ErrorClass {
-        if matches!(self, Self::Spooled(_)) {
+        if matches!(self, Self::Spooled(_) | Self::SpoolRead(_)) {
             return ErrorClass::Permanent;
         }
         let text = describe(self);
@@ -155,7 +159,7 @@ fn exception_code(text: &str) -> Option<u32> {
 }
 
 impl EventStore for ClickHouseSink {
-    async fn insert(&self, token: &str, rows: Bytes) -> Result<(), SinkError> {
+    async fn insert(&self, token: &str, rows: &Rows) -> Result<(), SinkError> {
         // Re-laid as Native blocks here rather than kept so in the spool: the spool's
         // RowBinary rows split one by one for bisection and dead letters.
         let sql = format!(
@@ -173,15 +177,20 @@ impl EventStore for ClickHouseSink {
             // cost ClickHouse 1.4 CPU-s per million rows in user_quarter_hours alone.
             .with_setting("optimize_on_insert", "0")
             .with_timeouts(Some(SEND_TIMEOUT), Some(END_TIMEOUT));
-        for block in native::blocks(&rows) {
-            // A row that does not decode aborts the insert: nothing of it is stored.
-            let block = Bytes::from(block?);
-            let mut at = 0;
-            while at < block.len() {
-                let end = (at + SEND_CHUNK).min(block.len());
-                // After an error the insert is aborted and must not be written to again.
-                insert.send(block.slice(at..end)).await?;
-                at = end;
+        // Read from the spool while sending: one chunk and its blocks in memory.
+        let mut chunks = rows.chunks();
+        while let Some(chunk) = chunks.next().await {
+            let chunk = chunk?;
+            for block in native::blocks(&chunk) {
+                // A row that does not decode aborts the insert: nothing of it is stored.
+                let block = Bytes::from(block?);
+                let mut at = 0;
+                while at < block.len() {
+                    let end = (at + SEND_CHUNK).min(block.len());
+                    // After an error the insert is aborted and must not be written to again.
+                    insert.send(block.slice(at..end)).await?;
+                    at = end;
+                }
             }
         }
         insert.end().await?;

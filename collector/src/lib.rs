@@ -61,6 +61,7 @@ pub mod native;
 pub mod privacy;
 pub mod receiver;
 pub mod rowbinary;
+pub mod rows;
 pub mod spool;
 pub mod telemetry;
 pub mod writer;

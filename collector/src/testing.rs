@@ -14,6 +14,7 @@ use crate::clickhouse::{EventStore, SinkError};
 use crate::config::DeliveryConfig;
 use crate::receiver::Intake;
 use crate::rowbinary;
+use crate::rows::Rows;
 use crate::spool::{self, FsyncPolicy, SpoolConfig, SpoolTail, SpoolThread};
 use crate::telemetry::Telemetry;
 
@@ -57,8 +58,9 @@ impl MemoryStore {
 }
 
 impl EventStore for MemoryStore {
-    async fn insert(&self, token: &str, rows: Bytes) -> Result<(), SinkError> {
+    async fn insert(&self, token: &str, rows: &Rows) -> Result<(), SinkError> {
         self.attempts.fetch_add(1, Ordering::SeqCst);
+        let rows: Bytes = rows.read_all().await?;
         let left = self.failures.load(Ordering::SeqCst);
         if left > 0 {
             self.failures.store(left - 1, Ordering::SeqCst);

@@ -8,10 +8,11 @@
 //!
 //! One batch, start to end:
 //! 1. its range `[start, end)` of the spool is written to the cursor as `inflight`;
-//! 2. its payloads are read back from the segments (one RowBinary buffer);
-//! 3. it is inserted with the token `SPOOL-ID:START-END` — a replay after a crash
-//!    covers the same range (the cursor says so) and so carries the same token;
-//! 4. on success the cursor moves to `end` and segments before it are deleted.
+//! 2. it is inserted with the token `SPOOL-ID:START-END` — a replay after a crash
+//!    covers the same range (the cursor says so) and so carries the same token; its
+//!    rows are read back from the segments a chunk at a time while they are sent
+//!    ([`crate::rows`]), so a batch is never in memory whole;
+//! 3. on success the cursor moves to `end` and segments before it are deleted.
 //!
 //! Failures: a transient one (ClickHouse away, slow, busy) is retried with
 //! backoff for as long as it takes — the intake keeps spooling meanwhile, until
@@ -33,6 +34,7 @@ use crate::clickhouse::{ErrorClass, EventStore, SinkError, describe};
 use crate::config::BatchConfig;
 use crate::deadletter::DeadLetters;
 use crate::rowbinary;
+use crate::rows::Rows;
 use crate::spool::{Cursor, Frame, FsyncPolicy, Position, SpoolTail, Spooled, cursor, segment};
 use crate::telemetry::Telemetry;
 
@@ -158,10 +160,8 @@ struct Writer<S> {
     closed: bool,
 }
 
-/// A batch read back from the spool.
+/// A refused batch read back from the spool whole, to be split.
 struct Batch {
-    start: Position,
-    end: Position,
     rows: u64,
     /// Every row, RowBinary, in spool order.
     data: Bytes,
@@ -272,24 +272,29 @@ impl<S: EventStore> Writer<S> {
         };
         let (start, end) = (first.start, last.end());
         self.save_cursor(Some(end)).await;
-        let batch = match self.read(frames).await {
-            Ok(batch) => batch,
-            Err(e) => {
-                // Unreadable after a good scan: the disk failed under us. Nothing can be
-                // inserted from it; say so loudly and move on rather than stop forever.
-                tracing::error!(error = %e, %start, %end, "cannot read spooled rows back; skipping them");
-                self.telemetry.spool_unreadable();
-                self.commit(end).await;
-                return;
-            }
+        let token = format!("{}:{}-{}", self.tail.id, start, end);
+        let count: u64 = frames.iter().map(|f| u64::from(f.rows)).sum();
+        let rows = Rows::Spooled {
+            dir: self.tail.dir.clone(),
+            frames: frames.clone().into(),
         };
-        let token = format!("{}:{}-{}", self.tail.id, batch.start, batch.end);
-        self.store_all(&token, &batch).await;
+        if let Err(error) = self.insert(&token, &rows, count).await {
+            // Refused for good: split it, in memory, around the rows ClickHouse refuses.
+            match self.read(frames).await {
+                Ok(batch) => self.store_parts(&token, &batch, &error).await,
+                Err(e) => {
+                    // Unreadable after a good scan: the disk failed under us. Nothing can
+                    // be inserted from it; say so loudly and move on rather than stop.
+                    tracing::error!(error = %e, %start, %end, "cannot read spooled rows back; skipping them");
+                    self.telemetry.spool_unreadable();
+                }
+            }
+        }
         // Dead letters are durable before the cursor moves past their batch.
         if let Err(e) = self.dead_letters.sync() {
             tracing::error!(error = %e, file = %self.dead_letters.path().display(), "cannot sync the dead-letter file");
         }
-        self.commit(batch.end).await;
+        self.commit(end).await;
     }
 
     async fn read(&mut self, frames: Vec<Frame>) -> std::io::Result<Batch> {
@@ -318,27 +323,21 @@ impl<S: EventStore> Writer<S> {
         self.reader = Some(reader);
         result?;
         Ok(Batch {
-            start: frames[0].start,
-            end: frames[frames.len() - 1].end(),
             rows: frames.iter().map(|f| u64::from(f.rows)).sum(),
             data: Bytes::from(data),
         })
     }
 
-    /// Stores the batch: whole if ClickHouse takes it, else bisected around the
-    /// rows it refuses. Returns once every row is stored or dead-lettered.
-    async fn store_all(&mut self, token: &str, batch: &Batch) {
-        let error = match self.insert(token, batch.data.clone(), batch.rows).await {
-            Ok(()) => return,
-            Err(e) => e,
-        };
-        tracing::warn!(rows = batch.rows, error = %describe(&error), "ClickHouse refused the batch; splitting it to find the rows it refuses");
+    /// Stores a batch ClickHouse refused whole, bisected around the rows it refuses.
+    /// Returns once every row is stored or dead-lettered.
+    async fn store_parts(&mut self, token: &str, batch: &Batch, error: &SinkError) {
+        tracing::warn!(rows = batch.rows, error = %describe(error), "ClickHouse refused the batch; splitting it to find the rows it refuses");
         let rows = match rowbinary::split_rows(&batch.data) {
             Ok(rows) => rows,
             Err(e) => {
                 self.dead_letter(
                     token,
-                    &format!("{e}; {}", describe(&error)),
+                    &format!("{e}; {}", describe(error)),
                     None,
                     batch.rows,
                 );
@@ -356,11 +355,11 @@ impl<S: EventStore> Writer<S> {
                 // Every row tried alone was refused and nothing was taken: the error
                 // is about the table, not the rows (a schema change). One insert per
                 // row would take hours; set the rest aside at once.
-                self.dead_letter_rows(&part_token, &describe(&error), &part, (to - from) as u64);
+                self.dead_letter_rows(&part_token, &describe(error), &part, (to - from) as u64);
                 continue;
             }
             let error = match self
-                .insert(&part_token, part.clone(), (to - from) as u64)
+                .insert(&part_token, &Rows::Memory(part.clone()), (to - from) as u64)
                 .await
             {
                 Ok(()) => {
@@ -399,14 +398,14 @@ impl<S: EventStore> Writer<S> {
 
     /// One insert, retried while the failure is transient. `Err` only for a
     /// permanent failure.
-    async fn insert(&self, token: &str, rows: Bytes, count: u64) -> Result<(), SinkError> {
+    async fn insert(&self, token: &str, rows: &Rows, count: u64) -> Result<(), SinkError> {
         let mut delay = FIRST_RETRY_DELAY;
         loop {
             let started = Instant::now();
-            let error = match self.store.insert(token, rows.clone()).await {
+            let error = match self.store.insert(token, rows).await {
                 Ok(()) => {
                     self.telemetry
-                        .insert_done(count, rows.len(), started.elapsed());
+                        .insert_done(count, rows.byte_len(), started.elapsed());
                     self.health.succeeded();
                     return Ok(());
                 }
