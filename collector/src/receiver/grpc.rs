@@ -153,7 +153,11 @@ impl UnaryService<ExportLogsServiceRequest> for Export {
     fn call(&mut self, request: Request<ExportLogsServiceRequest>) -> Self::Future {
         let this = self.clone();
         Box::pin(async move {
-            match this.intake.export_as(request.get_ref(), &this.access).await {
+            match this
+                .intake
+                .export_as(request.into_inner(), &this.access)
+                .await
+            {
                 Ok(response) => Ok(Response::new(response)),
                 Err(ExportError::Forbidden(message)) => Err(Status::permission_denied(message)),
                 // UNAVAILABLE is the code OTLP exporters retry on.

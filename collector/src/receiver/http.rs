@@ -141,7 +141,7 @@ async fn export_logs(State(state): State<HttpState>, headers: HeaderMap, body: B
         }
     };
     drop(body);
-    match state.intake.export_as(&request, &access).await {
+    match state.intake.export_as(request, &access).await {
         Ok(response) => encoding.success(&response),
         Err(ExportError::Forbidden(message)) => encoding.status(StatusCode::FORBIDDEN, message),
         Err(ExportError::Delivery(e)) => {
