@@ -6,12 +6,6 @@ use std::process::ExitCode;
 use growth_collector::{Cli, Command};
 use growth_schema::service::{ServiceCli, init_logging, shutdown_signal};
 
-/// mimalloc rather than glibc's malloc: decoding a request allocates every key and
-/// value, and glibc's malloc/free took a quarter of the collector's CPU under load
-/// (and held freed memory in per-thread arenas).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[tokio::main]
 async fn main() -> ExitCode {
     init_logging();
