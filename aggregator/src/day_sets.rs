@@ -147,6 +147,13 @@ impl DaySets {
         )?;
         self.store(Layer::Activity, &[today], today_active, &markers);
         self.store(Layer::FirstSeen, &[today], today_new, &markers);
+        // Read beside its markers, not after them: once today is yesterday, its marker
+        // may already count rows this read missed, so it is read once more then.
+        for days in [&mut self.activity, &mut self.members] {
+            if let Some(day) = days.get_mut(&today) {
+                day.unsettled = true;
+            }
+        }
         let empty = BTreeMap::new();
         let stale = |days: &BTreeSet<NaiveDate>, cached: &BTreeMap<NaiveDate, Day>, layer| {
             days.iter()
