@@ -99,7 +99,12 @@ impl UserHasher {
 
     /// Hashes a raw user id.
     pub fn hash(&self, user_id: &str) -> UserHash {
-        UserHash(hex::encode(self.digest(user_id)))
+        // hex::encode goes char by char through an iterator; the table-driven
+        // encode_to_slice is several times faster (this runs once per event).
+        let mut text = [0u8; 64];
+        hex::encode_to_slice(self.digest(user_id), &mut text)
+            .unwrap_or_else(|_| unreachable!("32 bytes fill 64 hex digits"));
+        UserHash(String::from_utf8_lossy(&text).into_owned())
     }
 
     /// The 32 bytes behind [`hash`](Self::hash), without allocating: for callers
