@@ -126,7 +126,6 @@ pub fn spawn<S: EventStore>(
         replay_until: tail.cursor.inflight,
         committed: tail.cursor.committed,
         dead_letters: DeadLetters::new(&tail.dir),
-        reader: Some(segment::Reader::new(&tail.dir)),
         tail,
         draining: draining_rx,
         closed: false,
@@ -153,8 +152,6 @@ struct Writer<S> {
     replay_until: Option<Position>,
     committed: Position,
     dead_letters: DeadLetters,
-    /// `None` only while lent to a blocking read.
-    reader: Option<segment::Reader>,
     draining: watch::Receiver<bool>,
     /// The spool is closed: nothing more will arrive.
     closed: bool,
@@ -276,12 +273,15 @@ impl<S: EventStore> Writer<S> {
         let count: u64 = frames.iter().map(|f| u64::from(f.rows)).sum();
         let rows = Rows::Spooled {
             dir: self.tail.dir.clone(),
-            frames: frames.clone().into(),
+            frames: frames.into(),
         };
         if let Err(error) = self.insert(&token, &rows, count).await {
             // Refused for good: split it, in memory, around the rows ClickHouse refuses.
-            match self.read(frames).await {
-                Ok(batch) => self.store_parts(&token, &batch, &error).await,
+            match rows.read_all().await {
+                Ok(data) => {
+                    let batch = Batch { rows: count, data };
+                    self.store_parts(&token, &batch, &error).await;
+                }
                 Err(e) => {
                     // Unreadable after a good scan: the disk failed under us. Nothing can
                     // be inserted from it; say so loudly and move on rather than stop.
@@ -295,37 +295,6 @@ impl<S: EventStore> Writer<S> {
             tracing::error!(error = %e, file = %self.dead_letters.path().display(), "cannot sync the dead-letter file");
         }
         self.commit(end).await;
-    }
-
-    async fn read(&mut self, frames: Vec<Frame>) -> std::io::Result<Batch> {
-        let mut reader = self
-            .reader
-            .take()
-            .unwrap_or_else(|| segment::Reader::new(&self.tail.dir));
-        let read = tokio::task::spawn_blocking(move || {
-            let bytes: usize = frames.iter().map(|f| f.payload_len as usize).sum();
-            let mut data = Vec::with_capacity(bytes);
-            let mut result = Ok(());
-            for frame in &frames {
-                match reader.payload(frame) {
-                    Ok(payload) => data.extend_from_slice(&payload),
-                    Err(e) => {
-                        result = Err(e);
-                        break;
-                    }
-                }
-            }
-            (reader, frames, data, result)
-        })
-        .await
-        .map_err(std::io::Error::other)?;
-        let (reader, frames, data, result) = read;
-        self.reader = Some(reader);
-        result?;
-        Ok(Batch {
-            rows: frames.iter().map(|f| u64::from(f.rows)).sum(),
-            data: Bytes::from(data),
-        })
     }
 
     /// Stores a batch ClickHouse refused whole, bisected around the rows it refuses.
@@ -466,9 +435,6 @@ impl<S: EventStore> Writer<S> {
     }
 
     async fn delete_segments_before(&mut self, keep_from: u64) {
-        if let Some(reader) = &mut self.reader {
-            reader.close();
-        }
         let dir: PathBuf = self.tail.dir.clone();
         let deleted = tokio::task::spawn_blocking(move || {
             let mut freed = Vec::new();
