@@ -110,13 +110,19 @@ impl UserHasher {
     /// The 32 bytes behind [`hash`](Self::hash), without allocating: for callers
     /// that write the hex themselves (the SDK's hot path).
     pub fn digest(&self, user_id: &str) -> [u8; 32] {
+        self.digest_bytes(user_id.as_bytes())
+    }
+
+    /// [`digest`](Self::digest) of an id's UTF-8 bytes (the SDK keeps ids as
+    /// bytes between `track` and the delivery thread).
+    pub fn digest_bytes(&self, user_id: &[u8]) -> [u8; 32] {
         match &self.keyed {
             Some(keyed) => {
                 let mut mac = keyed.clone();
-                mac.update(user_id.as_bytes());
+                mac.update(user_id);
                 mac.finalize().into_bytes().into()
             }
-            None => Sha256::digest(user_id.as_bytes()).into(),
+            None => Sha256::digest(user_id).into(),
         }
     }
 }

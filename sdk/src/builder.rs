@@ -388,7 +388,7 @@ impl TrackerBuilder {
         let delivery = Delivery::start(
             settings,
             queue,
-            RequestTemplate::new(&resource),
+            RequestTemplate::new(&resource, hasher.clone()),
             transport,
             counters,
             self.on_loss.clone(),

@@ -135,8 +135,6 @@ impl Queue {
 mod tests {
     use std::time::SystemTime;
 
-    use growth_schema::user_hash::UserHasher;
-
     use super::*;
     use crate::event::AttributeValue;
     use crate::record::{EventParts, UserRef, encode};
@@ -150,9 +148,7 @@ mod tests {
             attributes: &none,
             timestamp: None,
         };
-        encode(&UserHasher::default(), &parts, SystemTime::now())
-            .unwrap()
-            .record
+        encode(&parts, SystemTime::now()).unwrap().record
     }
 
     #[test]

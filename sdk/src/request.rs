@@ -3,6 +3,10 @@
 //! The resource (`service.name` and the other resource attributes) and the
 //! instrumentation scope are encoded once, when the tracker is built; a request
 //! is their frames followed by the records' own framed bytes, copied once.
+//! Copying a record in is where its user is hashed ([`EncodedRecord::seal`]):
+//! on the delivery thread, off `track`'s path.
+
+use growth_schema::user_hash::UserHasher;
 
 use crate::record::EncodedRecord;
 use crate::wire;
@@ -26,11 +30,13 @@ pub(crate) struct RequestTemplate {
     resource: Vec<u8>,
     /// `ScopeLogs.scope`, framed.
     scope: Vec<u8>,
+    /// Hashes the users of the records as they are copied in.
+    hasher: UserHasher,
 }
 
 impl RequestTemplate {
     /// `resource` holds `service.name` and any other resource attributes.
-    pub(crate) fn new(resource: &[(String, String)]) -> Self {
+    pub(crate) fn new(resource: &[(String, String)], hasher: UserHasher) -> Self {
         let mut attributes = Vec::new();
         for (key, value) in resource {
             let any_value = wire::len_field(1, value.len());
@@ -59,7 +65,11 @@ impl RequestTemplate {
         );
         let mut scope = Vec::new();
         wire::put_bytes(&mut scope, SCOPE, &scope_fields);
-        RequestTemplate { resource, scope }
+        RequestTemplate {
+            resource,
+            scope,
+            hasher,
+        }
     }
 
     /// Bytes a request adds around its records (for batch sizing).
@@ -67,8 +77,9 @@ impl RequestTemplate {
         self.resource.len() + self.scope.len() + 16
     }
 
-    /// The request carrying `records`, whose framed sizes add up to `records_len`.
-    pub(crate) fn encode(&self, records: &[EncodedRecord], records_len: usize) -> Vec<u8> {
+    /// The request carrying `records` (sealed on the way), whose framed sizes
+    /// add up to `records_len`.
+    pub(crate) fn encode(&self, records: &mut [EncodedRecord], records_len: usize) -> Vec<u8> {
         let scope_logs = self.scope.len() + records_len;
         let resource_logs = self.resource.len() + wire::len_field(SCOPE_LOGS, scope_logs);
         let mut body = Vec::with_capacity(wire::len_field(RESOURCE_LOGS, resource_logs));
@@ -77,7 +88,7 @@ impl RequestTemplate {
         wire::put_len_prefix(&mut body, SCOPE_LOGS, scope_logs);
         body.extend_from_slice(&self.scope);
         for record in records {
-            body.extend_from_slice(record.as_bytes());
+            body.extend_from_slice(record.seal(&self.hasher));
         }
         body
     }
@@ -98,13 +109,16 @@ mod tests {
 
     #[test]
     fn decodes_as_one_resource_one_scope_and_every_record() {
-        let template = RequestTemplate::new(&[
-            ("service.name".into(), "finbrain".into()),
-            ("deployment.environment".into(), "test".into()),
-        ]);
-        let hasher = UserHasher::default();
+        let hasher = UserHasher::new(Some(b"k".to_vec()));
+        let template = RequestTemplate::new(
+            &[
+                ("service.name".into(), "finbrain".into()),
+                ("deployment.environment".into(), "test".into()),
+            ],
+            hasher.clone(),
+        );
         let no_attributes: [(&str, AttributeValue); 0] = [];
-        let records: Vec<EncodedRecord> = (0..300)
+        let mut records: Vec<EncodedRecord> = (0..300)
             .map(|i| {
                 let name = format!("event_{i}");
                 let parts = EventParts {
@@ -114,11 +128,11 @@ mod tests {
                     attributes: &no_attributes,
                     timestamp: None,
                 };
-                encode(&hasher, &parts, SystemTime::now()).unwrap().record
+                encode(&parts, SystemTime::now()).unwrap().record
             })
             .collect();
-        let len = records.iter().map(|r| r.as_bytes().len()).sum();
-        let body = template.encode(&records, len);
+        let len = records.iter().map(EncodedRecord::len).sum();
+        let body = template.encode(&mut records, len);
         let request = ExportLogsServiceRequest::decode(&body[..]).expect("valid request");
         assert_eq!(request.resource_logs.len(), 1);
         let resource_logs = &request.resource_logs[0];
@@ -133,5 +147,14 @@ mod tests {
         assert_eq!(scope_logs.scope.as_ref().unwrap().name, "growth-sdk");
         assert_eq!(scope_logs.log_records.len(), 300);
         assert_eq!(scope_logs.log_records[299].event_name, "event_299");
+        // Every record's user was hashed on the way in (by the template's hasher).
+        let hash = hasher.hash("u1");
+        for record in &scope_logs.log_records {
+            let user = record.attributes.iter().find(|kv| kv.key == "user.hash");
+            let value = user
+                .and_then(|kv| kv.value.as_ref())
+                .and_then(|v| v.value.as_ref());
+            assert_eq!(value, Some(&Value::StringValue(hash.as_str().into())));
+        }
     }
 }

@@ -141,7 +141,7 @@ impl Tracker {
         counters.tracked();
         // Belt and braces: a bug here must cost one event, never the app.
         let encoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            record::encode(&self.hasher, event, SystemTime::now())
+            record::encode(event, SystemTime::now())
         }));
         match encoded {
             Ok(Ok(encoded)) => {

@@ -289,7 +289,7 @@ impl Worker {
             let Some(record) = next.take().or_else(|| self.queue.pop()) else {
                 break;
             };
-            let size = record.as_bytes().len();
+            let size = record.len();
             if !records.is_empty() && len + size > limit {
                 self.carry = Some(record);
                 break;
@@ -304,7 +304,7 @@ impl Worker {
         if records.is_empty() {
             return None;
         }
-        let body = Bytes::from(self.template.encode(&records, len));
+        let body = Bytes::from(self.template.encode(&mut records, len));
         // From here the records live on only as the request's bytes: the budget
         // holds those, and gives back the difference.
         let compact = body.len() + std::mem::size_of::<Batch>();
