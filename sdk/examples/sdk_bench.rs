@@ -367,7 +367,16 @@ struct Row {
     result: String,
 }
 
-fn latency_row(args: &Args, state: &str, endpoint: &str, users: &[String]) -> Row {
+/// `hash_on_caller`: also hash the user on the calling thread inside the timed
+/// span (`hash_user`), as `track` itself did before the hash moved to the
+/// delivery thread: what the app would pay with an inline hash.
+fn latency_row(
+    args: &Args,
+    state: &str,
+    endpoint: &str,
+    users: &[String],
+    hash_on_caller: bool,
+) -> Row {
     let tracker = tracker(&format!("bench-latency-{state}"), endpoint, args.protocol);
     let mut nanos = Vec::with_capacity(args.latency_calls as usize);
     let mut allocs = 0u64;
@@ -379,6 +388,9 @@ fn latency_row(args: &Args, state: &str, endpoint: &str, users: &[String]) -> Ro
         let attributes = attributes(seq);
         let before = allocations();
         let started = Instant::now();
+        if hash_on_caller {
+            std::hint::black_box(tracker.hash_user(user));
+        }
         tracker.track("expense_logged", Some(user), &attributes);
         nanos.push(started.elapsed().as_nanos() as u64);
         allocs += allocations() - before;
@@ -389,7 +401,12 @@ fn latency_row(args: &Args, state: &str, endpoint: &str, users: &[String]) -> Ro
     nanos.sort_unstable();
     Row {
         scenario: format!(
-            "`track` latency, collector {state} ({} calls at 50k/s, HMAC key set)",
+            "{} latency, collector {state} ({} calls at 50k/s, HMAC key set)",
+            if hash_on_caller {
+                "for comparison, `hash_user` + `track` (the hash on the caller's thread)"
+            } else {
+                "`track`"
+            },
             args.latency_calls
         ),
         result: format!(
@@ -424,9 +441,10 @@ fn main() {
     // 1. `track` latency and allocations, collector up / down / hung.
     let up = collector.endpoint(args.protocol).to_owned();
     if run("latency") {
-        rows.push(latency_row(&args, "up", &up, &users));
+        rows.push(latency_row(&args, "up", &up, &users, false));
+        rows.push(latency_row(&args, "up", &up, &users, true));
         let down = format!("http://127.0.0.1:{}", free_port());
-        rows.push(latency_row(&args, "down", &down, &users));
+        rows.push(latency_row(&args, "down", &down, &users, false));
         let hung = TcpListener::bind("127.0.0.1:0").expect("listener");
         let hung_endpoint = format!("http://{}", hung.local_addr().expect("addr"));
         std::thread::spawn(move || {
@@ -435,7 +453,7 @@ fn main() {
                 held.push(stream); // accepted, never answered
             }
         });
-        rows.push(latency_row(&args, "hung", &hung_endpoint, &users));
+        rows.push(latency_row(&args, "hung", &hung_endpoint, &users, false));
     }
 
     // 2. The burst: as fast as one thread can track.

@@ -21,9 +21,14 @@ Scenarios (comma list in --scenarios):
              background CPU per event (process CPU minus the caller thread's)
   restart    --restart-rate events/s while the collector is SIGKILLed for
              --restart-secs and started again: lost must be 0
+  allocations  memory per `track` (CPython has no count of transient allocations,
+             so what it can tell): blocks and bytes held per event while queued
+             (collector down), and what is left per event once a tracker on the
+             running collector has shut down (a leak would show here)
 """
 
 import argparse
+import gc
 import os
 import shutil
 import signal
@@ -33,6 +38,7 @@ import sys
 import tempfile
 import threading
 import time
+import tracemalloc
 import urllib.parse
 import urllib.request
 
@@ -229,6 +235,43 @@ class Bench:
             )
         hung.close()
 
+    def allocations(self):
+        count = self.args.allocation_calls
+        for state, endpoint in (("down", f"http://127.0.0.1:{free_port()}"), ("up", self.endpoint)):
+            tracker = self.tracker(f"py-bench-alloc-{state}", endpoint)
+            self.track(tracker, 0)  # first-call set-up outside the measurement
+            gc.collect()
+            gc.disable()
+            try:
+                blocks_before = sys.getallocatedblocks()
+                tracemalloc.start()
+                for seq in range(1, count + 1):
+                    self.track(tracker, seq)
+                held_bytes, peak_bytes = tracemalloc.get_traced_memory()
+                blocks_held = sys.getallocatedblocks() - blocks_before
+                if state == "down":
+                    self.finish(tracker, 1.0)
+                    tracemalloc.stop()
+                    self.add(
+                        f"Python memory per `track`, collector down ({count} events held in the queue)",
+                        f"{blocks_held / count:.1f} allocated blocks and {held_bytes / count:.0f} bytes "
+                        f"held per queued event (tracemalloc peak {peak_bytes / count:.0f} bytes per event)",
+                    )
+                else:
+                    report = self.finish(tracker, 60.0)
+                    gc.collect()
+                    left_bytes, _ = tracemalloc.get_traced_memory()
+                    tracemalloc.stop()
+                    left_blocks = sys.getallocatedblocks() - blocks_before
+                    self.add(
+                        f"Python memory per `track`, collector up ({count} events, then shutdown)",
+                        f"while tracking {blocks_held / count:.1f} blocks / {held_bytes / count:.0f} bytes "
+                        f"held per event; after shutdown {left_blocks / count:.2f} blocks / "
+                        f"{left_bytes / count:.1f} bytes per event left; delivered {report.delivered}",
+                    )
+            finally:
+                gc.enable()
+
     def burst(self):
         for exports in (1, 4):
             app = f"py-bench-burst-{exports}"
@@ -320,7 +363,8 @@ def main():
     parser.add_argument("--collector", required=True, help="the growth-collector binary (release build)")
     parser.add_argument("--clickhouse-url", default="http://127.0.0.1:8123")
     parser.add_argument("--protocol", choices=["grpc", "http"], default="grpc")
-    parser.add_argument("--scenarios", default="latency,burst,sustained,restart")
+    parser.add_argument("--scenarios", default="latency,allocations,burst,sustained,restart")
+    parser.add_argument("--allocation-calls", type=int, default=20_000)
     parser.add_argument("--latency-calls", type=int, default=20_000)
     parser.add_argument("--latency-rate", type=int, default=2_000)
     parser.add_argument("--burst", type=int, default=100_000)
