@@ -58,7 +58,7 @@ struct Args {
     scrapes: usize,
     /// Pauses between one scraper's scrapes, in ms (0: back to back); a comma list
     /// runs the scrape test once per value.
-    #[arg(long, value_delimiter = ',', default_value = "0,100")]
+    #[arg(long, value_delimiter = ',', default_value = "0,100,1000")]
     scrape_pause_ms: Vec<u64>,
     /// Keep the databases (bench_refresh_*) for a look (or for --reuse).
     #[arg(long)]
@@ -66,6 +66,14 @@ struct Args {
     /// Reuse a set's database kept by an earlier --keep run instead of loading it.
     #[arg(long)]
     reuse: bool,
+    /// Also record the peak memory of each ClickHouse query of a cold refresh, a
+    /// steady refresh and the raw-events queries (a separate, untimed pass).
+    #[arg(long)]
+    peak_memory: bool,
+    /// Scrapers start together instead of at phases spread over the pause (to show
+    /// what synchronized scrapers cost).
+    #[arg(long)]
+    synchronized_scrapers: bool,
 }
 
 async fn median<F, Fut>(runs: usize, mut f: F) -> anyhow::Result<Duration>
@@ -299,16 +307,9 @@ async fn scrape_latency(
     scrapers: usize,
     scrapes: usize,
     pause: Duration,
+    synchronized: bool,
 ) -> anyhow::Result<(Duration, Duration, Duration, f64)> {
-    let dashboard = DashboardState {
-        app: state.clone(),
-        settings: Arc::new(DashboardSettings::new(
-            state.config.refresh_interval,
-            Default::default(),
-            Vec::new(),
-            Vec::new(),
-        )),
-    };
+    let dashboard = dashboard_state(&state);
     let server_runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -323,11 +324,21 @@ async fn scrape_latency(
     let url = Arc::new(format!("http://{addr}/metrics"));
     let started = Instant::now();
     let mut tasks = Vec::new();
-    for _ in 0..scrapers {
+    for i in 0..scrapers {
         let url = url.clone();
+        // Prometheus spreads its targets' scrapes over the interval (a fixed offset per
+        // target); scrapers that all start at once and sleep the same pause would
+        // instead arrive together every pause, the last one waiting for all the others.
+        let phase = if synchronized {
+            Duration::ZERO
+        } else {
+            pause.mul_f64(i as f64 / scrapers as f64)
+        };
         tasks.push(tokio::spawn(async move {
             let http = reqwest::Client::new();
             let mut times = Vec::with_capacity(scrapes);
+            tokio::time::sleep(phase).await;
+            let mut next_at = tokio::time::Instant::now();
             for _ in 0..scrapes {
                 let t = Instant::now();
                 let body = http
@@ -341,7 +352,10 @@ async fn scrape_latency(
                 anyhow::ensure!(!body.is_empty(), "empty /metrics");
                 times.push(t.elapsed());
                 if !pause.is_zero() {
-                    tokio::time::sleep(pause).await;
+                    // Pace by the clock, not by the pause after each answer: the
+                    // offsets stay spread however long an answer took.
+                    next_at += pause;
+                    tokio::time::sleep_until(next_at).await;
                 }
             }
             Ok::<_, anyhow::Error>(times)
@@ -372,17 +386,129 @@ fn load_average() -> String {
         .unwrap_or_else(|| "?".to_owned())
 }
 
+/// The server's own time per `/metrics` request: the production router and layers
+/// called in process (no socket, no client), one request after another.
+async fn server_time_per_request(state: AppState, requests: usize) -> anyhow::Result<Duration> {
+    use tower::ServiceExt as _;
+    let dashboard = dashboard_state(&state);
+    let app = layered(router(state, dashboard), AccessPolicy::open());
+    let request = || {
+        axum::http::Request::get("/metrics")
+            .header("accept-encoding", "gzip")
+            .body(axum::body::Body::empty())
+    };
+    // Warm: the first request renders and gzips the body once.
+    app.clone().oneshot(request()?).await?;
+    let started = Instant::now();
+    for _ in 0..requests {
+        let response = app.clone().oneshot(request()?).await?;
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX).await?;
+        anyhow::ensure!(!body.is_empty(), "empty /metrics");
+    }
+    Ok(started.elapsed() / requests as u32)
+}
+
+fn dashboard_state(state: &AppState) -> DashboardState {
+    DashboardState {
+        app: state.clone(),
+        settings: Arc::new(DashboardSettings::new(
+            state.config.refresh_interval,
+            Default::default(),
+            Vec::new(),
+            Vec::new(),
+        )),
+    }
+}
+
+/// Peak memory of every ClickHouse query that runs while `f` runs, by query (the
+/// first words of its text), polled from `system.processes` every 2 ms (chDB keeps
+/// no `system.query_log`). A query shorter than the poll can be missed: those are
+/// the small ones.
+async fn peak_memory<F, Fut>(
+    server: &clickhouse::Client,
+    f: F,
+) -> anyhow::Result<Vec<(String, u64)>>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    #[derive(clickhouse::Row, serde::Deserialize)]
+    struct Running {
+        query: String,
+        peak: i64,
+    }
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let poller = {
+        let (server, stop) = (server.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut peaks: std::collections::BTreeMap<String, u64> = Default::default();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let running: Vec<Running> = server
+                    .query("SELECT query, peak_memory_usage AS peak FROM system.processes WHERE query NOT LIKE '%system.processes%' AND query NOT LIKE '%sleepEachRow%' AND NOT startsWith(query, 'INSERT')")
+                    .fetch_all()
+                    .await?;
+                for r in running {
+                    let head: String = r
+                        .query
+                        .split_whitespace()
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                        .chars()
+                        .take(90)
+                        .collect();
+                    let peak = peaks.entry(head).or_default();
+                    *peak = (*peak).max(r.peak.max(0) as u64);
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            Ok::<_, anyhow::Error>(peaks)
+        })
+    };
+    let outcome = f().await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let peaks = poller.await??;
+    outcome?;
+    let mut peaks: Vec<(String, u64)> = peaks.into_iter().collect();
+    peaks.sort_by_key(|(_, p)| std::cmp::Reverse(*p));
+    Ok(peaks)
+}
+
+/// One data set of the run: its database and what was measured on it.
+struct Set {
+    label: String,
+    users: u64,
+    days: u64,
+    database: String,
+    client: clickhouse::Client,
+    load_s: f64,
+    /// The aggregator whose steady refreshes are timed (kept warm between runs).
+    source: MetricsSource,
+    steady: Vec<Duration>,
+    cold: Duration,
+    in_sql: Result<Duration, String>,
+    raw: Result<Duration, String>,
+    previous: Option<Duration>,
+    load_average: String,
+}
+
+fn median_of(times: &[Duration]) -> Duration {
+    let mut sorted = times.to_vec();
+    sorted.sort();
+    sorted[sorted.len() / 2]
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    let runs = args.runs.max(1);
     let server = clickhouse::Client::default().with_url(&args.clickhouse_url);
     let config = Cli::try_parse_args(["refresh_bench", "--clickhouse-url", &args.clickhouse_url])?
         .run
         .into_config();
     let defs = config.definitions.clone();
-    let mut sizes_table = Vec::new();
-    let mut rows = Vec::new();
-    let mut last_state = None;
+    let mut sets: Vec<Set> = Vec::new();
+    // Load (or reuse) every set first: they are all kept loaded, so the steady
+    // refreshes of all sets can be timed interleaved.
     for set in &args.sets {
         let (users, days) = set
             .split_once(':')
@@ -417,112 +543,266 @@ async fn main() -> anyhow::Result<()> {
             migrate_to(&server, &database, u32::MAX).await?;
         }
         let load_s = started.elapsed().as_secs_f64();
-        let new_source = || MetricsSource::new(client.clone(), Duration::from_secs(600));
-        // Cold: a fresh aggregator's first refresh reads every needed day.
-        let cold = median(args.runs, || async {
+        eprintln!(
+            "{set}: ready after {load_s:.0} s, load average {}",
+            load_average()
+        );
+        sets.push(Set {
+            label: set.clone(),
+            users,
+            days,
+            database,
+            source: MetricsSource::new(client.clone(), Duration::from_secs(600)),
+            client,
+            load_s,
+            steady: Vec::new(),
+            cold: Duration::ZERO,
+            in_sql: Err("not run".to_owned()),
+            raw: Err("not run".to_owned()),
+            previous: None,
+            load_average: String::new(),
+        });
+    }
+
+    // What grows with the data: a fresh aggregator's first refresh, the metrics
+    // counted in SQL, raw events. A failure (e.g. the 1 GiB query memory cap of the
+    // SQL path at 10M users) is reported, not fatal.
+    for s in &mut sets {
+        let new_source = || MetricsSource::new(s.client.clone(), Duration::from_secs(600));
+        s.cold = median(runs, || async {
             compute(&new_source(), &defs, Utc::now()).await?;
             Ok(())
         })
         .await?;
-        // Steady: what every --refresh-interval costs once running, with a collector
-        // batch of today's events landing before each refresh.
-        let source = new_source();
-        compute(&source, &defs, Utc::now()).await?;
-        let mut steady_times = Vec::new();
-        for run in 0..args.runs.max(1) {
-            trickle(&client, users, run as u64).await?;
-            let t = Instant::now();
-            compute(&source, &defs, Utc::now()).await?;
-            steady_times.push(t.elapsed());
-        }
-        steady_times.sort();
-        let steady = steady_times[steady_times.len() / 2];
-        let in_sql = median(args.runs, || async {
-            compute_in_sql(&source, &defs, Utc::now()).await?;
+        s.in_sql = median(runs, || async {
+            compute_in_sql(&s.source, &defs, Utc::now()).await?;
             Ok(())
         })
-        .await?;
-        let raw = median(args.runs, || async {
-            raw_refresh(&client, &defs, &defs.plan(Utc::now())).await
+        .await
+        .map_err(|e| e.to_string());
+        s.raw = median(runs, || async {
+            raw_refresh(&s.client, &defs, &defs.plan(Utc::now())).await
         })
-        .await?;
-        let previous = if args.previous_layer {
-            Some(
-                median(args.runs, || async {
-                    previous_layer_refresh(&client, &defs, &defs.plan(Utc::now())).await
+        .await
+        .map_err(|e| e.to_string());
+        if args.previous_layer {
+            s.previous = Some(
+                median(runs, || async {
+                    previous_layer_refresh(&s.client, &defs, &defs.plan(Utc::now())).await
                 })
                 .await?,
-            )
+            );
+        }
+        s.load_average = load_average();
+        eprintln!(
+            "{}: cold, SQL and raw timed, load average {}",
+            s.label, s.load_average
+        );
+    }
+
+    // Steady: what every --refresh-interval costs once running, with a collector
+    // batch of today's events landing before each refresh. The sets take turns
+    // (the order alternating), so drift of the machine's load hits all of them alike.
+    for s in &sets {
+        compute(&s.source, &defs, Utc::now()).await?;
+    }
+    for run in 0..runs {
+        let order: Vec<usize> = if run % 2 == 0 {
+            (0..sets.len()).collect()
         } else {
-            None
+            (0..sets.len()).rev().collect()
         };
+        for i in order {
+            let s = &mut sets[i];
+            trickle(&s.client, s.users, run as u64).await?;
+            let t = Instant::now();
+            compute(&s.source, &defs, Utc::now()).await?;
+            s.steady.push(t.elapsed());
+        }
+    }
+    let steady_load_average = load_average();
+
+    let mut rows = Vec::new();
+    let mut sizes_table = Vec::new();
+    let mut memory_table = Vec::new();
+    let mut last_state = None;
+    for s in &sets {
         // The cache must give exactly what counting in SQL gives.
         let now = Utc::now();
-        let snapshot = compute(&source, &defs, now).await?;
-        let checked = compute_in_sql(&source, &defs, now).await?;
-        anyhow::ensure!(
-            snapshot == checked,
-            "the day cache and the SQL path disagree on {set}"
-        );
-        let cache_mib = source.day_sets().lock().await.bytes() as f64 / (1024.0 * 1024.0);
+        let snapshot = compute(&s.source, &defs, now).await?;
+        let checked = if s.in_sql.is_ok() {
+            let checked = compute_in_sql(&s.source, &defs, now).await?;
+            anyhow::ensure!(
+                snapshot == checked,
+                "the day cache and the SQL path disagree on {}",
+                s.label
+            );
+            "✓"
+        } else {
+            "not checked"
+        };
+        let cache_mib = s.source.day_sets().lock().await.bytes() as f64 / (1024.0 * 1024.0);
         let dau = snapshot
             .apps
             .get("bench")
             .map(|a| a.active(Window::Day))
             .unwrap_or(0);
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        let steady = median_of(&s.steady);
+        let or_failed = |r: &Result<Duration, String>| match r {
+            Ok(d) => format!("{:.0}", ms(*d)),
+            Err(e) => format!("failed: {}", e.chars().take(80).collect::<String>()),
+        };
+        let ratio = |d: Duration| match &s.raw {
+            Ok(raw) => format!("{:.1}×", raw.as_secs_f64() / d.as_secs_f64()),
+            Err(_) => "–".to_owned(),
+        };
         rows.push(format!(
-            "| {users} | {} | {days} | {load_s:.0} | {dau} | **{:.0}** | {:.0} | {:.0} | {} | {:.0} | **{:.1}×** | {:.1}× | {cache_mib:.1} | {} |",
-            users * 10,
+            "| {} | {} | {} | {:.0} | {dau} | **{:.0}** | {:.0} | {} | {} | {} | **{}** | {} | {cache_mib:.1} | {checked} | {} |",
+            s.users,
+            s.users * 10,
+            s.days,
+            s.load_s,
             ms(steady),
-            ms(cold),
-            ms(in_sql),
-            previous.map_or("–".to_owned(), |p| format!("{:.0}", ms(p))),
-            ms(raw),
-            raw.as_secs_f64() / steady.as_secs_f64(),
-            raw.as_secs_f64() / cold.as_secs_f64(),
-            load_average()
+            ms(s.cold),
+            or_failed(&s.in_sql),
+            s.previous.map_or("–".to_owned(), |p| format!("{:.0}", ms(p))),
+            or_failed(&s.raw),
+            ratio(steady),
+            ratio(s.cold),
+            s.load_average
         ));
         let parts: Vec<TableSize> = server
             .query("SELECT table, sum(rows) AS rows, sum(bytes_on_disk) AS bytes FROM system.parts WHERE database = ? AND active GROUP BY table ORDER BY table")
-            .bind(&database)
+            .bind(&s.database)
             .fetch_all()
             .await?;
         for p in parts {
             sizes_table.push(format!(
-                "| {users}:{days} | {} | {} | {:.1} |",
+                "| {} | {} | {} | {:.1} |",
+                s.label,
                 p.table,
                 p.rows,
                 p.bytes as f64 / (1024.0 * 1024.0)
             ));
         }
-        let state = AppState::new(config.clone(), source.clone());
+        if args.peak_memory {
+            let phases = [
+                ("cold refresh", 0),
+                ("steady refresh", 1),
+                ("raw events", 2),
+            ];
+            for (phase, which) in phases {
+                let peaks = peak_memory(&server, || async {
+                    match which {
+                        0 => {
+                            let fresh =
+                                MetricsSource::new(s.client.clone(), Duration::from_secs(600));
+                            compute(&fresh, &defs, Utc::now()).await?;
+                        }
+                        1 => {
+                            trickle(&s.client, s.users, 1_000).await?;
+                            compute(&s.source, &defs, Utc::now()).await?;
+                        }
+                        _ => raw_refresh(&s.client, &defs, &defs.plan(Utc::now())).await?,
+                    }
+                    Ok(())
+                })
+                .await?;
+                for (query, peak) in peaks.iter().take(6) {
+                    memory_table.push(format!(
+                        "| {} | {phase} | `{}…` | {:.1} |",
+                        s.label,
+                        query.replace('|', "\\|"),
+                        *peak as f64 / (1024.0 * 1024.0)
+                    ));
+                }
+            }
+        }
+        let state = AppState::new(config.clone(), s.source.clone());
         state.cache.publish(snapshot);
         last_state = Some(state);
-        if !args.keep {
+    }
+    if !args.keep {
+        for s in &sets {
             server
                 .query("DROP DATABASE IF EXISTS ?")
-                .bind(Identifier(&database))
+                .bind(Identifier(&s.database))
                 .execute()
                 .await?;
         }
     }
     println!(
-        "| users | events | days | load (s) | DAU | refresh, steady (ms) | refresh, cold (ms) | counted in SQL (ms) | first layer (ms) | raw events (ms) | raw / steady | raw / cold | day cache (MiB) | load average |"
+        "| users | events | days | load (s) | DAU | refresh, steady (ms) | refresh, cold (ms) | counted in SQL (ms) | first layer (ms) | raw events (ms) | raw / steady | raw / cold | day cache (MiB) | cache = SQL | load average |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|");
     for r in rows {
         println!("{r}");
+    }
+    println!(
+        "\nSteady refreshes, interleaved ({runs} each, load average at the end {steady_load_average}):\n"
+    );
+    println!("| set | steady refreshes (ms), in run order | median (ms) |\n|---|---|---:|");
+    for s in &sets {
+        let each: Vec<String> = s
+            .steady
+            .iter()
+            .map(|d| format!("{:.0}", d.as_secs_f64() * 1000.0))
+            .collect();
+        println!(
+            "| {} | {} | {:.0} |",
+            s.label,
+            each.join(", "),
+            median_of(&s.steady).as_secs_f64() * 1000.0
+        );
+    }
+    if let (Some(first), Some(last)) = (sets.first(), sets.last())
+        && sets.len() > 1
+    {
+        let mut paired: Vec<f64> = first
+            .steady
+            .iter()
+            .zip(&last.steady)
+            .map(|(a, b)| b.as_secs_f64() / a.as_secs_f64())
+            .collect();
+        paired.sort_by(f64::total_cmp);
+        println!(
+            "\n{} vs {}: steady refresh {:.2}× (ratio of medians), {:.2}× (median of the {} paired runs)",
+            last.label,
+            first.label,
+            median_of(&last.steady).as_secs_f64() / median_of(&first.steady).as_secs_f64(),
+            paired[paired.len() / 2],
+            paired.len()
+        );
     }
     println!("\n| set | table | rows | MiB on disk |\n|---|---|---:|---:|");
     for r in sizes_table {
         println!("{r}");
     }
-    if let (Some(state), true) = (last_state, args.scrapers > 0) {
+    if args.peak_memory {
         println!(
-            "\n/metrics, {} concurrent scrapers × {} requests (keep-alive, gzip), load average {}:\n",
+            "\nPeak memory per ClickHouse query (system.processes every 2 ms; the largest six a phase):\n"
+        );
+        println!("| set | phase | query | peak (MiB) |\n|---|---|---|---:|");
+        for r in memory_table {
+            println!("{r}");
+        }
+    }
+    if let (Some(state), true) = (last_state, args.scrapers > 0) {
+        let per_request = server_time_per_request(state.clone(), 20_000).await?;
+        println!(
+            "\nServer time per /metrics request (router and layers in process, no socket): {:.1} µs",
+            per_request.as_secs_f64() * 1e6
+        );
+        println!(
+            "\n/metrics, {} concurrent scrapers × {} requests (keep-alive, gzip; {}), load average {}:\n",
             args.scrapers,
             args.scrapes,
+            if args.synchronized_scrapers {
+                "all scrapers start together"
+            } else {
+                "paced scrapers start at phases spread evenly over the pause"
+            },
             load_average()
         );
         println!(
@@ -534,6 +814,7 @@ async fn main() -> anyhow::Result<()> {
                 args.scrapers,
                 args.scrapes,
                 Duration::from_millis(pause),
+                args.synchronized_scrapers,
             )
             .await?;
             let ms = |d: Duration| d.as_secs_f64() * 1000.0;

@@ -33,6 +33,11 @@ impl Format {
             Format::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
         }
     }
+
+    /// [`Format::content_type`] as a header value, built without parsing.
+    pub fn content_type_header(self) -> axum::http::HeaderValue {
+        axum::http::HeaderValue::from_static(self.content_type())
+    }
 }
 
 struct Family<'a> {

@@ -218,19 +218,22 @@ async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response 
             body
         }
     };
-    let content_type = (header::CONTENT_TYPE, format.content_type());
-    if key.gzip {
+    metrics_response(format, key.gzip, body)
+}
+
+/// The response around a cached body: a reference-counted copy of the bytes and
+/// headers built from static values, nothing formatted per request.
+fn metrics_response(format: Format, gzip: bool, body: Bytes) -> Response {
+    let mut response = Response::new(axum::body::Body::from(body));
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, format.content_type_header());
+    if gzip {
         // Already encoded: the compression layer leaves a response with a
         // Content-Encoding alone, so each scrape is a copy, not a gzip run.
-        (
-            [content_type, (header::CONTENT_ENCODING, "gzip")],
-            [(header::VARY, "accept-encoding")],
-            body,
-        )
-            .into_response()
-    } else {
-        ([content_type], body).into_response()
+        headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        headers.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
     }
+    response
 }
 
 /// Whether the client takes gzip (Prometheus sends `Accept-Encoding: gzip`).

@@ -206,10 +206,13 @@ impl SnapshotCache {
 
     /// Replaces the snapshot.
     pub fn publish(&self, snapshot: MetricsSnapshot) {
-        let snapshot = Some(Arc::new(snapshot));
+        let mut snapshot = Some(Arc::new(snapshot));
         match self.0.write() {
-            Ok(mut guard) => *guard = snapshot,
-            Err(poisoned) => *poisoned.into_inner() = snapshot,
+            Ok(mut guard) => std::mem::swap(&mut *guard, &mut snapshot),
+            Err(poisoned) => std::mem::swap(&mut *poisoned.into_inner(), &mut snapshot),
         }
+        // The previous snapshot (thousands of cohort rows at many apps) is freed here,
+        // after the lock is released: readers (every /metrics request) never wait on it.
+        drop(snapshot);
     }
 }
