@@ -18,7 +18,9 @@
 //! name, its type and its data; a `LowCardinality(String)` column is the key version
 //! (UInt64 1), the index flags (UInt64: additional keys + update dictionary + index
 //! width), the dictionary (default `''` first) and the indexes; a `Map(K, V)` is its
-//! cumulative offsets (UInt64), then its keys column, then its values column.
+//! cumulative offsets (UInt64), then its keys column, then its values column. The
+//! maps' keys are plain `String` (migration 0020: merging `events` costs ClickHouse
+//! about half as much as with `LowCardinality` keys).
 
 use hashbrown::HashMap;
 
@@ -78,10 +80,10 @@ struct BlockBuilder<'a> {
     user_hash: Vec<u8>,
     source: LowCardinality<'a>,
     properties_offsets: Vec<u8>,
-    properties_keys: LowCardinality<'a>,
+    properties_keys: Vec<u8>,
     properties_values: Vec<u8>,
     numbers_offsets: Vec<u8>,
-    numbers_keys: LowCardinality<'a>,
+    numbers_keys: Vec<u8>,
     numbers_values: Vec<u8>,
     received_at: Vec<u8>,
     properties_count: u64,
@@ -96,14 +98,14 @@ impl<'a> BlockBuilder<'a> {
         put_string(&mut self.user_hash, reader.str_bytes()?);
         self.source.push(reader.str_bytes()?);
         for _ in 0..reader.len()? {
-            self.properties_keys.push(reader.str_bytes()?);
+            put_string(&mut self.properties_keys, reader.str_bytes()?);
             put_string(&mut self.properties_values, reader.str_bytes()?);
             self.properties_count += 1;
         }
         self.properties_offsets
             .extend_from_slice(&self.properties_count.to_le_bytes());
         for _ in 0..reader.len()? {
-            self.numbers_keys.push(reader.str_bytes()?);
+            put_string(&mut self.numbers_keys, reader.str_bytes()?);
             self.numbers_values.extend_from_slice(reader.word()?);
             self.numbers_count += 1;
         }
@@ -118,7 +120,9 @@ impl<'a> BlockBuilder<'a> {
         let mut out = Vec::with_capacity(
             64 + self.event_time.len() * 2
                 + self.user_hash.len()
+                + self.properties_keys.len()
                 + self.properties_values.len()
+                + self.numbers_keys.len()
                 + self.numbers_values.len()
                 + self.rows * 8,
         );
@@ -138,21 +142,15 @@ impl<'a> BlockBuilder<'a> {
         column(&mut out, "source", LC);
         self.source.write_with_prefix(&mut out);
 
-        column(
-            &mut out,
-            "properties",
-            "Map(LowCardinality(String), String)",
-        );
-        // Prefixes of every nested stream come first, then the data.
-        out.extend_from_slice(&LC_KEYS_VERSION.to_le_bytes());
+        // Map keys are plain strings, as `events` stores them since migration 0020.
+        column(&mut out, "properties", "Map(String, String)");
         out.extend_from_slice(&self.properties_offsets);
-        self.properties_keys.write(&mut out);
+        out.extend_from_slice(&self.properties_keys);
         out.extend_from_slice(&self.properties_values);
 
-        column(&mut out, "numbers", "Map(LowCardinality(String), Float64)");
-        out.extend_from_slice(&LC_KEYS_VERSION.to_le_bytes());
+        column(&mut out, "numbers", "Map(String, Float64)");
         out.extend_from_slice(&self.numbers_offsets);
-        self.numbers_keys.write(&mut out);
+        out.extend_from_slice(&self.numbers_keys);
         out.extend_from_slice(&self.numbers_values);
 
         column(&mut out, "received_at", TIME);
@@ -195,8 +193,8 @@ impl<'a> LowCardinality<'a> {
     }
 
     fn write(&self, out: &mut Vec<u8>) {
-        // ClickHouse writes nothing at all for no rows (a block whose maps are all
-        // empty), not an empty dictionary, and reads it back the same way.
+        // ClickHouse writes nothing at all for no rows, not an empty dictionary, and
+        // reads it back the same way.
         if self.indexes.is_empty() {
             return;
         }
@@ -311,22 +309,18 @@ mod tests {
         assert_eq!(to_hex(&blocks[0]), to_hex(&expected));
     }
 
-    /// ClickHouse's `SELECT CAST(map() AS Map(LowCardinality(String), Float64)) AS numbers
-    /// FORMAT Native`: the keys' version, one zero offset, and no keys column at all.
+    /// ClickHouse's `SELECT CAST(map() AS Map(String, Float64)) AS numbers FORMAT
+    /// Native`: one zero offset, and no keys or values at all.
     #[test]
-    fn a_column_of_empty_maps_has_no_dictionary() {
+    fn a_column_of_empty_maps_is_its_offsets() {
         let rows = [row("expense_edited", "", &[], None)];
         let block = blocks(&encode_rows(&rows))
             .next()
             .expect("a block")
             .expect("transcodes");
         let mut expected = Vec::new();
-        column(
-            &mut expected,
-            "numbers",
-            "Map(LowCardinality(String), Float64)",
-        );
-        expected.extend_from_slice(&hex("0100000000000000 0000000000000000"));
+        column(&mut expected, "numbers", "Map(String, Float64)");
+        expected.extend_from_slice(&hex("0000000000000000"));
         column(&mut expected, "received_at", "DateTime64(3, 'UTC')");
         assert!(find(&block, &expected), "{}", to_hex(&block));
     }

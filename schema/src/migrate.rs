@@ -44,6 +44,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(11, "0011_first_seen.sql"),
     migration!(12, "0012_retire_user_activity.sql"),
     migration!(13, "0013_layer_changes.sql"),
+    migration!(20, "0020_ingest_cost.sql"),
 ];
 
 const CREATE_SCHEMA_MIGRATIONS: &str = "CREATE TABLE IF NOT EXISTS schema_migrations
