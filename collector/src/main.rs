@@ -6,6 +6,9 @@ use std::process::ExitCode;
 use growth_collector::{Cli, Command};
 use growth_schema::service::{ServiceCli, init_logging, shutdown_signal};
 
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     init_logging();
