@@ -70,6 +70,10 @@ struct Args {
     /// steady refresh and the raw-events queries (a separate, untimed pass).
     #[arg(long)]
     peak_memory: bool,
+    /// Time only the steady refreshes (interleaved), not the cold refresh, the SQL
+    /// path or raw events: the quick check of "four times the history" on kept sets.
+    #[arg(long)]
+    steady_only: bool,
     /// Scrapers start together instead of at phases spread over the pause (to show
     /// what synchronized scrapers cost).
     #[arg(long)]
@@ -473,6 +477,9 @@ where
     Ok(peaks)
 }
 
+/// A measurement left out (`--steady-only`).
+const NOT_RUN: &str = "not run";
+
 /// One data set of the run: its database and what was measured on it.
 struct Set {
     label: String,
@@ -557,8 +564,8 @@ async fn main() -> anyhow::Result<()> {
             load_s,
             steady: Vec::new(),
             cold: Duration::ZERO,
-            in_sql: Err("not run".to_owned()),
-            raw: Err("not run".to_owned()),
+            in_sql: Err(NOT_RUN.to_owned()),
+            raw: Err(NOT_RUN.to_owned()),
             previous: None,
             load_average: String::new(),
         });
@@ -567,7 +574,7 @@ async fn main() -> anyhow::Result<()> {
     // What grows with the data: a fresh aggregator's first refresh, the metrics
     // counted in SQL, raw events. A failure (e.g. the 1 GiB query memory cap of the
     // SQL path at 10M users) is reported, not fatal.
-    for s in &mut sets {
+    for s in sets.iter_mut().filter(|_| !args.steady_only) {
         let new_source = || MetricsSource::new(s.client.clone(), Duration::from_secs(600));
         s.cold = median(runs, || async {
             compute(&new_source(), &defs, Utc::now()).await?;
@@ -651,11 +658,12 @@ async fn main() -> anyhow::Result<()> {
         let steady = median_of(&s.steady);
         let or_failed = |r: &Result<Duration, String>| match r {
             Ok(d) => format!("{:.0}", ms(*d)),
+            Err(e) if e == NOT_RUN => "–".to_owned(),
             Err(e) => format!("failed: {}", e.chars().take(80).collect::<String>()),
         };
         let ratio = |d: Duration| match &s.raw {
-            Ok(raw) => format!("{:.1}×", raw.as_secs_f64() / d.as_secs_f64()),
-            Err(_) => "–".to_owned(),
+            Ok(raw) if !d.is_zero() => format!("{:.1}×", raw.as_secs_f64() / d.as_secs_f64()),
+            _ => "–".to_owned(),
         };
         rows.push(format!(
             "| {} | {} | {} | {:.0} | {dau} | **{:.0}** | {:.0} | {} | {} | {} | **{}** | {} | {cache_mib:.1} | {checked} | {} |",
