@@ -429,10 +429,9 @@ impl Active {
 /// in the soak; now the memory is there from the start and stays flat.
 struct RecentDigests {
     set: std::collections::HashSet<u128>,
+    /// The digests in `set`, oldest at `head`, as many as `set` holds.
     ring: Vec<(u128, std::time::Instant)>,
-    /// Index of the oldest digest in `ring`.
     head: usize,
-    len: usize,
 }
 
 impl Default for RecentDigests {
@@ -441,7 +440,6 @@ impl Default for RecentDigests {
             set: std::collections::HashSet::with_capacity(RECENT_MAX),
             ring: vec![(0, std::time::Instant::now()); RECENT_MAX],
             head: 0,
-            len: 0,
         }
     }
 }
@@ -456,18 +454,21 @@ impl RecentDigests {
             return;
         }
         let now = std::time::Instant::now();
-        while self.len > 0 {
+        while !self.set.is_empty() {
             let (old, at) = self.ring[self.head];
-            if self.len < RECENT_MAX && now.duration_since(at) < RECENT_WINDOW {
+            if self.len() < RECENT_MAX && now.duration_since(at) < RECENT_WINDOW {
                 break;
             }
             self.set.remove(&old);
             self.head = (self.head + 1) % RECENT_MAX;
-            self.len -= 1;
         }
+        let slot = (self.head + self.len()) % RECENT_MAX;
+        self.ring[slot] = (digest, now);
         self.set.insert(digest);
-        self.ring[(self.head + self.len) % RECENT_MAX] = (digest, now);
-        self.len += 1;
+    }
+
+    fn len(&self) -> usize {
+        self.set.len()
     }
 }
 
@@ -654,7 +655,7 @@ mod tests {
         for digest in 0..RECENT_MAX as u128 + 10 {
             recent.remember(digest);
         }
-        assert_eq!(recent.len, RECENT_MAX);
+        assert_eq!(recent.len(), RECENT_MAX);
         assert_eq!(recent.set.len(), RECENT_MAX);
         assert!(!recent.contains(9), "the ten oldest are forgotten");
         assert!(recent.contains(10));

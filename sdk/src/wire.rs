@@ -61,18 +61,15 @@ pub(crate) fn put_varint_field(buf: &mut Vec<u8>, field: u32, value: u64) {
 pub(crate) fn frame_in_place(buf: &mut [u8], field: u32) -> usize {
     debug_assert!(field < 16, "one key byte");
     let len = buf.len() - FRAME_RESERVE;
-    // Key (one byte) and length varint, on the stack: no allocation.
-    let mut frame = [0u8; 11];
-    frame[0] = ((field << 3) | WireType::LengthDelimited as u32) as u8;
-    let mut written = 1;
-    let mut value = len as u64;
-    while value >= 0x80 {
-        frame[written] = (value as u8) | 0x80;
-        value >>= 7;
-        written += 1;
-    }
-    frame[written] = value as u8;
-    written += 1;
+    // Key and length on the stack (no allocation), through prost's encoder: once
+    // per record, so its out-of-line loop costs nothing here.
+    let mut frame = [0u8; 16];
+    let written = {
+        let mut slot: &mut [u8] = &mut frame;
+        prost::encoding::encode_key(field, WireType::LengthDelimited, &mut slot);
+        prost::encoding::encode_varint(len as u64, &mut slot);
+        16 - slot.len()
+    };
     // Records are bounded far below 2 MiB (see `record`), so the frame fits.
     let written = written.min(FRAME_RESERVE);
     let start = FRAME_RESERVE - written;
