@@ -9,6 +9,11 @@
 //! 0, 0, 0, 1, 1, 2, 3, 7, 14, 30 after signup, capped at today), a user's events of a
 //! day in one or two ten-minute sessions, five event names, three sources.
 //!
+//! Refreshes timed: "steady" (every interval of a running aggregator, a collector
+//! batch of today before each), "restart" (the first refresh of a new aggregator that
+//! finds the day cache its predecessor saved in `--state-dir`), "cold" (the first
+//! refresh with nothing saved), beside the metrics counted in SQL and from raw events.
+//!
 //! ```sh
 //! scripts/clickhouse start --http-port 18123 --tcp-port 19000 --data-dir /tmp/bench-ch
 //! cargo run --release -p growth-aggregator --example refresh_bench -- \
@@ -25,6 +30,7 @@ use clickhouse::sql::Identifier;
 use growth_aggregator::access::AccessPolicy;
 use growth_aggregator::config::Cli;
 use growth_aggregator::dashboard::{DashboardSettings, DashboardState};
+use growth_aggregator::day_store::DayStore;
 use growth_aggregator::definitions::{MetricDefinitions, RefreshPlan, Window};
 use growth_aggregator::http::{AppState, layered, listen, no_delay, router};
 use growth_aggregator::queries::MetricsSource;
@@ -78,6 +84,10 @@ struct Args {
     /// what synchronized scrapers cost).
     #[arg(long)]
     synchronized_scrapers: bool,
+    /// Where the "restart" aggregators keep their day cache (`--state-dir`; one file
+    /// per set, removed at the end unless --keep).
+    #[arg(long, default_value = "/tmp/refresh-bench-state")]
+    state_dir: std::path::PathBuf,
 }
 
 async fn median<F, Fut>(runs: usize, mut f: F) -> anyhow::Result<Duration>
@@ -492,6 +502,8 @@ struct Set {
     source: MetricsSource,
     steady: Vec<Duration>,
     cold: Duration,
+    /// The first refresh of an aggregator that finds the day cache its predecessor saved.
+    restart: Duration,
     in_sql: Result<Duration, String>,
     raw: Result<Duration, String>,
     previous: Option<Duration>,
@@ -564,6 +576,7 @@ async fn main() -> anyhow::Result<()> {
             load_s,
             steady: Vec::new(),
             cold: Duration::ZERO,
+            restart: Duration::ZERO,
             in_sql: Err(NOT_RUN.to_owned()),
             raw: Err(NOT_RUN.to_owned()),
             previous: None,
@@ -578,6 +591,18 @@ async fn main() -> anyhow::Result<()> {
         let new_source = || MetricsSource::new(s.client.clone(), Duration::from_secs(600));
         s.cold = median(runs, || async {
             compute(&new_source(), &defs, Utc::now()).await?;
+            Ok(())
+        })
+        .await?;
+        // Restart: an aggregator saves its days, a new one starts on them.
+        let (state_dir, database) = (args.state_dir.clone(), s.database.clone());
+        let saving_source = || new_source().with_state_dir(&state_dir, &database);
+        let _ = std::fs::remove_file(DayStore::new(&state_dir, &database).path());
+        let first = saving_source();
+        compute(&first, &defs, Utc::now()).await?;
+        first.flush_day_store(&defs, Utc::now()).await;
+        s.restart = median(runs, || async {
+            compute(&saving_source(), &defs, Utc::now()).await?;
             Ok(())
         })
         .await?;
@@ -644,6 +669,15 @@ async fn main() -> anyhow::Result<()> {
                 "the day cache and the SQL path disagree on {}",
                 s.label
             );
+            if !args.steady_only {
+                let restarted = MetricsSource::new(s.client.clone(), Duration::from_secs(600))
+                    .with_state_dir(&args.state_dir, &s.database);
+                anyhow::ensure!(
+                    compute(&restarted, &defs, now).await? == checked,
+                    "a restart on the saved day cache and the SQL path disagree on {}",
+                    s.label
+                );
+            }
             "✓"
         } else {
             "not checked"
@@ -666,17 +700,19 @@ async fn main() -> anyhow::Result<()> {
             _ => "–".to_owned(),
         };
         rows.push(format!(
-            "| {} | {} | {} | {:.0} | {dau} | **{:.0}** | {:.0} | {} | {} | {} | **{}** | {} | {cache_mib:.1} | {checked} | {} |",
+            "| {} | {} | {} | {:.0} | {dau} | **{:.0}** | **{:.0}** | {:.0} | {} | {} | {} | **{}** | **{}** | {} | {cache_mib:.1} | {checked} | {} |",
             s.users,
             s.users * 10,
             s.days,
             s.load_s,
             ms(steady),
+            ms(s.restart),
             ms(s.cold),
             or_failed(&s.in_sql),
             s.previous.map_or("–".to_owned(), |p| format!("{:.0}", ms(p))),
             or_failed(&s.raw),
             ratio(steady),
+            ratio(s.restart),
             ratio(s.cold),
             s.load_average
         ));
@@ -732,6 +768,7 @@ async fn main() -> anyhow::Result<()> {
         last_state = Some(state);
     }
     if !args.keep {
+        let _ = std::fs::remove_dir_all(&args.state_dir);
         for s in &sets {
             server
                 .query("DROP DATABASE IF EXISTS ?")
@@ -741,9 +778,11 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     println!(
-        "| users | events | days | load (s) | DAU | refresh, steady (ms) | refresh, cold (ms) | counted in SQL (ms) | first layer (ms) | raw events (ms) | raw / steady | raw / cold | day cache (MiB) | cache = SQL | load average |"
+        "| users | events | days | load (s) | DAU | refresh, steady (ms) | refresh, restart (ms) | refresh, cold (ms) | counted in SQL (ms) | first layer (ms) | raw events (ms) | raw / steady | raw / restart | raw / cold | day cache (MiB) | cache = SQL | load average |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|");
+    println!(
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|"
+    );
     for r in rows {
         println!("{r}");
     }

@@ -1,7 +1,7 @@
 //! The refresh's memory of past days: for each calendar day (in the configured zone)
 //! the sorted user keys of each app's active users and of its new users (the day's
-//! cohort), kept between refreshes and asked of ClickHouse again only for today and
-//! for the days that changed.
+//! cohort), kept between refreshes — and across restarts ([`crate::day_store`]) —
+//! and asked of ClickHouse again only for today and for the days that changed.
 //!
 //! Why: every metric a refresh reports is a count over these sets. DAU/WAU/MAU are
 //! sizes of unions of day sets, a cohort's size is the size of its set, retention on
@@ -9,28 +9,28 @@
 //! Computing them in SQL every refresh re-reads and re-hashes every row of the 60
 //! days of windows and the 38 cohorts (millions of rows at a million users) although
 //! only today moved. Here a steady refresh reads today's users, the change markers
-//! (`layer_changes`, a few thousand rows) and whatever day a late event touched,
-//! then counts in memory; the unions of past days are kept too.
+//! (`layer_changes`, a few thousand rows), the layer's parts (`system.parts`, a few
+//! dozen rows) and whatever day a late event or a deletion touched, then counts in
+//! memory; the unions of past days are kept too.
 //!
 //! Exactness: a day is read again when its marker (rows ever written into the layer
 //! for its quarter-hours) changed, and once more at the next refresh, in case the
-//! marker became visible before the rows it counts. Today is read every refresh.
+//! marker became visible before the rows it counts; and when the deletion check
+//! ([`crate::layer_parts`]) finds its month partition changed by anything but an
+//! insert (a mutation, a dropped part, a TTL). Today is read every refresh.
 //! Everything is dropped and read afresh when the timezone or the active-event set
-//! differs, and every [`REBUILD_AFTER`], so that deletions (which write no marker)
-//! show within that time.
-
+//! differs. Never on a timer.
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use chrono::{Days, NaiveDate};
 use chrono_tz::Tz;
 
-use crate::definitions::{MetricDefinitions, RefreshPlan};
+use crate::day_store::{DayStore, SavedDay, SavedDays};
+use crate::definitions::{MetricDefinitions, RefreshPlan, days_range};
+use crate::layer_parts::LayerParts;
 use crate::queries::{ActiveUsers, CohortSize, DayUsers, Layer, MetricsSource, Retained};
-
-/// Everything is read afresh this often, whatever the markers say.
-pub const REBUILD_AFTER: Duration = Duration::from_secs(3600);
 
 /// Days asked in one query: bounds a query's memory and lets a slow first refresh
 /// keep what it read if it is cut short.
@@ -63,11 +63,20 @@ struct Union {
 #[derive(Default)]
 pub struct DaySets {
     built_for: Option<(Tz, Vec<String>)>,
-    built_at: Option<Instant>,
     next_version: u64,
     activity: BTreeMap<NaiveDate, Day>,
     members: BTreeMap<NaiveDate, Day>,
     unions: HashMap<(String, NaiveDate, NaiveDate), Union>,
+    /// The layer's parts at the last refresh: the deletion check compares with them.
+    parts: Option<LayerParts>,
+    /// Where the days are kept across restarts (none: memory only).
+    store: Option<DayStore>,
+    /// The store was read (once, at the first refresh).
+    loaded: bool,
+    /// A past day changed since the store was last written.
+    dirty: bool,
+    /// The write in progress, if any (one at a time, off the runtime).
+    writing: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// What a refresh needs from the layer, as the SQL path returns it.
@@ -111,21 +120,35 @@ fn needed_days(
 }
 
 impl DaySets {
+    /// A cache kept across restarts in `store`.
+    pub fn with_store(store: DayStore) -> Self {
+        Self {
+            store: Some(store),
+            ..Self::default()
+        }
+    }
+
     /// Reads from ClickHouse what changed since the last refresh (everything the first
-    /// time): today, and every needed day whose marker moved.
+    /// time, unless the store holds the days): today, every needed day whose marker
+    /// moved, and every cached day of a partition the deletion check names.
     pub async fn update(
         &mut self,
         source: &MetricsSource,
         defs: &MetricDefinitions,
         plan: &RefreshPlan,
     ) -> clickhouse::error::Result<()> {
+        if !self.loaded {
+            self.loaded = true;
+            self.load(defs).await;
+        }
         let built_for = Some((defs.timezone, defs.active_events.clone()));
-        if self.built_for != built_for || self.built_at.is_none_or(|t| t.elapsed() > REBUILD_AFTER)
-        {
+        if self.built_for != built_for {
             *self = DaySets {
                 built_for,
-                built_at: Some(Instant::now()),
                 next_version: self.next_version,
+                store: self.store.take(),
+                loaded: true,
+                writing: self.writing.take(),
                 ..DaySets::default()
             };
         }
@@ -134,17 +157,18 @@ impl DaySets {
         self.activity.retain(|d, _| activity_days.contains(d));
         self.members.retain(|d, _| member_days.contains(d));
 
-        // Today is read every refresh, so it goes alongside the markers (one round trip
-        // in a steady refresh). Other days: markers first, so rows that land after
-        // this read are caught by the next refresh.
+        // Today is read every refresh, so it goes alongside the markers and the parts
+        // (one round trip in a steady refresh). Other days: markers and parts first, so
+        // rows that land or go after this read are caught by the next refresh.
         let first = activity_days
             .first()
             .copied()
             .unwrap_or(today)
             .min(member_days.first().copied().unwrap_or(today));
         let just_today = [today];
-        let (markers, today_active, today_new) = tokio::try_join!(
+        let (markers, parts, today_active, today_new) = tokio::try_join!(
             source.layer_markers(defs, first, today),
+            source.layer_parts(),
             source.active_day_users(defs, &just_today),
             source.cohort_day_users(defs, &just_today),
         )?;
@@ -157,6 +181,7 @@ impl DaySets {
                 day.unsettled = true;
             }
         }
+        self.check_deletions(defs, parts);
         let empty = BTreeMap::new();
         let stale = |days: &BTreeSet<NaiveDate>, cached: &BTreeMap<NaiveDate, Day>, layer| {
             days.iter()
@@ -205,9 +230,151 @@ impl DaySets {
             let (layer, days, read) = done.map_err(|e| {
                 clickhouse::error::Error::Custom(format!("reading days failed: {e}"))
             })??;
-            self.store(layer, &days, read, &markers);
+            // Only past days are read here: what the store keeps.
+            if self.store(layer, &days, read, &markers) {
+                self.dirty = true;
+            }
         }
+        self.save(defs, today);
         Ok(())
+    }
+
+    /// Marks for reading every cached day of a partition changed by anything other
+    /// than an insert since the last refresh ([`crate::layer_parts`]).
+    fn check_deletions(&mut self, defs: &MetricDefinitions, parts: LayerParts) {
+        let Some(before) = self.parts.replace(parts) else {
+            return; // nothing cached was read before these parts
+        };
+        let Some(now) = &self.parts else { return };
+        for (layer, changed) in now.changes_since(&before) {
+            let days = match layer {
+                Layer::Activity => &mut self.activity,
+                Layer::FirstSeen => &mut self.members,
+            };
+            let mut marked = 0;
+            for (d, day) in days.iter_mut() {
+                if !day.unsettled && changed.touches(&days_range(defs.timezone, *d, *d)) {
+                    day.unsettled = true;
+                    marked += 1;
+                }
+            }
+            if marked > 0 {
+                self.dirty = true;
+                tracing::info!(
+                    ?layer,
+                    days = marked,
+                    ?changed,
+                    "layer rows deleted or rewritten; reading those days again"
+                );
+            }
+        }
+    }
+
+    /// At the first refresh: takes the days the store kept, if they were read for
+    /// this timezone and active-event set. Anything unusable is logged and ignored.
+    async fn load(&mut self, defs: &MetricDefinitions) {
+        let Some(store) = self.store.clone() else {
+            return;
+        };
+        let started = Instant::now();
+        let path = store.path();
+        let saved = match tokio::task::spawn_blocking(move || store.load()).await {
+            Ok(Ok(Some(saved))) => saved,
+            Ok(Ok(None)) => return,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "ignoring the saved day cache; reading every day");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the saved day cache failed");
+                return;
+            }
+        };
+        if saved.timezone != defs.timezone.name() || saved.active_events != defs.active_events {
+            tracing::info!(
+                path = %path.display(),
+                timezone = saved.timezone,
+                active_events = ?saved.active_events,
+                "the saved day cache was read for another timezone or active-event set; reading every day"
+            );
+            return;
+        }
+        let days = saved.days.len();
+        for d in saved.days {
+            self.next_version += 1;
+            let day = Day {
+                marker: d.marker,
+                unsettled: d.unsettled,
+                version: self.next_version,
+                users: d.users,
+            };
+            match d.layer {
+                Layer::Activity => self.activity.insert(d.day, day),
+                Layer::FirstSeen => self.members.insert(d.day, day),
+            };
+        }
+        self.parts = Some(saved.parts);
+        self.built_for = Some((defs.timezone, defs.active_events.clone()));
+        tracing::info!(
+            path = %path.display(),
+            days,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "loaded the saved day cache"
+        );
+    }
+
+    /// Writes the past days to the store when one changed, off the runtime; one write
+    /// at a time (a change during a write is written at the next refresh).
+    fn save(&mut self, defs: &MetricDefinitions, today: NaiveDate) {
+        let Some(store) = self.store.clone() else {
+            return;
+        };
+        if !self.dirty || self.writing.as_ref().is_some_and(|w| !w.is_finished()) {
+            return;
+        }
+        self.dirty = false;
+        let days = |layer, days: &BTreeMap<NaiveDate, Day>| {
+            days.iter()
+                .filter(|(d, _)| **d != today)
+                .map(|(d, day)| SavedDay {
+                    layer,
+                    day: *d,
+                    unsettled: day.unsettled,
+                    marker: day.marker.clone(),
+                    users: day.users.clone(),
+                })
+                .collect::<Vec<_>>()
+        };
+        let mut saved_days = days(Layer::Activity, &self.activity);
+        saved_days.extend(days(Layer::FirstSeen, &self.members));
+        let saved = SavedDays {
+            timezone: defs.timezone.name().to_owned(),
+            active_events: defs.active_events.clone(),
+            parts: self.parts.clone().unwrap_or_default(),
+            days: saved_days,
+        };
+        self.writing = Some(tokio::task::spawn_blocking(move || {
+            let started = Instant::now();
+            match store.save(&saved) {
+                Ok(bytes) => tracing::debug!(
+                    bytes,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "saved the day cache"
+                ),
+                Err(e) => tracing::warn!(error = %e, "cannot save the day cache"),
+            }
+        }));
+    }
+
+    /// Waits for the write in progress and writes what changed since (the benchmark
+    /// and tests, before they start another aggregator on the same store).
+    pub async fn flush(&mut self, defs: &MetricDefinitions, today: NaiveDate) {
+        for _ in 0..2 {
+            if let Some(w) = self.writing.take() {
+                let _ = w.await;
+            }
+            self.save(defs, today);
+        }
     }
 
     /// Counts the metrics of `plan` from the cached days (after [`DaySets::update`]).
@@ -279,14 +446,16 @@ impl DaySets {
             .sum::<usize>()
     }
 
-    /// Replaces the days of `chunk` in `layer` with what was read.
+    /// Replaces the days of `chunk` in `layer` with what was read; true when a
+    /// day's users, marker or settledness changed.
     fn store(
         &mut self,
         layer: Layer,
         chunk: &[NaiveDate],
         read: Vec<DayUsers>,
         markers: &HashMap<(Layer, NaiveDate), BTreeMap<String, u64>>,
-    ) {
+    ) -> bool {
+        let mut changed = false;
         let mut by_day: BTreeMap<NaiveDate, BTreeMap<String, Users>> = BTreeMap::new();
         for r in read {
             let mut users = r.users;
@@ -318,6 +487,8 @@ impl DaySets {
             };
             // A first read (cold) trusts its marker; a changed one is read once more.
             let unsettled = changed_marker && previous.is_some();
+            changed |= previous
+                .is_none_or(|p| changed_marker || p.unsettled != unsettled || p.version != version);
             days.insert(
                 *d,
                 Day {
@@ -328,6 +499,7 @@ impl DaySets {
                 },
             );
         }
+        changed
     }
 
     fn users(&self, layer: Layer, app: &str, day: NaiveDate) -> Users {

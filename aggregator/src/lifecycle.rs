@@ -97,7 +97,8 @@ impl Aggregator {
         }
         tracing::info!(%addr, timezone = config.definitions.timezone.name(), refresh = ?config.refresh_interval, "serving /metrics, /admin/metrics, /admin/metrics.txt, /api/v1, /healthz, /readyz");
 
-        let source = MetricsSource::new(config.clickhouse.client(), config.query_timeout);
+        let source = MetricsSource::new(config.clickhouse.client(), config.query_timeout)
+            .with_state_dir(&config.state_dir, &config.clickhouse.database);
         let state = AppState::new(config.clone(), source.clone());
         refresh_once(&source, &config, &state.cache, &state.health).await;
         let dashboard = DashboardState {

@@ -16,10 +16,12 @@ use chrono::{DateTime, NaiveDate, Utc};
 use clickhouse::Client;
 use clickhouse::sql::Identifier;
 use growth_schema::tables::{EVENT_COUNTS, FIRST_SEEN_CHANGES, LAYER_CHANGES, USER_QUARTER_HOURS};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::day_sets::DaySets;
+use crate::day_store::DayStore;
 use crate::definitions::{MetricDefinitions, RefreshPlan, Window, days_range};
+use crate::layer_parts::LayerParts;
 use crate::totals::TotalsCache;
 
 /// Running total of one event in one app.
@@ -73,7 +75,8 @@ pub struct DayUsers {
 }
 
 /// A table of the layer whose days [`DaySets`] caches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Layer {
     /// `user_quarter_hours`: who was active when.
     Activity,
@@ -143,6 +146,27 @@ impl MetricsSource {
             day_sets: Default::default(),
             totals: Default::default(),
         }
+    }
+
+    /// Keeps the day cache across restarts in `dir` ([`crate::day_store`]); the file
+    /// is per `database`.
+    pub fn with_state_dir(mut self, dir: &std::path::Path, database: &str) -> Self {
+        self.day_sets = std::sync::Arc::new(tokio::sync::Mutex::new(DaySets::with_store(
+            DayStore::new(dir, database),
+        )));
+        self
+    }
+
+    /// Waits until the day cache is written (for a benchmark or a test that starts
+    /// another aggregator on the same `--state-dir`).
+    pub async fn flush_day_store(&self, defs: &MetricDefinitions, now: DateTime<Utc>) {
+        let today = defs.plan(now).today;
+        self.day_sets.lock().await.flush(defs, today).await;
+    }
+
+    /// The active parts of the layer tables, for the deletion check ([`crate::layer_parts`]).
+    pub async fn layer_parts(&self) -> clickhouse::error::Result<LayerParts> {
+        LayerParts::read(&self.client).await
     }
 
     /// Events per app and name, ever, summing again only the months that changed
