@@ -345,10 +345,26 @@ impl Collector {
 pub struct Aggregator {
     pub process: Running,
     pub url: String,
+    /// Its `--state-dir` (where it keeps its day cache across restarts).
+    pub state_dir: PathBuf,
+    /// How it was started, to start it again on the same port and state.
+    args: Vec<String>,
+}
+
+/// A fresh `--state-dir` for one aggregator (removed first if it exists).
+pub fn temp_state_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join("growth-e2e").join(format!(
+        "state-{name}-{}-{}",
+        std::process::id(),
+        free_port()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
 }
 
 impl Aggregator {
-    /// Starts the aggregator with a 1s refresh and the given extra flags.
+    /// Starts the aggregator with a 1s refresh, its own `--state-dir` (unless the
+    /// extra flags name one) and the given extra flags.
     pub async fn start(database: &str, extra: &[&str]) -> Self {
         let port = free_port();
         let mut args: Vec<String> = [
@@ -364,13 +380,46 @@ impl Aggregator {
         .iter()
         .map(|s| s.to_string())
         .collect();
+        let state_dir = match extra.iter().position(|a| *a == "--state-dir") {
+            Some(i) => PathBuf::from(extra.get(i + 1).copied().unwrap_or_default()),
+            None => {
+                let dir = temp_state_dir(database);
+                args.extend(["--state-dir".to_owned(), dir.to_string_lossy().into_owned()]);
+                dir
+            }
+        };
         args.extend(extra.iter().map(|s| s.to_string()));
-        let mut process = Running::start("growth-aggregator", &args, &[]);
         let url = format!("http://127.0.0.1:{port}");
+        let process = Self::launch(&args, &url).await;
+        Self {
+            process,
+            url,
+            state_dir,
+            args,
+        }
+    }
+
+    async fn launch(args: &[String], url: &str) -> Running {
+        let mut process = Running::start("growth-aggregator", args, &[]);
         process
             .wait_ready(&format!("{url}/healthz"), Duration::from_secs(60))
             .await;
-        Self { process, url }
+        process
+    }
+
+    /// Stops it with SIGTERM and waits for the exit (up to 20 s).
+    pub fn stop(&mut self) {
+        self.process.signal("TERM");
+        if self.process.wait_exit(Duration::from_secs(20)).is_none() {
+            self.process.kill();
+        }
+    }
+
+    /// Starts it again with the same flags, port and state directory (after
+    /// [`Aggregator::stop`]); the new process logs to a new file.
+    pub async fn start_again(&mut self) {
+        self.process.kill();
+        self.process = Self::launch(&self.args, &self.url).await;
     }
 
     /// The body of `/metrics` once it is served, parsed.
