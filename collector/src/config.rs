@@ -133,11 +133,13 @@ pub struct RunArgs {
     pub spool_segment_bytes: usize,
 
     /// Rows that make a batch: an insert starts as soon as this many rows are spooled.
-    #[arg(long, value_name = "ROWS", env = "GROWTH_BATCH_MAX_ROWS", default_value_t = 200_000, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+    /// Under load --batch-max-delay sets the size (one insert a second); this and
+    /// --batch-max-bytes only cap it, e.g. while a backlog drains.
+    #[arg(long, value_name = "ROWS", env = "GROWTH_BATCH_MAX_ROWS", default_value_t = 400_000, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
     pub batch_max_rows: u32,
 
     /// Bytes (RowBinary) that make a batch, whichever of rows and bytes comes first.
-    #[arg(long, value_name = "BYTES", env = "GROWTH_BATCH_MAX_BYTES", default_value = "32MiB", value_parser = parse_size)]
+    #[arg(long, value_name = "BYTES", env = "GROWTH_BATCH_MAX_BYTES", default_value = "64MiB", value_parser = parse_size)]
     pub batch_max_bytes: usize,
 
     /// Longest a spooled row waits for its batch to fill before it is inserted anyway
@@ -262,8 +264,8 @@ pub struct BatchConfig {
 impl Default for BatchConfig {
     fn default() -> Self {
         Self {
-            max_rows: 200_000,
-            max_bytes: 32 << 20,
+            max_rows: 400_000,
+            max_bytes: 64 << 20,
             max_delay: Duration::from_secs(1),
         }
     }

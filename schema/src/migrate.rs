@@ -45,6 +45,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(12, "0012_retire_user_activity.sql"),
     migration!(13, "0013_layer_changes.sql"),
     migration!(20, "0020_ingest_cost.sql"),
+    migration!(21, "0021_fewer_merges.sql"),
 ];
 
 const CREATE_SCHEMA_MIGRATIONS: &str = "CREATE TABLE IF NOT EXISTS schema_migrations

@@ -38,6 +38,18 @@ async fn migrations_are_idempotent_commented_and_isolated() {
         "columns without COMMENT: {uncommented_columns:?}"
     );
 
+    // Merges of `events` take at least 20 parts (0021): fewer rewrites of each row.
+    let events_engine: String = server
+        .query("SELECT engine_full FROM system.tables WHERE database = ? AND name = 'events'")
+        .bind(&a)
+        .fetch_one()
+        .await
+        .expect("events engine");
+    assert!(
+        events_engine.contains("min_parts_to_merge_at_once = 20"),
+        "{events_engine}"
+    );
+
     // A row in one database is invisible from the other, views included.
     clickhouse(&a)
         .query("INSERT INTO events (app, event, event_time, user_hash, source, properties, numbers, received_at) VALUES ('iso', 'e', now64(3), ?, '', map(), map(), now64(3))")
