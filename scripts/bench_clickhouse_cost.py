@@ -7,13 +7,14 @@ embedded ClickHouse of its own and passes its URL and server pid. Prints Markdow
 The data: 1,024,000 finance-app events shaped like `scripts/bench-ingest`'s
 (expense_logged 55 % with amount/category/currency, four other events, 100,000 users,
 5 % anonymous, a unique `bench.seq` property, times in the last ten minutes), made by
-ClickHouse itself and sent as six Native inserts of 170,667 rows, as the collector's
-one-insert-a-second batches arrive, with the collector's insert settings.
+ClickHouse itself and sent as six Native inserts of 170,667 rows (`--inserts` to change),
+as the collector's one-insert-a-second batches arrive, with the collector's insert
+settings.
 
 For each schema variant (a fresh database with the migrations, then the variant's
-statements): merges stopped, the six inserts (CPU-s of the server process around each
+statements): merges stopped, the inserts (CPU-s of the server process around each
 insert: the insert into `events` and every view it feeds); then `OPTIMIZE TABLE events
-FINAL` (merging the six parts of `events` into one, whatever the merge settings would
+FINAL` (merging the parts of `events` into one, whatever the merge settings would
 choose); then merges started one view table at a time until its parts stop changing.
 The server's idle CPU is subtracted.
 A view's cost is the difference between all views and all but that one.
@@ -194,7 +195,7 @@ def run_variant(server, name, migrations, extra, batches, idle):
             f"SELECT table, sum(rows) FROM system.parts WHERE database = '{db}' AND active GROUP BY table"
         ).splitlines()
     )
-    # `events` first, all six parts into one, whatever the merge settings would choose.
+    # `events` first, all its parts into one, whatever the merge settings would choose.
     merged, before, t0 = server.merged_rows(), server.cpu(), time.time()
     server.query(f"SYSTEM START MERGES {db}.events")
     server.query("OPTIMIZE TABLE events FINAL", database=db)
@@ -220,6 +221,7 @@ def run_variant(server, name, migrations, extra, batches, idle):
 
 
 def main():
+    global INSERTS
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--clickhouse-url", required=True)
     ap.add_argument("--clickhouse-pid", type=int, required=True)
@@ -227,7 +229,9 @@ def main():
     ap.add_argument("--before", type=int, default=13, help="last migration of the 'before' schema (default 13)")
     ap.add_argument("--rounds", type=int, default=1, help="repeat every variant, report the lowest (default 1)")
     ap.add_argument("--no-views-breakdown", action="store_true", help="only before / after / after without views")
+    ap.add_argument("--inserts", type=int, default=INSERTS, help=f"inserts the events are split into (default {INSERTS})")
     a = ap.parse_args()
+    INSERTS = a.inserts
 
     server = Server(a.clickhouse_url, a.clickhouse_pid)
     files = sorted(glob.glob(os.path.join(a.migrations, "[0-9][0-9][0-9][0-9]_*.sql")))
@@ -257,7 +261,7 @@ def main():
 
     m = ROWS / 1e6
     print(f"\nServer idle CPU subtracted: {idle:.3f} CPU-s a second. CPU-s per million events ({ROWS} in {INSERTS} inserts).\n")
-    print("| schema | inserts (events + views) | `events`: its six parts merged (per M rows merged) | the views' tables: their merges | `events` on disk (MiB) |")
+    print(f"| schema | inserts (events + views) | `events`: its {INSERTS} parts merged (per M rows merged) | the views' tables: their merges | `events` on disk (MiB) |")
     print("|---|---:|---|---:|---:|")
     for r in results:
         merges = ", ".join(
