@@ -27,7 +27,7 @@ use std::time::Instant;
 use chrono::{Days, NaiveDate};
 use chrono_tz::Tz;
 
-use crate::day_store::{DayStore, SavedDay, SavedDays};
+use crate::day_store::{DayStore, SavedDay, SavedDays, SavedUnion};
 use crate::definitions::{MetricDefinitions, RefreshPlan, days_range};
 use crate::layer_parts::LayerParts;
 use crate::queries::{ActiveUsers, CohortSize, DayUsers, Layer, MetricsSource, Retained};
@@ -235,7 +235,6 @@ impl DaySets {
                 self.dirty = true;
             }
         }
-        self.save(defs, today);
         Ok(())
     }
 
@@ -313,6 +312,17 @@ impl DaySets {
                 Layer::FirstSeen => self.members.insert(d.day, day),
             };
         }
+        // A union is valid for the days it was built from, now under new versions.
+        for u in saved.unions {
+            let versions = self.versions(u.first, u.last);
+            self.unions.insert(
+                (u.app, u.first, u.last),
+                Union {
+                    versions,
+                    users: u.users,
+                },
+            );
+        }
         self.parts = Some(saved.parts);
         self.built_for = Some((defs.timezone, defs.active_events.clone()));
         tracing::info!(
@@ -323,9 +333,11 @@ impl DaySets {
         );
     }
 
-    /// Writes the past days to the store when one changed, off the runtime; one write
-    /// at a time (a change during a write is written at the next refresh).
-    fn save(&mut self, defs: &MetricDefinitions, today: NaiveDate) {
+    /// Writes the past days (and the unions built from them) to the store when one
+    /// changed, off the runtime; one write at a time (a change during a write is
+    /// written at the next refresh). Called after [`DaySets::count`], so the unions
+    /// of a first build go with it.
+    pub fn save(&mut self, defs: &MetricDefinitions, today: NaiveDate) {
         let Some(store) = self.store.clone() else {
             return;
         };
@@ -347,11 +359,23 @@ impl DaySets {
         };
         let mut saved_days = days(Layer::Activity, &self.activity);
         saved_days.extend(days(Layer::FirstSeen, &self.members));
+        let unions = self
+            .unions
+            .iter()
+            .filter(|((_, first, last), u)| u.versions == self.versions(*first, *last))
+            .map(|((app, first, last), u)| SavedUnion {
+                app: app.clone(),
+                first: *first,
+                last: *last,
+                users: u.users.clone(),
+            })
+            .collect();
         let saved = SavedDays {
             timezone: defs.timezone.name().to_owned(),
             active_events: defs.active_events.clone(),
             parts: self.parts.clone().unwrap_or_default(),
             days: saved_days,
+            unions,
         };
         self.writing = Some(tokio::task::spawn_blocking(move || {
             let started = Instant::now();
@@ -513,13 +537,19 @@ impl DaySets {
             .unwrap_or_default()
     }
 
+    /// The versions of the active days `first..=last` (0: not cached).
+    fn versions(&self, first: NaiveDate, last: NaiveDate) -> Vec<u64> {
+        first
+            .iter_days()
+            .take_while(|d| *d <= last)
+            .map(|d| self.activity.get(&d).map_or(0, |x| x.version))
+            .collect()
+    }
+
     /// The union of `app`'s active days `first..=last`, cached while they stay the same.
     fn union(&mut self, app: &str, first: NaiveDate, last: NaiveDate) -> Users {
         let days: Vec<NaiveDate> = first.iter_days().take_while(|d| *d <= last).collect();
-        let versions: Vec<u64> = days
-            .iter()
-            .map(|d| self.activity.get(d).map_or(0, |x| x.version))
-            .collect();
+        let versions = self.versions(first, last);
         let key = (app.to_owned(), first, last);
         if let Some(u) = self.unions.get(&key).filter(|u| u.versions == versions) {
             return u.users.clone();

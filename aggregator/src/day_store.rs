@@ -9,9 +9,9 @@
 //! ClickHouse what the file costs the disk.
 //!
 //! The format, hand-written because it is two things: a JSON header (serde_json)
-//! naming every set (layer, day, app, length) with what validates it (database,
-//! timezone, active-event set, each day's marker, the parts the deletion check saw),
-//! then every set's sorted user keys as little-endian `u64` in header order, then a
+//! naming every set (layer, day, app, length; then the window unions built from
+//! them) with what validates it (database, timezone, active-event set, each day's
+//! marker, the parts the deletion check saw), then every set's sorted user keys as little-endian `u64` in header order, then a
 //! CRC-32 of all the bytes before it. A generic serializer would encode the same
 //! arrays element by element; these are written and read as one slice each.
 //! Written atomically (temporary file, fsync, rename, fsync of the directory), so a
@@ -61,6 +61,16 @@ pub struct SavedDay {
     pub users: BTreeMap<String, Arc<Vec<u64>>>,
 }
 
+/// The union of one app's active users over the days `first..=last`, as built from
+/// the saved days (so the first count after a load need not build it again).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SavedUnion {
+    pub app: String,
+    pub first: NaiveDate,
+    pub last: NaiveDate,
+    pub users: Arc<Vec<u64>>,
+}
+
 /// The cache and what it was read for.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SavedDays {
@@ -69,6 +79,7 @@ pub struct SavedDays {
     /// The deletion check's view of the layer at the last refresh.
     pub parts: LayerParts,
     pub days: Vec<SavedDay>,
+    pub unions: Vec<SavedUnion>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -78,6 +89,16 @@ struct Header {
     active_events: Vec<String>,
     parts: LayerParts,
     days: Vec<DayHeader>,
+    /// Their keys follow the days' keys, in this order.
+    unions: Vec<UnionHeader>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct UnionHeader {
+    app: String,
+    first: String,
+    last: String,
+    len: u64,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -170,21 +191,33 @@ fn encode(saved: &SavedDays, database: &str) -> Vec<u8> {
                     .collect(),
             })
             .collect(),
+        unions: saved
+            .unions
+            .iter()
+            .map(|u| UnionHeader {
+                app: u.app.clone(),
+                first: u.first.to_string(),
+                last: u.last.to_string(),
+                len: u.users.len() as u64,
+            })
+            .collect(),
     };
     // Serializing plain strings and numbers cannot fail.
     let json = serde_json::to_vec(&header).unwrap_or_default();
-    let keys: usize = saved
-        .days
-        .iter()
-        .flat_map(|d| d.users.values())
-        .map(|u| u.len())
-        .sum();
+    let sets = || {
+        saved
+            .days
+            .iter()
+            .flat_map(|d| d.users.values())
+            .chain(saved.unions.iter().map(|u| &u.users))
+    };
+    let keys: usize = sets().map(|u| u.len()).sum();
     let mut out = Vec::with_capacity(MAGIC.len() + 12 + json.len() + keys * 8 + 4);
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&FORMAT.to_le_bytes());
     out.extend_from_slice(&(json.len() as u64).to_le_bytes());
     out.extend_from_slice(&json);
-    for users in saved.days.iter().flat_map(|d| d.users.values()) {
+    for users in sets() {
         for k in users.iter() {
             out.extend_from_slice(&k.to_le_bytes());
         }
@@ -230,24 +263,29 @@ fn decode(bytes: &[u8], database: &str) -> Result<SavedDays, String> {
             .map_err(|e| format!("day {:?}: {e}", d.day))?;
         let mut users = BTreeMap::new();
         for (app, n) in d.apps {
-            let n = usize::try_from(n).map_err(|_| "set too long")?;
-            let bytes = n.checked_mul(8).filter(|b| *b <= keys.len());
-            let (set, rest) = keys.split_at(bytes.ok_or("fewer keys than the header says")?);
-            keys = rest;
-            let set: Vec<u64> = set
-                .chunks_exact(8)
-                .map(|c| u64::from_le_bytes(c.try_into().unwrap_or_default()))
-                .collect();
-            if !set.windows(2).all(|w| w[0] < w[1]) {
-                return Err(format!("{day} {app}: keys not sorted"));
-            }
-            users.insert(app, Arc::new(set));
+            let set = take_keys(&mut keys, n).map_err(|e| format!("{day} {app}: {e}"))?;
+            users.insert(app, set);
         }
         days.push(SavedDay {
             layer: d.layer,
             day,
             unsettled: d.unsettled,
             marker: d.marker,
+            users,
+        });
+    }
+    let mut unions = Vec::with_capacity(header.unions.len());
+    for u in header.unions {
+        let date = |s: &str| {
+            s.parse::<NaiveDate>()
+                .map_err(|e| format!("union day {s:?}: {e}"))
+        };
+        let (first, last) = (date(&u.first)?, date(&u.last)?);
+        let users = take_keys(&mut keys, u.len).map_err(|e| format!("union of {}: {e}", u.app))?;
+        unions.push(SavedUnion {
+            app: u.app,
+            first,
+            last,
             users,
         });
     }
@@ -259,7 +297,27 @@ fn decode(bytes: &[u8], database: &str) -> Result<SavedDays, String> {
         active_events: header.active_events,
         parts: header.parts,
         days,
+        unions,
     })
+}
+
+/// The next `n` keys of `keys`, which must be sorted and distinct.
+fn take_keys(keys: &mut &[u8], n: u64) -> Result<Arc<Vec<u64>>, String> {
+    let bytes = usize::try_from(n)
+        .ok()
+        .and_then(|n| n.checked_mul(8))
+        .filter(|b| *b <= keys.len())
+        .ok_or("fewer keys than the header says")?;
+    let (set, rest) = keys.split_at(bytes);
+    *keys = rest;
+    let set: Vec<u64> = set
+        .chunks_exact(8)
+        .map(|c| u64::from_le_bytes(c.try_into().unwrap_or_default()))
+        .collect();
+    if !set.windows(2).all(|w| w[0] < w[1]) {
+        return Err("keys not sorted".into());
+    }
+    Ok(Arc::new(set))
 }
 
 fn take<const N: usize>(bytes: &[u8]) -> Result<([u8; N], &[u8]), String> {
@@ -299,6 +357,12 @@ mod tests {
                     users: BTreeMap::from([("app".into(), Arc::new(vec![7, 9]))]),
                 },
             ],
+            unions: vec![SavedUnion {
+                app: "app".into(),
+                first: day("2026-11-25"),
+                last: day("2026-12-01"),
+                users: Arc::new(vec![1, 2, 5, u64::MAX]),
+            }],
         }
     }
 
@@ -318,6 +382,7 @@ mod tests {
         assert_eq!(store.load().expect("load"), Some(saved.clone()));
         let mut newer = saved;
         newer.days.pop();
+        newer.unions.clear();
         store.save(&newer).expect("save again");
         assert_eq!(store.load().expect("load"), Some(newer));
         // Another database's file is another file.

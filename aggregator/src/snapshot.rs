@@ -90,9 +90,14 @@ pub async fn compute(
     // timeout leaves it to finish, and the cache whole for the next refresh.
     let counts = {
         let (defs, plan) = (defs.clone(), plan.clone());
-        tokio::task::spawn_blocking(move || sets.count(&defs, &plan))
-            .await
-            .map_err(|e| clickhouse::error::Error::Custom(format!("counting failed: {e}")))?
+        tokio::task::spawn_blocking(move || {
+            let counts = sets.count(&defs, &plan);
+            // Starts a write of the past days when one changed (the write runs apart).
+            sets.save(&defs, plan.today);
+            counts
+        })
+        .await
+        .map_err(|e| clickhouse::error::Error::Custom(format!("counting failed: {e}")))?
     };
     Ok(assemble(defs, plan, now, totals, counts))
 }
