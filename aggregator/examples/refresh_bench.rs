@@ -12,7 +12,10 @@
 //! Refreshes timed: "steady" (every interval of a running aggregator, a collector
 //! batch of today before each), "restart" (the first refresh of a new aggregator that
 //! finds the day cache its predecessor saved in `--state-dir`), "cold" (the first
-//! refresh with nothing saved), beside the metrics counted in SQL and from raw events.
+//! refresh with nothing saved), "after an erasure" (the refresh after one user's rows
+//! left the layer tables: the deletion check re-reads that user's months), beside the
+//! metrics counted in SQL and from raw events. Every result is checked against the
+//! metrics counted in SQL ("cache = SQL", after the erasure and after a restart).
 //!
 //! ```sh
 //! scripts/clickhouse start --http-port 18123 --tcp-port 19000 --data-dir /tmp/bench-ch
@@ -504,6 +507,8 @@ struct Set {
     cold: Duration,
     /// The first refresh of an aggregator that finds the day cache its predecessor saved.
     restart: Duration,
+    /// The refresh after one user's rows were deleted from the layer (an erasure).
+    erased: Option<Duration>,
     in_sql: Result<Duration, String>,
     raw: Result<Duration, String>,
     previous: Option<Duration>,
@@ -577,6 +582,7 @@ async fn main() -> anyhow::Result<()> {
             steady: Vec::new(),
             cold: Duration::ZERO,
             restart: Duration::ZERO,
+            erased: None,
             in_sql: Err(NOT_RUN.to_owned()),
             raw: Err(NOT_RUN.to_owned()),
             previous: None,
@@ -654,6 +660,31 @@ async fn main() -> anyhow::Result<()> {
     }
     let steady_load_average = load_average();
 
+    // An erasure: one user active yesterday leaves the layer (a lightweight DELETE and a
+    // mutation, not timed); the next refresh re-reads the months that user was in.
+    for s in sets.iter_mut().filter(|_| !args.steady_only) {
+        let key: Option<u64> = s
+            .client
+            .query("SELECT user_key FROM user_quarter_hours WHERE bucket >= now() - INTERVAL 1 DAY LIMIT 1")
+            .fetch_optional()
+            .await?;
+        let Some(key) = key else { continue };
+        s.client
+            .query("DELETE FROM user_quarter_hours WHERE user_key = ?")
+            .bind(key)
+            .execute()
+            .await?;
+        s.client
+            .query("ALTER TABLE first_seen_changes DELETE WHERE user_key = ?")
+            .bind(key)
+            .with_setting("mutations_sync", "1")
+            .execute()
+            .await?;
+        let t = Instant::now();
+        compute(&s.source, &defs, Utc::now()).await?;
+        s.erased = Some(t.elapsed());
+    }
+
     let mut rows = Vec::new();
     let mut sizes_table = Vec::new();
     let mut memory_table = Vec::new();
@@ -700,13 +731,14 @@ async fn main() -> anyhow::Result<()> {
             _ => "–".to_owned(),
         };
         rows.push(format!(
-            "| {} | {} | {} | {:.0} | {dau} | **{:.0}** | **{:.0}** | {:.0} | {} | {} | {} | **{}** | **{}** | {} | {cache_mib:.1} | {checked} | {} |",
+            "| {} | {} | {} | {:.0} | {dau} | **{:.0}** | **{:.0}** | {} | {:.0} | {} | {} | {} | **{}** | **{}** | {} | {cache_mib:.1} | {checked} | {} |",
             s.users,
             s.users * 10,
             s.days,
             s.load_s,
             ms(steady),
             ms(s.restart),
+            s.erased.map_or("–".to_owned(), |e| format!("{:.0}", ms(e))),
             ms(s.cold),
             or_failed(&s.in_sql),
             s.previous.map_or("–".to_owned(), |p| format!("{:.0}", ms(p))),
@@ -778,10 +810,10 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     println!(
-        "| users | events | days | load (s) | DAU | refresh, steady (ms) | refresh, restart (ms) | refresh, cold (ms) | counted in SQL (ms) | first layer (ms) | raw events (ms) | raw / steady | raw / restart | raw / cold | day cache (MiB) | cache = SQL | load average |"
+        "| users | events | days | load (s) | DAU | refresh, steady (ms) | refresh, restart (ms) | refresh after an erasure (ms) | refresh, cold (ms) | counted in SQL (ms) | first layer (ms) | raw events (ms) | raw / steady | raw / restart | raw / cold | day cache (MiB) | cache = SQL | load average |"
     );
     println!(
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|"
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|"
     );
     for r in rows {
         println!("{r}");
