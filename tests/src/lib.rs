@@ -460,6 +460,16 @@ pub struct Sample {
     pub value: f64,
 }
 
+/// A series' labels as [`Exposition`] keys them: owned pairs, sorted by name.
+pub fn labels(pairs: &[(&str, String)]) -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
+    v.sort();
+    v
+}
+
 /// A parsed Prometheus text exposition (the subset the aggregator writes).
 #[derive(Debug, Clone, Default)]
 pub struct Exposition {

@@ -18,7 +18,7 @@ use std::time::Duration;
 use chrono::{DateTime, Timelike, Utc};
 use clickhouse::sql::Identifier;
 use common::{PlannedEvent, send_with_sdk};
-use growth_e2e::{Aggregator, Collector, Exposition, clickhouse, unique_database};
+use growth_e2e::{Aggregator, Collector, Exposition, clickhouse, labels, unique_database};
 
 const APP: &str = "finbrain";
 
@@ -59,15 +59,6 @@ async fn send(collector: &Collector, events: Vec<PlannedEvent>) {
         n
     );
     collector.settled().await;
-}
-
-fn labels(pairs: &[(&str, String)]) -> Vec<(String, String)> {
-    let mut v: Vec<(String, String)> = pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.clone()))
-        .collect();
-    v.sort();
-    v
 }
 
 /// What the test looks at: cohort sizes, D1 ratios of the cohorts, active users.

@@ -15,7 +15,9 @@ use std::time::Duration;
 use chrono::{DateTime, Days, NaiveDate, TimeZone, Timelike, Utc};
 use chrono_tz::Tz;
 use common::{PlannedEvent, send_with_sdk};
-use growth_e2e::{Aggregator, Collector, Exposition, Rng, clickhouse, eventually, unique_database};
+use growth_e2e::{
+    Aggregator, Collector, Exposition, Rng, clickhouse, eventually, labels, unique_database,
+};
 
 const APP: &str = "finbrain";
 const EVENTS: [&str; 5] = [
@@ -81,15 +83,6 @@ struct Expected {
     cohort_users: BTreeMap<Vec<(String, String)>, f64>,
     retention: BTreeMap<Vec<(String, String)>, f64>,
     totals: BTreeMap<Vec<(String, String)>, f64>,
-}
-
-fn labels(pairs: &[(&str, String)]) -> Vec<(String, String)> {
-    let mut v: Vec<(String, String)> = pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.clone()))
-        .collect();
-    v.sort();
-    v
 }
 
 fn expected(
