@@ -39,7 +39,9 @@ use anyhow::{Context as _, anyhow, bail, ensure};
 use bytes::Bytes;
 use chrono::Utc;
 use clap::{Parser, ValueEnum};
-use growth_collector::map::{MapRules, map_request};
+use growth_collector::auth::AppAccess;
+use growth_collector::map::{MapRules, Mapper, map_request};
+use growth_collector::receiver::decode::{DecodeLimits, protobuf, protobuf_visit};
 use growth_collector::{Cli, Collector};
 use growth_schema::service::ServiceCli;
 use growth_schema::user_hash::UserHasher;
@@ -466,6 +468,22 @@ fn mapping_section(args: &Args) -> anyhow::Result<()> {
             let decoded = ExportLogsServiceRequest::decode(black_box(mix_bytes.as_slice()))
                 .unwrap_or_default();
             black_box(map_request(&decoded, &keyed_rules, Utc::now())).received
+        }),
+    );
+    let limits = DecodeLimits::default();
+    step(
+        "intake before: bounded decode (walk + prost) + `map_request`, mix".into(),
+        rate(runs, t, || {
+            let decoded = protobuf(black_box(mix_bytes.as_slice()), &limits).unwrap_or_default();
+            black_box(map_request(&decoded, &keyed_rules, Utc::now())).received
+        }),
+    );
+    step(
+        "intake now: `protobuf_visit` + `Mapper` (read in place), mix".into(),
+        rate(runs, t, || {
+            let mut mapper = Mapper::new(&keyed_rules, &AppAccess::All, Utc::now());
+            let read = protobuf_visit(black_box(mix_bytes.as_slice()), &limits, &mut mapper);
+            black_box(read.map_or(0, |()| mapper.finish().received))
         }),
     );
     let ids: Vec<String> = (0..1000)

@@ -64,6 +64,7 @@ pub mod rowbinary;
 pub mod rows;
 pub mod spool;
 pub mod telemetry;
+pub mod view;
 pub mod writer;
 
 #[cfg(test)]

@@ -25,9 +25,8 @@ use growth_schema::limits;
 use growth_schema::tables::EventRow;
 use growth_schema::user_hash::{UserHash, UserHasher};
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
-use opentelemetry_proto::tonic::common::v1::KeyValue;
-use opentelemetry_proto::tonic::common::v1::any_value::Value;
-use opentelemetry_proto::tonic::logs::v1::LogRecord;
+
+use crate::view::{KeyValue, LogRecord, Value, Visitor};
 
 use crate::auth::AppAccess;
 use crate::privacy::{Privacy, properties_of};
@@ -247,36 +246,67 @@ pub fn map_request_as(
     access: &AppAccess,
     received_at: DateTime<Utc>,
 ) -> MappedRequest {
-    let mut out = MappedRequest::default();
-    for resource_logs in &request.resource_logs {
-        let resource_attributes = resource_logs
-            .resource
-            .as_ref()
-            .map_or(&[][..], |r| r.attributes.as_slice());
-        let app = app_of(resource_attributes).and_then(|app| {
-            if access.allows(app) {
+    let mut mapper = Mapper::new(rules, access, received_at);
+    crate::view::visit_request(request, &mut mapper);
+    mapper.finish()
+}
+
+/// Maps records as they are read ([`Visitor`]): the receivers feed it straight
+/// from a request's protobuf bytes, [`map_request_as`] from a decoded request.
+#[derive(Debug)]
+pub struct Mapper<'a, 'r> {
+    rules: &'r MapRules,
+    access: &'r AppAccess,
+    received_at: DateTime<Utc>,
+    /// The app of the current `ResourceLogs`.
+    app: Result<&'a str, RejectReason>,
+    out: MappedRequest,
+}
+
+impl<'a, 'r> Mapper<'a, 'r> {
+    /// A mapper for one request received at `received_at` from a sender that may
+    /// write the apps `access` allows.
+    pub fn new(rules: &'r MapRules, access: &'r AppAccess, received_at: DateTime<Utc>) -> Self {
+        Self {
+            rules,
+            access,
+            received_at,
+            app: Ok(UNKNOWN_APP),
+            out: MappedRequest::default(),
+        }
+    }
+
+    /// What became of the records seen.
+    pub fn finish(self) -> MappedRequest {
+        self.out
+    }
+}
+
+impl<'a> Visitor<'a> for Mapper<'a, '_> {
+    fn resource(&mut self, attributes: &[KeyValue<'a>]) {
+        self.app = app_of(attributes).and_then(|app| {
+            if self.access.allows(app) {
                 Ok(app)
             } else {
                 Err(RejectReason::AppNotAllowed)
             }
         });
-        for scope_logs in &resource_logs.scope_logs {
-            for record in &scope_logs.log_records {
-                out.received += 1;
-                match map_record(record, app, rules, received_at) {
-                    Mapped::Event(event) => {
-                        out.properties_dropped += event.properties_dropped;
-                        out.values_truncated += event.values_truncated;
-                        out.identifying_redacted += event.identifying_redacted;
-                        out.rows.push(event.row);
-                    }
-                    Mapped::NotGrowth => out.not_growth += 1,
-                    Mapped::Rejected(reason) => out.reject(reason),
-                }
+    }
+
+    fn record(&mut self, record: &LogRecord<'a, '_>) {
+        let out = &mut self.out;
+        out.received += 1;
+        match map_record(record, self.app, self.rules, self.received_at) {
+            Mapped::Event(event) => {
+                out.properties_dropped += event.properties_dropped;
+                out.values_truncated += event.values_truncated;
+                out.identifying_redacted += event.identifying_redacted;
+                out.rows.push(event.row);
             }
+            Mapped::NotGrowth => out.not_growth += 1,
+            Mapped::Rejected(reason) => out.reject(reason),
         }
     }
-    out
 }
 
 /// The outcome for one record.
@@ -296,12 +326,12 @@ struct MappedEvent {
 }
 
 fn map_record(
-    record: &LogRecord,
+    record: &LogRecord<'_, '_>,
     app: Result<&str, RejectReason>,
     rules: &MapRules,
     received_at: DateTime<Utc>,
 ) -> Mapped {
-    let attrs = record.attributes.as_slice();
+    let attrs = record.attributes;
     // Without an event name a record is some other log line: not ours to judge.
     let event = match event_name(record) {
         None => return Mapped::NotGrowth,
@@ -315,8 +345,8 @@ fn map_record(
 }
 
 fn build_event(
-    record: &LogRecord,
-    attrs: &[KeyValue],
+    record: &LogRecord<'_, '_>,
+    attrs: &[KeyValue<'_>],
     event: &str,
     app: Result<&str, RejectReason>,
     rules: &MapRules,
@@ -346,24 +376,23 @@ fn build_event(
 }
 
 /// The first attribute named `key`.
-fn attribute<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a Value> {
+fn attribute<'s, 'a>(attrs: &'s [KeyValue<'a>], key: &str) -> Option<&'s Value<'a>> {
     attrs
         .iter()
         .find(|kv| kv.key == key)
         .and_then(|kv| kv.value.as_ref())
-        .and_then(|v| v.value.as_ref())
 }
 
 /// `LogRecord.event_name`, else the `event.name` attribute; `None` when neither names one.
-fn event_name(record: &LogRecord) -> Option<Result<&str, RejectReason>> {
+fn event_name<'a>(record: &LogRecord<'a, '_>) -> Option<Result<&'a str, RejectReason>> {
     let name = if record.event_name.is_empty() {
-        match attribute(&record.attributes, attributes::EVENT_NAME)? {
-            Value::StringValue(s) if s.is_empty() => return None,
-            Value::StringValue(s) => s.as_str(),
+        match attribute(record.attributes, attributes::EVENT_NAME)? {
+            Value::StringValue("") => return None,
+            Value::StringValue(s) => *s,
             _ => return Some(Err(RejectReason::InvalidEventName)),
         }
     } else {
-        record.event_name.as_str()
+        record.event_name
     };
     Some(
         if limits::is_valid_name(name, limits::MAX_EVENT_NAME_BYTES) {
@@ -375,19 +404,19 @@ fn event_name(record: &LogRecord) -> Option<Result<&str, RejectReason>> {
 }
 
 /// The resource's `service.name`, [`UNKNOWN_APP`] when it has none.
-fn app_of(resource_attributes: &[KeyValue]) -> Result<&str, RejectReason> {
+fn app_of<'a>(resource_attributes: &[KeyValue<'a>]) -> Result<&'a str, RejectReason> {
     match attribute(resource_attributes, attributes::SERVICE_NAME) {
         None => Ok(UNKNOWN_APP),
-        Some(Value::StringValue(s)) if s.is_empty() => Ok(UNKNOWN_APP),
-        Some(Value::StringValue(s)) if limits::is_valid_name(s, limits::MAX_APP_BYTES) => Ok(s),
+        Some(Value::StringValue("")) => Ok(UNKNOWN_APP),
+        Some(Value::StringValue(s)) if limits::is_valid_name(s, limits::MAX_APP_BYTES) => Ok(*s),
         Some(_) => Err(RejectReason::InvalidApp),
     }
 }
 
 /// `user.hash` if present, else `user.id` hashed, else anonymous (`None`).
-fn user_of(attrs: &[KeyValue], hasher: &UserHasher) -> Result<Option<UserHash>, RejectReason> {
+fn user_of(attrs: &[KeyValue<'_>], hasher: &UserHasher) -> Result<Option<UserHash>, RejectReason> {
     match attribute(attrs, attributes::USER_HASH) {
-        Some(Value::StringValue(s)) if s.is_empty() => {}
+        Some(Value::StringValue("")) => {}
         Some(Value::StringValue(s)) => {
             return UserHash::parse(s)
                 .map(Some)
@@ -398,7 +427,7 @@ fn user_of(attrs: &[KeyValue], hasher: &UserHasher) -> Result<Option<UserHash>, 
     }
     match attribute(attrs, attributes::USER_ID) {
         None => Ok(None),
-        Some(Value::StringValue(id)) if id.is_empty() => Ok(None),
+        Some(Value::StringValue("")) => Ok(None),
         Some(Value::StringValue(id)) if id.len() <= limits::MAX_USER_ID_BYTES => {
             Ok(Some(hasher.hash(id)))
         }
@@ -408,17 +437,20 @@ fn user_of(attrs: &[KeyValue], hasher: &UserHasher) -> Result<Option<UserHash>, 
 }
 
 /// The `source` attribute, empty when absent.
-fn source_of(attrs: &[KeyValue]) -> Result<&str, RejectReason> {
+fn source_of<'a>(attrs: &[KeyValue<'a>]) -> Result<&'a str, RejectReason> {
     match attribute(attrs, attributes::SOURCE) {
         None => Ok(""),
-        Some(Value::StringValue(s)) if s.is_empty() => Ok(""),
-        Some(Value::StringValue(s)) if limits::is_valid_name(s, limits::MAX_SOURCE_BYTES) => Ok(s),
+        Some(Value::StringValue("")) => Ok(""),
+        Some(Value::StringValue(s)) if limits::is_valid_name(s, limits::MAX_SOURCE_BYTES) => Ok(*s),
         Some(_) => Err(RejectReason::InvalidSource),
     }
 }
 
 /// `time_unix_nano`, else `observed_time_unix_nano`, else the receive time.
-fn time_of(record: &LogRecord, received_at: DateTime<Utc>) -> Result<DateTime<Utc>, RejectReason> {
+fn time_of(
+    record: &LogRecord<'_, '_>,
+    received_at: DateTime<Utc>,
+) -> Result<DateTime<Utc>, RejectReason> {
     let nanos = [record.time_unix_nano, record.observed_time_unix_nano]
         .into_iter()
         .find(|n| *n != 0);

@@ -1,8 +1,9 @@
 //! One test (or a few) per row of the event contract in DESIGN.md.
 
 use super::*;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, ArrayValue, KeyValueList};
-use opentelemetry_proto::tonic::logs::v1::{ResourceLogs, ScopeLogs};
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, ArrayValue, KeyValue, KeyValueList};
+use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 
 // Shortly after the records' own times (1_700_000_000…), within the default window.

@@ -17,11 +17,10 @@
 
 use hashbrown::HashSet;
 
+use crate::view::{KeyValue, Value};
 use growth_schema::attributes;
 use growth_schema::limits::{self, truncate_to};
 use growth_schema::user_hash::UserHasher;
-use opentelemetry_proto::tonic::common::v1::KeyValue;
-use opentelemetry_proto::tonic::common::v1::any_value::Value;
 
 /// What becomes of an identifying attribute's value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -78,28 +77,37 @@ pub(crate) struct Properties {
     pub redacted: u64,
 }
 
+/// Up to this many attributes, repeated keys are found without a set.
+const SCAN_KEYS_UP_TO: usize = 32;
+
 /// Every non-reserved attribute as text (first occurrence of a key, at most
 /// `MAX_PROPERTIES`), the integer and finite double ones again as numbers, and
 /// identifying values hashed or dropped.
 pub(crate) fn properties_of(
-    attrs: &[KeyValue],
+    attrs: &[KeyValue<'_>],
     privacy: &Privacy,
     hasher: &UserHasher,
 ) -> Properties {
     let mut out = Properties::default();
-    let mut seen: HashSet<&str> = HashSet::new();
+    // Few attributes (the usual case): a repeated key is found by looking back,
+    // without a set per record; many: a set, so a hostile record stays linear.
+    let mut seen: Option<HashSet<&str>> = (attrs.len() > SCAN_KEYS_UP_TO).then(HashSet::new);
     let redactor = Redactor { privacy, hasher };
-    for kv in attrs {
-        let key = kv.key.as_str();
-        if attributes::is_reserved(key) || key.is_empty() || !seen.insert(key) {
+    for (i, kv) in attrs.iter().enumerate() {
+        let key = kv.key;
+        let repeated = match &mut seen {
+            Some(seen) => !seen.insert(key),
+            None => attrs[..i].iter().any(|earlier| earlier.key == key),
+        };
+        if attributes::is_reserved(key) || key.is_empty() || repeated {
             continue;
         }
         if out.text.len() >= limits::MAX_PROPERTIES || key.len() > limits::MAX_PROPERTY_KEY_BYTES {
             out.dropped += 1;
             continue;
         }
-        let value = kv.value.as_ref().and_then(|v| v.value.as_ref());
-        let text = if privacy.is_identifying(key) {
+        let value = kv.value.as_ref();
+        let mut text = if privacy.is_identifying(key) {
             out.redacted += 1;
             match privacy.action {
                 IdentifyingAction::Drop => continue,
@@ -117,11 +125,12 @@ pub(crate) fn properties_of(
                 .map(|v| redactor.text(v, limits::MAX_PROPERTY_VALUE_BYTES, &mut out.redacted))
                 .unwrap_or_default()
         };
-        let kept = truncate_to(&text, limits::MAX_PROPERTY_VALUE_BYTES);
-        if kept.len() < text.len() {
+        let kept = truncate_to(&text, limits::MAX_PROPERTY_VALUE_BYTES).len();
+        if kept < text.len() {
             out.truncated += 1;
+            text.truncate(kept);
         }
-        out.text.push((key.to_owned(), kept.to_owned()));
+        out.text.push((key.to_owned(), text));
     }
     out
 }
@@ -133,7 +142,7 @@ struct Redactor<'a> {
 
 impl Redactor<'_> {
     /// The hash of a value's whole text; empty stays empty (nobody to identify).
-    fn hash(&self, value: Option<&Value>) -> String {
+    fn hash(&self, value: Option<&Value<'_>>) -> String {
         let mut ignored = 0;
         let text = value
             .map(|v| self.text(v, usize::MAX, &mut ignored))
@@ -147,9 +156,9 @@ impl Redactor<'_> {
     /// A value as text: scalars as themselves, arrays and maps as JSON. JSON stops
     /// growing once past `limit` bytes (the caller cuts it there anyway), so a map of
     /// a million elements costs no million-element string.
-    fn text(&self, value: &Value, limit: usize, redacted: &mut u64) -> String {
+    fn text(&self, value: &Value<'_>, limit: usize, redacted: &mut u64) -> String {
         match value {
-            Value::StringValue(s) => s.clone(),
+            Value::StringValue(s) => (*s).to_owned(),
             Value::BoolValue(b) => b.to_string(),
             Value::IntValue(i) => i.to_string(),
             Value::DoubleValue(d) => double_text(*d),
@@ -165,7 +174,7 @@ impl Redactor<'_> {
 
     fn write_json(
         &self,
-        value: Option<&Value>,
+        value: Option<&Value<'_>>,
         out: &mut String,
         limit: usize,
         redacted: &mut u64,
@@ -183,26 +192,26 @@ impl Redactor<'_> {
             Value::BytesValue(b) => push_json_string(out, &hex::encode(b)),
             Value::ArrayValue(array) => {
                 out.push('[');
-                for (i, element) in array.values.iter().enumerate() {
+                for (i, element) in array.iter().enumerate() {
                     if out.len() > limit {
                         return;
                     }
                     if i > 0 {
                         out.push(',');
                     }
-                    self.write_json(element.value.as_ref(), out, limit, redacted);
+                    self.write_json(element.as_ref(), out, limit, redacted);
                 }
                 out.push(']');
             }
             Value::KvlistValue(list) => {
                 out.push('{');
                 let mut first = true;
-                for kv in &list.values {
+                for kv in list {
                     if out.len() > limit {
                         return;
                     }
-                    let value = kv.value.as_ref().and_then(|v| v.value.as_ref());
-                    let identifying = self.privacy.is_identifying(&kv.key);
+                    let value = kv.value.as_ref();
+                    let identifying = self.privacy.is_identifying(kv.key);
                     if identifying {
                         *redacted += 1;
                         if self.privacy.action == IdentifyingAction::Drop {
@@ -212,7 +221,7 @@ impl Redactor<'_> {
                     if !std::mem::take(&mut first) {
                         out.push(',');
                     }
-                    push_json_string(out, &kv.key);
+                    push_json_string(out, kv.key);
                     out.push(':');
                     if identifying {
                         push_json_string(out, &self.hash(value));
@@ -245,9 +254,15 @@ fn double_text(d: f64) -> String {
 
 #[cfg(test)]
 mod tests {
-    use opentelemetry_proto::tonic::common::v1::{AnyValue, ArrayValue, KeyValueList};
+    use opentelemetry_proto::tonic::common::v1::any_value::Value;
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, ArrayValue, KeyValue, KeyValueList};
 
     use super::*;
+
+    /// [`properties_of`] on decoded attributes.
+    fn properties_of(attrs: &[KeyValue], privacy: &Privacy, hasher: &UserHasher) -> Properties {
+        super::properties_of(&crate::view::key_values(attrs), privacy, hasher)
+    }
 
     fn kv(key: &str, value: Value) -> KeyValue {
         KeyValue {

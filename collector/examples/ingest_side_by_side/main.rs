@@ -188,6 +188,7 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     for &concurrency in &args.concurrency {
         for &system in &args.systems {
             eprintln!("… {} at concurrency {concurrency}", system.label());
+            clickhouse.wait_idle(Duration::from_secs(60)).await?;
             let running =
                 Running::start(system, &format!("c{concurrency}"), &programs, &clickhouse).await?;
             let outcome = measure(

@@ -150,6 +150,27 @@ impl ClickHouse {
         Ok(())
     }
 
+    /// Waits until the server has used less than 5 % of a core for two half-second
+    /// polls in a row (at most `limit`): the previous system's background work (its
+    /// merges, dropping its database) must not be charged to the next run, nor slow it.
+    pub async fn wait_idle(&self, limit: Duration) -> anyhow::Result<()> {
+        const POLL: Duration = Duration::from_millis(500);
+        let deadline = Instant::now() + limit;
+        let mut quiet = 0;
+        let mut before = cpu_seconds(self.pid)?;
+        while quiet < 2 && Instant::now() < deadline {
+            tokio::time::sleep(POLL).await;
+            let now = cpu_seconds(self.pid)?;
+            quiet = if now - before < 0.05 * POLL.as_secs_f64() {
+                quiet + 1
+            } else {
+                0
+            };
+            before = now;
+        }
+        Ok(())
+    }
+
     /// Runs a statement (DDL).
     pub async fn execute(&self, sql: &str) -> anyhow::Result<()> {
         self.client

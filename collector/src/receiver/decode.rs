@@ -68,6 +68,37 @@ pub fn protobuf(
     ExportLogsServiceRequest::decode(body).map_err(|e| DecodeError::Protobuf(e.to_string()))
 }
 
+/// Reads a protobuf request within `limits` without decoding it into owned
+/// structs: `visitor` gets each resource's attributes and each log record as
+/// slices of `body` ([`crate::view`]). This is the intake's path: it allocates
+/// nothing per string, only a `Vec` per nested array or map value (and those count
+/// against the limits). It accepts and refuses exactly what [`protobuf`] does, the
+/// limits included (though with another message when a request breaks both the
+/// wire format and a limit); `tests` compare the two on valid, truncated and
+/// corrupted requests. A refused request may have been partly visited.
+pub fn protobuf_visit<'a>(
+    body: &'a [u8],
+    limits: &DecodeLimits,
+    visitor: &mut impl crate::view::Visitor<'a>,
+) -> Result<(), DecodeError> {
+    borrowed::Reader::new(limits).request(body, visitor)
+}
+
+/// Counts the log records of a protobuf request, 0 when it does not decode (for
+/// the counters of a request turned away unread).
+pub fn count_records(body: &[u8]) -> u64 {
+    let limits = DecodeLimits {
+        max_records: usize::MAX,
+        max_values: usize::MAX,
+        max_depth: usize::MAX,
+    };
+    let mut budget = Budget::new(&limits);
+    match wire::walk_request(body, &mut budget) {
+        Ok(()) => budget.records as u64,
+        Err(_) => 0,
+    }
+}
+
 /// Decodes an OTLP/JSON request within `limits`.
 pub fn json(body: &[u8], limits: &DecodeLimits) -> Result<ExportLogsServiceRequest, DecodeError> {
     super::otlp_json::decode(body, limits)
@@ -161,7 +192,11 @@ mod wire {
 
     pub(super) fn measure(body: &[u8], limits: &DecodeLimits) -> Result<(), DecodeError> {
         let mut budget = Budget::new(limits);
-        walk(body, Kind::Request, 0, &mut budget)
+        walk_request(body, &mut budget)
+    }
+
+    pub(super) fn walk_request(body: &[u8], budget: &mut Budget) -> Result<(), DecodeError> {
+        walk(body, Kind::Request, 0, budget)
     }
 
     fn walk(
@@ -239,6 +274,442 @@ mod wire {
     fn skip(buf: &[u8], n: usize) -> Result<&[u8], DecodeError> {
         buf.get(n..)
             .ok_or_else(|| malformed("truncated fixed-width field"))
+    }
+
+    fn malformed(what: &str) -> DecodeError {
+        DecodeError::Protobuf(what.to_owned())
+    }
+}
+
+/// The borrowed reading of [`protobuf_visit`]: the OTLP logs schema, field by
+/// field, with prost's rules — a known field with the wrong wire type, a string
+/// that is not UTF-8, a varint of more than 64 bits, a field number 0 and a
+/// length past the end are errors; unknown fields are skipped; for a repeated
+/// field elements append, for a singular one the last wins, and a singular
+/// message or an `AnyValue` met twice is merged into the first. Groups (wire
+/// types 3 and 4) are refused, as the counting walk above refuses them. Written by
+/// hand because prost (and every maintained Rust protobuf crate that works on
+/// OTLP's generated types) decodes into owned `String`s and `Vec`s: at one sender,
+/// decoding and dropping those was a quarter of the collector's CPU.
+mod borrowed {
+    use super::{Budget, DecodeError, DecodeLimits};
+    use crate::view::{KeyValue, LogRecord, Value, Visitor};
+
+    const VARINT: u64 = 0;
+    const FIXED64: u64 = 1;
+    const LEN: u64 = 2;
+    const FIXED32: u64 = 5;
+
+    pub(super) struct Reader<'l, 'a> {
+        budget: Budget<'l>,
+        /// The current resource's attributes, reused.
+        resource: Vec<KeyValue<'a>>,
+        /// The current record's attributes, reused.
+        attributes: Vec<KeyValue<'a>>,
+    }
+
+    /// One field: its number and what it holds.
+    enum Field<'a> {
+        Varint(u64),
+        Fixed64(u64),
+        Fixed32(u32),
+        Len(&'a [u8]),
+    }
+
+    impl Field<'_> {
+        fn wire_type(&self) -> u64 {
+            match self {
+                Field::Varint(_) => VARINT,
+                Field::Fixed64(_) => FIXED64,
+                Field::Len(_) => LEN,
+                Field::Fixed32(_) => FIXED32,
+            }
+        }
+    }
+
+    /// The fields of one message, in order.
+    struct Fields<'a> {
+        buf: &'a [u8],
+    }
+
+    impl<'a> Fields<'a> {
+        fn next(&mut self) -> Result<Option<(u64, Field<'a>)>, DecodeError> {
+            if self.buf.is_empty() {
+                return Ok(None);
+            }
+            let key = varint(&mut self.buf)?;
+            if key > u64::from(u32::MAX) {
+                return Err(malformed("invalid key value"));
+            }
+            let (number, wire_type) = (key >> 3, key & 7);
+            if number == 0 {
+                return Err(malformed("field number 0"));
+            }
+            let field = match wire_type {
+                VARINT => Field::Varint(varint(&mut self.buf)?),
+                FIXED64 => {
+                    let (bytes, rest) = self
+                        .buf
+                        .split_first_chunk::<8>()
+                        .ok_or_else(|| malformed("truncated fixed-width field"))?;
+                    self.buf = rest;
+                    Field::Fixed64(u64::from_le_bytes(*bytes))
+                }
+                FIXED32 => {
+                    let (bytes, rest) = self
+                        .buf
+                        .split_first_chunk::<4>()
+                        .ok_or_else(|| malformed("truncated fixed-width field"))?;
+                    self.buf = rest;
+                    Field::Fixed32(u32::from_le_bytes(*bytes))
+                }
+                LEN => {
+                    let len = usize::try_from(varint(&mut self.buf)?)
+                        .map_err(|_| malformed("length overflows"))?;
+                    if len > self.buf.len() {
+                        return Err(malformed("truncated length-delimited field"));
+                    }
+                    let (inner, rest) = self.buf.split_at(len);
+                    self.buf = rest;
+                    Field::Len(inner)
+                }
+                _ => {
+                    return Err(malformed(
+                        "unsupported wire type (groups are not used by OTLP)",
+                    ));
+                }
+            };
+            Ok(Some((number, field)))
+        }
+    }
+
+    fn fields(buf: &[u8]) -> Fields<'_> {
+        Fields { buf }
+    }
+
+    fn wrong_wire_type(field: &Field<'_>) -> DecodeError {
+        DecodeError::Protobuf(format!(
+            "invalid wire type {} for a known field",
+            field.wire_type()
+        ))
+    }
+
+    fn len<'a>(field: Field<'a>) -> Result<&'a [u8], DecodeError> {
+        match field {
+            Field::Len(bytes) => Ok(bytes),
+            other => Err(wrong_wire_type(&other)),
+        }
+    }
+
+    fn text<'a>(field: Field<'a>) -> Result<&'a str, DecodeError> {
+        std::str::from_utf8(len(field)?)
+            .map_err(|_| malformed("invalid string value: data is not UTF-8 encoded"))
+    }
+
+    fn number(field: Field<'_>) -> Result<u64, DecodeError> {
+        match field {
+            Field::Varint(v) => Ok(v),
+            other => Err(wrong_wire_type(&other)),
+        }
+    }
+
+    fn fixed64(field: Field<'_>) -> Result<u64, DecodeError> {
+        match field {
+            Field::Fixed64(v) => Ok(v),
+            other => Err(wrong_wire_type(&other)),
+        }
+    }
+
+    fn fixed32(field: Field<'_>) -> Result<u32, DecodeError> {
+        match field {
+            Field::Fixed32(v) => Ok(v),
+            other => Err(wrong_wire_type(&other)),
+        }
+    }
+
+    impl<'l, 'a> Reader<'l, 'a> {
+        pub(super) fn new(limits: &'l DecodeLimits) -> Self {
+            Self {
+                budget: Budget::new(limits),
+                resource: Vec::new(),
+                attributes: Vec::new(),
+            }
+        }
+
+        pub(super) fn request(
+            mut self,
+            body: &'a [u8],
+            visitor: &mut impl Visitor<'a>,
+        ) -> Result<(), DecodeError> {
+            let mut fields = fields(body);
+            while let Some((number, field)) = fields.next()? {
+                if number == 1 {
+                    self.resource_logs(len(field)?, visitor)?;
+                }
+            }
+            Ok(())
+        }
+
+        /// The resource first, wherever it is in the message; then the records.
+        fn resource_logs(
+            &mut self,
+            buf: &'a [u8],
+            visitor: &mut impl Visitor<'a>,
+        ) -> Result<(), DecodeError> {
+            self.budget.value()?;
+            self.resource.clear();
+            let mut all = fields(buf);
+            while let Some((number, field)) = all.next()? {
+                match number {
+                    1 => self.resource_message(len(field)?)?,
+                    2 => {
+                        len(field)?;
+                    }
+                    3 => {
+                        text(field)?;
+                    }
+                    _ => {}
+                }
+            }
+            visitor.resource(&self.resource);
+            let mut scopes = fields(buf);
+            while let Some((number, field)) = scopes.next()? {
+                if number == 2 {
+                    self.scope_logs(len(field)?, visitor)?;
+                }
+            }
+            Ok(())
+        }
+
+        fn resource_message(&mut self, buf: &'a [u8]) -> Result<(), DecodeError> {
+            let mut all = fields(buf);
+            while let Some((number, field)) = all.next()? {
+                match number {
+                    1 => {
+                        let kv = self.key_value(len(field)?, 0)?;
+                        self.resource.push(kv);
+                    }
+                    2 => {
+                        number_of(field)?;
+                    }
+                    3 => self.entity_ref(len(field)?)?,
+                    _ => {}
+                }
+            }
+            Ok(())
+        }
+
+        fn entity_ref(&mut self, buf: &'a [u8]) -> Result<(), DecodeError> {
+            self.budget.value()?;
+            let mut all = fields(buf);
+            while let Some((number, field)) = all.next()? {
+                match number {
+                    1 | 2 => {
+                        text(field)?;
+                    }
+                    3 | 4 => {
+                        self.budget.value()?;
+                        text(field)?;
+                    }
+                    _ => {}
+                }
+            }
+            Ok(())
+        }
+
+        fn scope_logs(
+            &mut self,
+            buf: &'a [u8],
+            visitor: &mut impl Visitor<'a>,
+        ) -> Result<(), DecodeError> {
+            self.budget.value()?;
+            let mut all = fields(buf);
+            while let Some((number, field)) = all.next()? {
+                match number {
+                    1 => self.scope(len(field)?)?,
+                    2 => self.log_record(len(field)?, visitor)?,
+                    3 => {
+                        text(field)?;
+                    }
+                    _ => {}
+                }
+            }
+            Ok(())
+        }
+
+        fn scope(&mut self, buf: &'a [u8]) -> Result<(), DecodeError> {
+            let mut all = fields(buf);
+            while let Some((number, field)) = all.next()? {
+                match number {
+                    1 | 2 => {
+                        text(field)?;
+                    }
+                    3 => {
+                        self.key_value(len(field)?, 0)?;
+                    }
+                    4 => {
+                        number_of(field)?;
+                    }
+                    _ => {}
+                }
+            }
+            Ok(())
+        }
+
+        fn log_record(
+            &mut self,
+            buf: &'a [u8],
+            visitor: &mut impl Visitor<'a>,
+        ) -> Result<(), DecodeError> {
+            self.budget.record()?;
+            let mut attributes = std::mem::take(&mut self.attributes);
+            attributes.clear();
+            let mut record = LogRecord {
+                time_unix_nano: 0,
+                observed_time_unix_nano: 0,
+                event_name: "",
+                attributes: &[],
+            };
+            let mut all = fields(buf);
+            while let Some((number, field)) = all.next()? {
+                match number {
+                    1 => record.time_unix_nano = fixed64(field)?,
+                    11 => record.observed_time_unix_nano = fixed64(field)?,
+                    12 => record.event_name = text(field)?,
+                    6 => attributes.push(self.key_value(len(field)?, 0)?),
+                    2 | 7 => {
+                        number_of(field)?;
+                    }
+                    3 => {
+                        text(field)?;
+                    }
+                    // The body is not part of an event, but must be a valid AnyValue.
+                    5 => {
+                        let mut body = None;
+                        self.any_value(len(field)?, 0, &mut body)?;
+                    }
+                    8 => {
+                        fixed32(field)?;
+                    }
+                    9 | 10 => {
+                        len(field)?;
+                    }
+                    _ => {}
+                }
+            }
+            visitor.record(&LogRecord {
+                attributes: &attributes,
+                ..record
+            });
+            self.attributes = attributes;
+            Ok(())
+        }
+
+        fn key_value(&mut self, buf: &'a [u8], depth: usize) -> Result<KeyValue<'a>, DecodeError> {
+            self.budget.value()?;
+            let mut kv = KeyValue {
+                key: "",
+                value: None,
+            };
+            let mut all = fields(buf);
+            while let Some((number, field)) = all.next()? {
+                match number {
+                    1 => kv.key = text(field)?,
+                    2 => self.any_value(len(field)?, depth, &mut kv.value)?,
+                    3 => {
+                        number_of(field)?;
+                    }
+                    _ => {}
+                }
+            }
+            Ok(kv)
+        }
+
+        /// Merges an `AnyValue` message into `value`, as prost merges a message
+        /// met twice: a scalar replaces, an array or map of the same kind appends.
+        fn any_value(
+            &mut self,
+            buf: &'a [u8],
+            depth: usize,
+            value: &mut Option<Value<'a>>,
+        ) -> Result<(), DecodeError> {
+            self.budget.value()?;
+            self.budget.depth(depth)?;
+            let mut all = fields(buf);
+            while let Some((number, field)) = all.next()? {
+                match number {
+                    1 => *value = Some(Value::StringValue(text(field)?)),
+                    2 => *value = Some(Value::BoolValue(number_of(field)? != 0)),
+                    3 => *value = Some(Value::IntValue(number_of(field)? as i64)),
+                    4 => *value = Some(Value::DoubleValue(f64::from_bits(fixed64(field)?))),
+                    5 => {
+                        let buf = len(field)?;
+                        let depth = depth + 1;
+                        self.budget.depth(depth)?;
+                        if !matches!(value, Some(Value::ArrayValue(_))) {
+                            *value = Some(Value::ArrayValue(Vec::new()));
+                        }
+                        let mut elements = fields(buf);
+                        while let Some((number, field)) = elements.next()? {
+                            if number == 1 {
+                                let mut element = None;
+                                self.any_value(len(field)?, depth, &mut element)?;
+                                if let Some(Value::ArrayValue(array)) = value {
+                                    array.push(element);
+                                }
+                            }
+                        }
+                    }
+                    6 => {
+                        let buf = len(field)?;
+                        let depth = depth + 1;
+                        self.budget.depth(depth)?;
+                        if !matches!(value, Some(Value::KvlistValue(_))) {
+                            *value = Some(Value::KvlistValue(Vec::new()));
+                        }
+                        let mut entries = fields(buf);
+                        while let Some((number, field)) = entries.next()? {
+                            if number == 1 {
+                                let kv = self.key_value(len(field)?, depth)?;
+                                if let Some(Value::KvlistValue(list)) = value {
+                                    list.push(kv);
+                                }
+                            }
+                        }
+                    }
+                    7 => *value = Some(Value::BytesValue(len(field)?)),
+                    8 => *value = Some(Value::StringValueStrindex(number_of(field)? as i32)),
+                    _ => {}
+                }
+            }
+            Ok(())
+        }
+    }
+
+    fn number_of(field: Field<'_>) -> Result<u64, DecodeError> {
+        number(field)
+    }
+
+    /// A varint as prost reads it: at most ten bytes, the tenth at most 1.
+    fn varint(buf: &mut &[u8]) -> Result<u64, DecodeError> {
+        if let Some(&byte) = buf.first()
+            && byte < 0x80
+        {
+            *buf = &buf[1..];
+            return Ok(u64::from(byte));
+        }
+        let mut value = 0_u64;
+        for (i, &byte) in buf.iter().enumerate().take(10) {
+            if i == 9 && byte > 1 {
+                return Err(malformed("invalid varint"));
+            }
+            value |= u64::from(byte & 0x7f) << (7 * i);
+            if byte & 0x80 == 0 {
+                *buf = &buf[i + 1..];
+                return Ok(value);
+            }
+        }
+        Err(malformed("truncated or overlong varint"))
     }
 
     fn malformed(what: &str) -> DecodeError {
@@ -423,5 +894,377 @@ mod tests {
                 Err(DecodeError::Protobuf(_))
             ));
         }
+    }
+}
+
+/// [`protobuf_visit`] against the owned path it replaces on the intake
+/// ([`protobuf`], then [`crate::map::map_request_as`]): the same rows, counts and
+/// rejections for every request, and an error for exactly the same inputs.
+#[cfg(test)]
+mod borrowed_tests {
+    use std::collections::HashSet;
+    use std::sync::Arc;
+
+    use chrono::{DateTime, Utc};
+    use growth_schema::user_hash::UserHasher;
+    use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::any_value::Value;
+    use opentelemetry_proto::tonic::common::v1::{
+        AnyValue, ArrayValue, InstrumentationScope, KeyValue, KeyValueList,
+    };
+    use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use prost::Message as _;
+
+    use super::*;
+    use crate::auth::AppAccess;
+    use crate::map::{MapRules, MappedRequest, Mapper, map_request_as};
+    use crate::privacy::{IdentifyingAction, Privacy};
+
+    const NOW_NANOS: u64 = 1_700_000_100_000_000_000;
+
+    /// xorshift64*: reproducible without a dependency.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+        fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
+            items[self.below(items.len() as u64) as usize]
+        }
+    }
+
+    const KEYS: &[&str] = &[
+        "event.name",
+        "user.id",
+        "user.hash",
+        "source",
+        "amount",
+        "category",
+        "enduser.id",
+        "user.email",
+        "ctx",
+        "service.name",
+        "",
+        "k",
+    ];
+    const TEXTS: &[&str] = &[
+        "expense_logged",
+        "report_requested",
+        "tg-42",
+        "messenger",
+        "",
+        "groceries",
+        "finbrain",
+        "a\u{7}b",
+        "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0",
+    ];
+
+    fn value(rng: &mut Rng, depth: u32) -> Option<Value> {
+        Some(match rng.below(if depth > 2 { 6 } else { 9 }) {
+            0 => return None,
+            1 | 2 => Value::StringValue(rng.pick(TEXTS).to_owned()),
+            3 => Value::IntValue(rng.next() as i64 >> rng.below(64)),
+            4 => Value::DoubleValue(match rng.below(4) {
+                0 => f64::NAN,
+                1 => f64::INFINITY,
+                _ => rng.below(100_000) as f64 / 100.0,
+            }),
+            5 => Value::BoolValue(rng.below(2) == 0),
+            6 => Value::BytesValue(vec![0xff, 0, 7]),
+            7 => Value::ArrayValue(ArrayValue {
+                values: (0..rng.below(3))
+                    .map(|_| AnyValue {
+                        value: value(rng, depth + 1),
+                    })
+                    .collect(),
+            }),
+            _ => Value::KvlistValue(KeyValueList {
+                values: (0..rng.below(3))
+                    .map(|_| key_value(rng, depth + 1))
+                    .collect(),
+            }),
+        })
+    }
+
+    fn key_value(rng: &mut Rng, depth: u32) -> KeyValue {
+        KeyValue {
+            key: rng.pick(KEYS).to_owned(),
+            value: (rng.below(8) != 0).then(|| AnyValue {
+                value: value(rng, depth),
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn record(rng: &mut Rng) -> LogRecord {
+        let time = match rng.below(6) {
+            0 => 0,
+            1 => NOW_NANOS + 7_200_000_000_000,
+            2 => u64::MAX,
+            _ => NOW_NANOS - rng.below(40 * 86_400) * 1_000_000_000,
+        };
+        LogRecord {
+            time_unix_nano: time,
+            observed_time_unix_nano: if rng.below(2) == 0 { 0 } else { NOW_NANOS },
+            severity_number: rng.below(24) as i32,
+            severity_text: "INFO".into(),
+            event_name: if rng.below(3) == 0 {
+                String::new()
+            } else {
+                rng.pick(TEXTS).to_owned()
+            },
+            body: (rng.below(3) == 0).then(|| AnyValue {
+                value: value(rng, 0),
+            }),
+            attributes: (0..rng.below(8)).map(|_| key_value(rng, 0)).collect(),
+            flags: 1,
+            trace_id: vec![1; 16],
+            ..Default::default()
+        }
+    }
+
+    fn resource(rng: &mut Rng) -> Resource {
+        let mut attributes: Vec<KeyValue> = (0..rng.below(4)).map(|_| key_value(rng, 0)).collect();
+        if rng.below(3) != 0 {
+            let app = rng.pick(&["finbrain", "other", ""]);
+            attributes.insert(
+                rng.below(attributes.len() as u64 + 1) as usize,
+                KeyValue {
+                    key: "service.name".into(),
+                    value: Some(AnyValue {
+                        value: Some(Value::StringValue(app.into())),
+                    }),
+                    ..Default::default()
+                },
+            );
+        }
+        Resource {
+            attributes,
+            ..Default::default()
+        }
+    }
+
+    fn request(rng: &mut Rng) -> ExportLogsServiceRequest {
+        ExportLogsServiceRequest {
+            resource_logs: (0..1 + rng.below(3))
+                .map(|_| ResourceLogs {
+                    resource: (rng.below(5) != 0).then(|| resource(rng)),
+                    scope_logs: (0..1 + rng.below(2))
+                        .map(|_| ScopeLogs {
+                            scope: Some(InstrumentationScope {
+                                name: "growth".into(),
+                                attributes: vec![key_value(rng, 0)],
+                                ..Default::default()
+                            }),
+                            log_records: (0..rng.below(6)).map(|_| record(rng)).collect(),
+                            schema_url: "https://x".into(),
+                        })
+                        .collect(),
+                    schema_url: String::new(),
+                })
+                .collect(),
+        }
+    }
+
+    fn rules() -> MapRules {
+        let mut rules = MapRules::new(UserHasher::new(Some(b"key".to_vec())));
+        rules.privacy = Privacy::new(["k".to_owned()], IdentifyingAction::Hash);
+        rules
+    }
+
+    fn received() -> DateTime<Utc> {
+        DateTime::from_timestamp_nanos(NOW_NANOS as i64)
+    }
+
+    fn owned(body: &[u8], limits: &DecodeLimits, access: &AppAccess) -> Option<MappedRequest> {
+        let request = protobuf(body, limits).ok()?;
+        Some(map_request_as(&request, &rules(), access, received()))
+    }
+
+    fn borrowed(body: &[u8], limits: &DecodeLimits, access: &AppAccess) -> Option<MappedRequest> {
+        let rules = rules();
+        let mut mapper = Mapper::new(&rules, access, received());
+        protobuf_visit(body, limits, &mut mapper).ok()?;
+        Some(mapper.finish())
+    }
+
+    fn agree(body: &[u8], limits: &DecodeLimits, access: &AppAccess, what: &str) -> bool {
+        let expected = owned(body, limits, access);
+        assert_eq!(
+            borrowed(body, limits, access),
+            expected,
+            "{what}: {body:02x?}"
+        );
+        expected.is_some()
+    }
+
+    /// A length-delimited field `number` holding `bytes`.
+    fn field(number: u64, bytes: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        prost::encoding::encode_key(
+            number as u32,
+            prost::encoding::WireType::LengthDelimited,
+            &mut out,
+        );
+        prost::encoding::encode_varint(bytes.len() as u64, &mut out);
+        out.extend_from_slice(bytes);
+        out
+    }
+
+    #[test]
+    fn random_requests_map_alike() {
+        let mut rng = Rng(0x5eed);
+        let only = AppAccess::Only(Arc::new(HashSet::from(["finbrain".to_owned()])));
+        let small = DecodeLimits {
+            max_records: 6,
+            max_values: 60,
+            max_depth: 2,
+        };
+        let (mut accepted, mut rows) = (0, 0);
+        for i in 0..3_000 {
+            let body = request(&mut rng).encode_to_vec();
+            let access = if i % 5 == 0 { &only } else { &AppAccess::All };
+            if agree(&body, &DecodeLimits::default(), access, "valid") {
+                accepted += 1;
+                rows += owned(&body, &DecodeLimits::default(), access).map_or(0, |m| m.rows.len());
+            }
+            agree(&body, &small, access, "small limits");
+        }
+        assert_eq!(accepted, 3_000);
+        assert!(rows > 1_000, "too few rows to compare: {rows}");
+    }
+
+    #[test]
+    fn damaged_requests_are_refused_alike() {
+        let mut rng = Rng(0xdead_beef);
+        let mut refused = 0;
+        for _ in 0..400 {
+            let body = request(&mut rng).encode_to_vec();
+            for _ in 0..12 {
+                let mut bad = body.clone();
+                match rng.below(4) {
+                    0 => bad.truncate(rng.below(bad.len() as u64 + 1) as usize),
+                    1 if !bad.is_empty() => {
+                        let at = rng.below(bad.len() as u64) as usize;
+                        bad[at] = rng.next() as u8;
+                    }
+                    2 => {
+                        let at = rng.below(bad.len() as u64 + 1) as usize;
+                        bad.insert(at, rng.next() as u8);
+                    }
+                    _ => bad.extend((0..1 + rng.below(4)).map(|_| rng.next() as u8)),
+                }
+                if !agree(&bad, &DecodeLimits::default(), &AppAccess::All, "damaged") {
+                    refused += 1;
+                }
+            }
+        }
+        assert!(refused > 1_000, "too few refusals to compare: {refused}");
+    }
+
+    #[test]
+    fn repeated_singular_fields_merge_as_prost_merges() {
+        let mut rng = Rng(7);
+        for _ in 0..300 {
+            // Concatenated encodings of a message are one merged message.
+            let (a, b) = (record(&mut rng), record(&mut rng));
+            let mut merged = a.encode_to_vec();
+            merged.extend(b.encode_to_vec());
+            let (r1, r2) = (
+                request(&mut rng).resource_logs[0]
+                    .resource
+                    .clone()
+                    .unwrap_or_default(),
+                request(&mut rng).resource_logs[0]
+                    .resource
+                    .clone()
+                    .unwrap_or_default(),
+            );
+            let mut resource = field(1, &r1.encode_to_vec());
+            resource.extend(field(1, &r2.encode_to_vec()));
+            // The resource after the records: read first all the same.
+            let mut resource_logs = field(2, &field(2, &merged));
+            resource_logs.extend(resource);
+            let body = field(1, &resource_logs);
+            assert!(agree(
+                &body,
+                &DecodeLimits::default(),
+                &AppAccess::All,
+                "merged"
+            ));
+            // An attribute whose value is given twice (arrays and maps append).
+            let (v1, v2) = (key_value(&mut rng, 0), key_value(&mut rng, 0));
+            let mut kv = v1.encode_to_vec();
+            kv.extend(v2.encode_to_vec());
+            let body = field(1, &field(2, &field(2, &field(6, &kv))));
+            assert!(agree(
+                &body,
+                &DecodeLimits::default(),
+                &AppAccess::All,
+                "value twice"
+            ));
+        }
+    }
+
+    #[test]
+    fn wrong_wire_types_and_bad_text_are_refused_alike() {
+        let record = LogRecord {
+            event_name: "expense_logged".into(),
+            ..Default::default()
+        }
+        .encode_to_vec();
+        let cases: Vec<Vec<u8>> = vec![
+            // severity_text, event_name and a key that are not UTF-8
+            [record.clone(), field(3, &[0xff])].concat(),
+            [record.clone(), field(12, &[0xc3])].concat(),
+            [record.clone(), field(6, &field(1, &[0xfe]))].concat(),
+            // time as a varint, flags as a string, attributes as a varint
+            [record.clone(), vec![0x08, 0x01]].concat(),
+            [record.clone(), field(8, b"x")].concat(),
+            [record.clone(), vec![0x30, 0x01]].concat(),
+            // an unknown field of every wire type but groups: skipped
+            [
+                record.clone(),
+                vec![0xf8, 0x01, 0x05, 0xf9, 0x01, 0, 0, 0, 0, 0, 0, 0, 0],
+            ]
+            .concat(),
+            [
+                record.clone(),
+                vec![0xfd, 0x01, 0, 0, 0, 0],
+                field(31, &[0xff]),
+            ]
+            .concat(),
+            // a group, an overlong varint, field number 0
+            [record.clone(), vec![0xfb, 0x01, 0xfc, 0x01]].concat(),
+            [
+                record.clone(),
+                vec![
+                    0x10, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02,
+                ],
+            ]
+            .concat(),
+            [record.clone(), vec![0x00, 0x01]].concat(),
+        ];
+        for (i, record) in cases.iter().enumerate() {
+            let body = field(1, &field(2, &field(2, record)));
+            agree(
+                &body,
+                &DecodeLimits::default(),
+                &AppAccess::All,
+                &format!("case {i}"),
+            );
+        }
+        let skipped = field(1, &field(2, &field(2, &cases[6])));
+        assert!(owned(&skipped, &DecodeLimits::default(), &AppAccess::All).is_some());
+        let refused = field(1, &field(2, &field(2, &cases[0])));
+        assert!(owned(&refused, &DecodeLimits::default(), &AppAccess::All).is_none());
     }
 }

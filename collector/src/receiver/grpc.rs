@@ -1,11 +1,14 @@
 //! OTLP/gRPC receiver: `opentelemetry.proto.collector.logs.v1.LogsService/Export`.
 //!
-//! tonic does the HTTP/2, framing and gzip; the message is decoded here, by a codec
-//! of our own, because tonic's prost codec answers undecodable input with
-//! `INTERNAL` (a server error) and cannot bound what a message expands to. So:
+//! tonic does the HTTP/2, framing and gzip; the message is decoded here, not by
+//! tonic's prost codec, which answers undecodable input with `INTERNAL` (a server
+//! error) and cannot bound what a message expands to. Our codec hands over the
+//! message's bytes, and the intake reads them in place while it maps them
+//! ([`super::Payload::Protobuf`]). So:
 //!
-//! * bytes that are not a request, and requests over the [`DecodeLimits`], get
-//!   `INVALID_ARGUMENT` with the reason;
+//! * bytes that are not a request, and requests over the
+//!   [`DecodeLimits`](super::decode::DecodeLimits), get `INVALID_ARGUMENT` with the
+//!   reason;
 //! * a second message in this unary call is `INVALID_ARGUMENT`, not silently dropped;
 //! * what tonic itself refuses before our codec runs — a message over
 //!   `--max-request-bytes` (tonic says `OUT_OF_RANGE`, which OTLP senders retry
@@ -19,41 +22,35 @@
 use std::convert::Infallible;
 use std::task::{Context, Poll};
 
-use bytes::Buf as _;
-use opentelemetry_proto::tonic::collector::logs::v1::{
-    ExportLogsServiceRequest, ExportLogsServiceResponse,
-};
+use bytes::{Buf as _, Bytes};
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceResponse;
 use prost::Message as _;
 use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::codegen::{Body, BoxFuture, Service, StdError, http};
 use tonic::server::{Grpc, NamedService, UnaryService};
 use tonic::{Code, Request, Response, Status};
 
-use super::decode::{self, DecodeLimits};
 use tonic_types::{ErrorDetails, StatusExt as _};
 
-use super::{DeliveryError, ExportError, Intake};
+use super::{DeliveryError, ExportError, Intake, Payload};
 use crate::auth::AppAccess;
 
 /// The gRPC path of the one method served.
 pub const EXPORT_PATH: &str = "/opentelemetry.proto.collector.logs.v1.LogsService/Export";
 
 /// The `LogsService` server: gzip accepted, messages bounded to `max_message_bytes`
-/// (decompressed) and decoded within `limits`.
+/// (decompressed) and decoded within the intake's [`DecodeLimits`](super::decode::DecodeLimits).
 #[derive(Debug, Clone)]
 pub struct LogsServer {
     intake: Intake,
     max_message_bytes: usize,
-    limits: DecodeLimits,
 }
 
 /// The gRPC service for `intake`.
 pub fn service(intake: Intake, max_message_bytes: usize) -> LogsServer {
-    let limits = intake.decode_limits();
     LogsServer {
         intake,
         max_message_bytes,
-        limits,
     }
 }
 
@@ -102,9 +99,7 @@ where
             intake: self.intake.clone(),
             access,
         };
-        let codec = ExportCodec {
-            limits: self.limits,
-        };
+        let codec = ExportCodec;
         let max = self.max_message_bytes;
         let intake = self.intake.clone();
         Box::pin(async move {
@@ -146,19 +141,17 @@ struct Export {
     access: AppAccess,
 }
 
-impl UnaryService<ExportLogsServiceRequest> for Export {
+impl UnaryService<Bytes> for Export {
     type Response = ExportLogsServiceResponse;
     type Future = BoxFuture<Response<Self::Response>, Status>;
 
-    fn call(&mut self, request: Request<ExportLogsServiceRequest>) -> Self::Future {
+    fn call(&mut self, request: Request<Bytes>) -> Self::Future {
         let this = self.clone();
         Box::pin(async move {
-            match this
-                .intake
-                .export_as(request.into_inner(), &this.access)
-                .await
-            {
+            let payload = Payload::Protobuf(request.into_inner());
+            match this.intake.export_as(payload, &this.access).await {
                 Ok(response) => Ok(Response::new(response)),
+                Err(ExportError::Invalid(e)) => Err(Status::invalid_argument(e.to_string())),
                 Err(ExportError::Forbidden(message)) => Err(Status::permission_denied(message)),
                 // UNAVAILABLE is the code OTLP exporters retry on.
                 Err(ExportError::Delivery(e)) => Err(backpressure_status(&e)),
@@ -167,14 +160,13 @@ impl UnaryService<ExportLogsServiceRequest> for Export {
     }
 }
 
-/// Protobuf in and out; decoding bounded by [`DecodeLimits`], one message per call.
-struct ExportCodec {
-    limits: DecodeLimits,
-}
+/// Protobuf out; in, the message's bytes as they are — decoded, within the
+/// [`DecodeLimits`](super::decode::DecodeLimits), while they are mapped ([`Payload::Protobuf`]). One message per call.
+struct ExportCodec;
 
 impl Codec for ExportCodec {
     type Encode = ExportLogsServiceResponse;
-    type Decode = ExportLogsServiceRequest;
+    type Decode = Bytes;
     type Encoder = ResponseEncoder;
     type Decoder = RequestDecoder;
 
@@ -183,10 +175,7 @@ impl Codec for ExportCodec {
     }
 
     fn decoder(&mut self) -> Self::Decoder {
-        RequestDecoder {
-            limits: self.limits,
-            decoded: false,
-        }
+        RequestDecoder { decoded: false }
     }
 }
 
@@ -204,12 +193,11 @@ impl Encoder for ResponseEncoder {
 
 /// One decoder per call, so it can tell a second message from the first.
 struct RequestDecoder {
-    limits: DecodeLimits,
     decoded: bool,
 }
 
 impl Decoder for RequestDecoder {
-    type Item = ExportLogsServiceRequest;
+    type Item = Bytes;
     type Error = Status;
 
     fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Self::Item>, Status> {
@@ -219,10 +207,7 @@ impl Decoder for RequestDecoder {
             ));
         }
         self.decoded = true;
-        let bytes = src.copy_to_bytes(src.remaining());
-        decode::protobuf(&bytes, &self.limits)
-            .map(Some)
-            .map_err(|e| Status::invalid_argument(e.to_string()))
+        Ok(Some(src.copy_to_bytes(src.remaining())))
     }
 }
 

@@ -21,13 +21,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Router, body::Bytes};
 use http_body_util::BodyExt as _;
-use opentelemetry_proto::tonic::collector::logs::v1::{
-    ExportLogsServiceRequest, ExportLogsServiceResponse,
-};
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceResponse;
 use prost::Message;
 
 use super::decode::{self, DecodeError, DecodeLimits};
-use super::{ExportError, Intake, Refusal};
+use super::{ExportError, Intake, Payload, Refusal};
 
 /// The path OTLP/HTTP log exporters post to.
 pub const LOGS_PATH: &str = "/v1/logs";
@@ -133,16 +131,19 @@ async fn export_logs(State(state): State<HttpState>, headers: HeaderMap, body: B
             return response;
         }
     };
-    let request = match encoding.decode(&body, &state.limits) {
-        Ok(request) => request,
+    let payload = match encoding.payload(body, &state.limits) {
+        Ok(payload) => payload,
         Err(e) => {
             state.intake.count_refused(Refusal::Undecodable);
             return encoding.status(StatusCode::BAD_REQUEST, e.to_string());
         }
     };
-    drop(body);
-    match state.intake.export_as(request, &access).await {
+    match state.intake.export_as(payload, &access).await {
         Ok(response) => encoding.success(&response),
+        Err(ExportError::Invalid(e)) => {
+            state.intake.count_refused(Refusal::Undecodable);
+            encoding.status(StatusCode::BAD_REQUEST, e.to_string())
+        }
         Err(ExportError::Forbidden(message)) => encoding.status(StatusCode::FORBIDDEN, message),
         Err(ExportError::Delivery(e)) => {
             // 429 for a full spool, 503 for a busy or unable collector; both retryable
@@ -278,14 +279,11 @@ impl Encoding {
         }
     }
 
-    fn decode(
-        self,
-        body: &[u8],
-        limits: &DecodeLimits,
-    ) -> Result<ExportLogsServiceRequest, DecodeError> {
+    /// Protobuf as it is (it is read while it is mapped); JSON decoded.
+    fn payload(self, body: Bytes, limits: &DecodeLimits) -> Result<Payload, DecodeError> {
         match self {
-            Encoding::Protobuf => decode::protobuf(body, limits),
-            Encoding::Json => decode::json(body, limits),
+            Encoding::Protobuf => Ok(Payload::Protobuf(body)),
+            Encoding::Json => decode::json(&body, limits).map(Payload::Decoded),
         }
     }
 

@@ -8,6 +8,7 @@ use axum::http::Request;
 use flate2::Compression;
 use flate2::write::GzEncoder;
 use growth_schema::user_hash::UserHasher;
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
 use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};

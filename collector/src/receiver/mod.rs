@@ -14,6 +14,8 @@ pub mod serve;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
+
 use chrono::Utc;
 use growth_schema::user_hash::UserHasher;
 use opentelemetry_proto::tonic::collector::logs::v1::{
@@ -55,6 +57,44 @@ impl DeliveryError {
     /// collector is busy or unable right now (UNAVAILABLE / 503).
     pub fn is_spool_full(&self) -> bool {
         self.reason == Backpressure::SpoolFull
+    }
+}
+
+/// One export request, as it arrived.
+#[derive(Debug, Clone)]
+pub enum Payload {
+    /// Protobuf bytes, read in place by [`decode::protobuf_visit`] (the hot path).
+    Protobuf(Bytes),
+    /// An already decoded request (OTLP/JSON).
+    Decoded(ExportLogsServiceRequest),
+}
+
+impl Payload {
+    /// Its size, standing for its memory while it is mapped and spooled.
+    fn size(&self) -> usize {
+        match self {
+            Payload::Protobuf(bytes) => bytes.len(),
+            Payload::Decoded(request) => request.encoded_len(),
+        }
+    }
+
+    /// Its log records, for the counters of a request turned away unread.
+    fn records(&self) -> u64 {
+        match self {
+            Payload::Protobuf(bytes) => decode::count_records(bytes),
+            Payload::Decoded(request) => request
+                .resource_logs
+                .iter()
+                .flat_map(|r| &r.scope_logs)
+                .map(|s| s.log_records.len() as u64)
+                .sum(),
+        }
+    }
+}
+
+impl From<ExportLogsServiceRequest> for Payload {
+    fn from(request: ExportLogsServiceRequest) -> Self {
+        Payload::Decoded(request)
     }
 }
 
@@ -117,21 +157,25 @@ impl Intake {
         &self,
         request: ExportLogsServiceRequest,
     ) -> Result<ExportLogsServiceResponse, DeliveryError> {
-        match self.export_as(request, &AppAccess::All).await {
+        match self.export_as(request.into(), &AppAccess::All).await {
             Ok(response) => Ok(response),
             Err(ExportError::Delivery(e)) => Err(e),
-            // Every app is allowed: nothing can be forbidden.
-            Err(ExportError::Forbidden(_)) => Ok(ExportLogsServiceResponse::default()),
+            // Every app is allowed: nothing can be forbidden; a decoded request
+            // is within the limits of its decoding.
+            Err(ExportError::Forbidden(_) | ExportError::Invalid(_)) => {
+                Ok(ExportLogsServiceResponse::default())
+            }
         }
     }
 
     /// [`Intake::export`] for a sender that may write only the apps `access`
-    /// allows; `Err(Forbidden)` when it may write none of the request's apps.
+    /// allows; `Err(Forbidden)` when it may write none of the request's apps,
+    /// `Err(Invalid)` when protobuf bytes are not a request within the limits.
     /// The request is taken, not borrowed: it is freed once mapped, before the
     /// wait for the spool's fsync.
     pub async fn export_as(
         &self,
-        request: ExportLogsServiceRequest,
+        request: Payload,
         access: &AppAccess,
     ) -> Result<ExportLogsServiceResponse, ExportError> {
         let Ok(_request_permit) = self.requests.try_acquire() else {
@@ -143,7 +187,7 @@ impl Intake {
         };
         // The request's encoded size stands for its memory while it is mapped and
         // spooled; a request larger than the whole budget takes all of it.
-        let size = request.encoded_len();
+        let size = request.size();
         let units = (size / BYTE_UNIT + 1).min(self.byte_units);
         let Ok(_byte_permit) = self.bytes.try_acquire_many(units as u32) else {
             return Err(ExportError::Delivery(self.refuse(
@@ -161,12 +205,20 @@ impl Intake {
 
     async fn map_and_spool(
         &self,
-        request: ExportLogsServiceRequest,
+        request: Payload,
         access: &AppAccess,
     ) -> Result<ExportLogsServiceResponse, ExportError> {
-        let mut mapped = map::map_request_as(&request, &self.rules.map, access, Utc::now());
-        // Decoded requests held through the fsync wait were most of the memory at
-        // 32 senders.
+        let mut mapped = match &request {
+            Payload::Protobuf(bytes) => {
+                let mut mapper = map::Mapper::new(&self.rules.map, access, Utc::now());
+                decode::protobuf_visit(bytes, &self.rules.decode, &mut mapper)?;
+                mapper.finish()
+            }
+            Payload::Decoded(request) => {
+                map::map_request_as(request, &self.rules.map, access, Utc::now())
+            }
+        };
+        // Requests held through the fsync wait were most of the memory at 32 senders.
         drop(request);
         self.rules.catalog.admit(&mut mapped);
         self.telemetry.mapped(&mapped);
@@ -211,19 +263,8 @@ impl Intake {
         })
     }
 
-    fn refuse(
-        &self,
-        reason: Backpressure,
-        request: &ExportLogsServiceRequest,
-        message: String,
-    ) -> DeliveryError {
-        let records: usize = request
-            .resource_logs
-            .iter()
-            .flat_map(|r| &r.scope_logs)
-            .map(|s| s.log_records.len())
-            .sum();
-        self.telemetry.backpressured(reason, records as u64);
+    fn refuse(&self, reason: Backpressure, request: &Payload, message: String) -> DeliveryError {
+        self.telemetry.backpressured(reason, request.records());
         DeliveryError {
             reason,
             retry_after: BUSY_RETRY,

@@ -48,6 +48,9 @@ pub enum ExportError {
     /// The sender's token may write none of the request's apps.
     #[error("{0}")]
     Forbidden(String),
+    /// The body is not a request, or expands past the limits: do not retry it.
+    #[error(transparent)]
+    Invalid(#[from] super::decode::DecodeError),
 }
 
 /// Why a request was refused as a whole (a metric label).
