@@ -13,7 +13,7 @@
 //! stored already), new ones are refused. Memory is bounded by the flags:
 //! at most `max_apps × max_events_per_app` names of at most 128 bytes each.
 
-use std::collections::{HashMap, HashSet};
+use hashbrown::{HashMap, HashSet};
 use std::sync::Mutex;
 
 use crate::map::{MappedRequest, RejectReason};

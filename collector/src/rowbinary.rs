@@ -60,8 +60,9 @@ pub struct EncodedRows {
 
 /// Encodes every row of a request into one buffer, and digests it.
 pub fn encode_request(rows: &[EventRow]) -> EncodedRows {
-    // A typical growth event is 150-300 bytes; guessing low only costs a regrowth.
-    let mut out = Vec::with_capacity(rows.len() * 192);
+    // A typical growth event is 150-300 bytes; guessing low costs a regrowth (a copy
+    // of the whole buffer), guessing high only address space.
+    let mut out = Vec::with_capacity(rows.len() * 288);
     let mut hasher = twox_hash::XxHash3_128::new();
     for row in rows {
         let start = out.len();

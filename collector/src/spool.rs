@@ -428,7 +428,7 @@ impl Active {
 /// ten minutes at full load (until the window was full), which read as a leak
 /// in the soak; now the memory is there from the start and stays flat.
 struct RecentDigests {
-    set: std::collections::HashSet<u128>,
+    set: hashbrown::HashSet<u128>,
     /// The digests in `set`, oldest at `head`, as many as `set` holds.
     ring: Vec<(u128, std::time::Instant)>,
     head: usize,
@@ -437,7 +437,7 @@ struct RecentDigests {
 impl Default for RecentDigests {
     fn default() -> Self {
         Self {
-            set: std::collections::HashSet::with_capacity(RECENT_MAX),
+            set: hashbrown::HashSet::with_capacity(RECENT_MAX),
             ring: vec![(0, std::time::Instant::now()); RECENT_MAX],
             head: 0,
         }
@@ -513,7 +513,7 @@ impl GroupWriter {
                 .sum();
             // A retry of a request already spooled (before, or earlier in this group)
             // is answered like the first, without writing it again.
-            let mut in_group = std::collections::HashSet::new();
+            let mut in_group = hashbrown::HashSet::new();
             let duplicate: Vec<bool> = group
                 .iter()
                 .map(|a| self.recent.contains(a.digest) || !in_group.insert(a.digest))
