@@ -406,7 +406,7 @@ mod borrowed {
             .map_err(|_| malformed("invalid string value: data is not UTF-8 encoded"))
     }
 
-    fn number(field: Field<'_>) -> Result<u64, DecodeError> {
+    fn varint_value(field: Field<'_>) -> Result<u64, DecodeError> {
         match field {
             Field::Varint(v) => Ok(v),
             other => Err(wrong_wire_type(&other)),
@@ -490,7 +490,7 @@ mod borrowed {
                         self.resource.push(kv);
                     }
                     2 => {
-                        number_of(field)?;
+                        varint_value(field)?;
                     }
                     3 => self.entity_ref(len(field)?)?,
                     _ => {}
@@ -548,7 +548,7 @@ mod borrowed {
                         self.key_value(len(field)?, 0)?;
                     }
                     4 => {
-                        number_of(field)?;
+                        varint_value(field)?;
                     }
                     _ => {}
                 }
@@ -578,7 +578,7 @@ mod borrowed {
                     12 => record.event_name = text(field)?,
                     6 => attributes.push(self.key_value(len(field)?, 0)?),
                     2 | 7 => {
-                        number_of(field)?;
+                        varint_value(field)?;
                     }
                     3 => {
                         text(field)?;
@@ -617,7 +617,7 @@ mod borrowed {
                     1 => kv.key = text(field)?,
                     2 => self.any_value(len(field)?, depth, &mut kv.value)?,
                     3 => {
-                        number_of(field)?;
+                        varint_value(field)?;
                     }
                     _ => {}
                 }
@@ -639,8 +639,8 @@ mod borrowed {
             while let Some((number, field)) = all.next()? {
                 match number {
                     1 => *value = Some(Value::StringValue(text(field)?)),
-                    2 => *value = Some(Value::BoolValue(number_of(field)? != 0)),
-                    3 => *value = Some(Value::IntValue(number_of(field)? as i64)),
+                    2 => *value = Some(Value::BoolValue(varint_value(field)? != 0)),
+                    3 => *value = Some(Value::IntValue(varint_value(field)? as i64)),
                     4 => *value = Some(Value::DoubleValue(f64::from_bits(fixed64(field)?))),
                     5 => {
                         let buf = len(field)?;
@@ -678,16 +678,12 @@ mod borrowed {
                         }
                     }
                     7 => *value = Some(Value::BytesValue(len(field)?)),
-                    8 => *value = Some(Value::StringValueStrindex(number_of(field)? as i32)),
+                    8 => *value = Some(Value::StringValueStrindex(varint_value(field)? as i32)),
                     _ => {}
                 }
             }
             Ok(())
         }
-    }
-
-    fn number_of(field: Field<'_>) -> Result<u64, DecodeError> {
-        number(field)
     }
 
     /// A varint as prost reads it: at most ten bytes, the tenth at most 1.
