@@ -104,7 +104,10 @@ impl UserHasher {
         let mut text = [0u8; 64];
         hex::encode_to_slice(self.digest(user_id), &mut text)
             .unwrap_or_else(|_| unreachable!("32 bytes fill 64 hex digits"));
-        UserHash(String::from_utf8_lossy(&text).into_owned())
+        // Hex digits are ASCII: the check cannot fail (and is cheaper than a lossy copy).
+        let text = std::str::from_utf8(&text)
+            .unwrap_or_else(|_| unreachable!("hex digits are ASCII"));
+        UserHash(text.to_owned())
     }
 
     /// The 32 bytes behind [`hash`](Self::hash), without allocating: for callers
