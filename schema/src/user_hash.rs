@@ -105,8 +105,8 @@ impl UserHasher {
         hex::encode_to_slice(self.digest(user_id), &mut text)
             .unwrap_or_else(|_| unreachable!("32 bytes fill 64 hex digits"));
         // Hex digits are ASCII: the check cannot fail (and is cheaper than a lossy copy).
-        let text = std::str::from_utf8(&text)
-            .unwrap_or_else(|_| unreachable!("hex digits are ASCII"));
+        let text =
+            std::str::from_utf8(&text).unwrap_or_else(|_| unreachable!("hex digits are ASCII"));
         UserHash(text.to_owned())
     }
 
