@@ -26,10 +26,9 @@ use growth_schema::tables::EventRow;
 use growth_schema::user_hash::{UserHash, UserHasher};
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 
-use crate::view::{KeyValue, LogRecord, Value, Visitor};
-
 use crate::auth::AppAccess;
 use crate::privacy::{Privacy, properties_of};
+use crate::view::{KeyValue, LogRecord, Value, Visitor};
 
 /// The app of events whose resource has no `service.name` (OpenTelemetry's default).
 pub const UNKNOWN_APP: &str = "unknown_service";

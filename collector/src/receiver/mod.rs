@@ -15,7 +15,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-
 use chrono::Utc;
 use growth_schema::user_hash::UserHasher;
 use opentelemetry_proto::tonic::collector::logs::v1::{
