@@ -147,6 +147,22 @@ pub struct RunArgs {
     #[arg(long, value_name = "DURATION", env = "GROWTH_BATCH_MAX_DELAY", default_value = "1s", value_parser = delay)]
     pub batch_max_delay: Duration,
 
+    /// Rows that are inserted without waiting out --batch-max-delay once no request
+    /// has arrived for --batch-quiet: a burst is stored as soon as it ends. Under
+    /// steady load this never applies (one insert a second stays the rule); 0 turns
+    /// it off.
+    #[arg(
+        long,
+        value_name = "ROWS",
+        env = "GROWTH_BATCH_QUIET_ROWS",
+        default_value_t = 50_000
+    )]
+    pub batch_quiet_rows: u32,
+
+    /// How long the senders must be silent before --batch-quiet-rows applies.
+    #[arg(long, value_name = "DURATION", env = "GROWTH_BATCH_QUIET", default_value = "100ms", value_parser = delay)]
+    pub batch_quiet: Duration,
+
     /// Most bytes of requests being mapped and spooled at once; beyond it requests
     /// get UNAVAILABLE / 503 with a retry delay (memory stays bounded).
     #[arg(long, value_name = "BYTES", env = "GROWTH_MAX_INFLIGHT_BYTES", default_value = "128MiB", value_parser = parse_size)]
@@ -259,6 +275,11 @@ pub struct BatchConfig {
     pub max_bytes: usize,
     /// Insert once the oldest waiting row has waited this long.
     pub max_delay: Duration,
+    /// Insert early once at least this many rows wait and nothing new arrived for
+    /// `quiet` (0: never).
+    pub quiet_rows: usize,
+    /// See `quiet_rows`.
+    pub quiet: Duration,
 }
 
 impl Default for BatchConfig {
@@ -267,6 +288,8 @@ impl Default for BatchConfig {
             max_rows: 400_000,
             max_bytes: 64 << 20,
             max_delay: Duration::from_secs(1),
+            quiet_rows: 50_000,
+            quiet: Duration::from_millis(100),
         }
     }
 }
@@ -312,6 +335,8 @@ impl RunArgs {
                 max_rows: self.batch_max_rows as usize,
                 max_bytes: self.batch_max_bytes,
                 max_delay: self.batch_max_delay,
+                quiet_rows: self.batch_quiet_rows as usize,
+                quiet: self.batch_quiet,
             },
             max_request_bytes: self.max_request_bytes,
             startup_timeout: self.startup_timeout,

@@ -329,6 +329,8 @@ fn log_start(config: &Config, addresses: Addresses) {
         batch_max_rows = config.batch.max_rows,
         batch_max_bytes = config.batch.max_bytes,
         batch_max_delay = ?config.batch.max_delay,
+        batch_quiet_rows = config.batch.quiet_rows,
+        batch_quiet = ?config.batch.quiet,
         max_request_bytes = config.max_request_bytes,
         "starting growth-collector"
     );

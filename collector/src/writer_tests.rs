@@ -14,6 +14,8 @@ fn config(max_rows: usize, max_delay_ms: u64) -> BatchConfig {
         max_rows,
         max_bytes: 1 << 30,
         max_delay: Duration::from_millis(max_delay_ms),
+        quiet_rows: 0,
+        quiet: Duration::from_millis(100),
     }
 }
 
@@ -109,6 +111,33 @@ async fn a_full_batch_goes_at_once() {
     p.append(&rows(6)).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(store.insert_sizes(), vec![12]);
+    p.finish().await;
+}
+
+#[tokio::test]
+async fn a_burst_goes_in_once_the_senders_are_quiet_and_a_trickle_waits() {
+    let dir = temp_dir("writer-quiet");
+    let store = MemoryStore::default();
+    let batch = BatchConfig {
+        quiet_rows: 100,
+        quiet: Duration::from_millis(50),
+        ..config(1_000_000, 60_000)
+    };
+    let p = start(&dir, &store, batch);
+    // Below the quiet threshold: waits for the (long) delay.
+    p.append(&rows(60)).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(
+        store.insert_sizes().is_empty(),
+        "a trickle was inserted early"
+    );
+    // Past it: one insert of everything once nothing arrives for 50 ms.
+    p.append(&rows(60)).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while store.insert_sizes().is_empty() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(store.insert_sizes(), vec![120]);
     p.finish().await;
 }
 
