@@ -40,8 +40,10 @@ use bytes::Bytes;
 use chrono::Utc;
 use clap::{Parser, ValueEnum};
 use growth_collector::auth::AppAccess;
-use growth_collector::map::{MapRules, Mapper, map_request};
+use growth_collector::catalog::Catalog;
+use growth_collector::map::{MapRules, Mapper, RowBinarySink, map_request};
 use growth_collector::receiver::decode::{DecodeLimits, protobuf, protobuf_visit};
+use growth_collector::rowbinary::encode_request;
 use growth_collector::{Cli, Collector};
 use growth_schema::service::ServiceCli;
 use growth_schema::user_hash::UserHasher;
@@ -484,6 +486,32 @@ fn mapping_section(args: &Args) -> anyhow::Result<()> {
             let mut mapper = Mapper::new(&keyed_rules, &AppAccess::All, Utc::now());
             let read = protobuf_visit(black_box(mix_bytes.as_slice()), &limits, &mut mapper);
             black_box(read.map_or(0, |()| mapper.finish().received))
+        }),
+    );
+    // What the intake does up to the spool: map, admit against the catalog, encode.
+    let catalog = Catalog::new(1_000, 1_000);
+    step(
+        "to RowBinary, before: `protobuf_visit` + `Mapper` rows + catalog + `encode_request`"
+            .into(),
+        rate(runs, t, || {
+            let mut mapper = Mapper::new(&keyed_rules, &AppAccess::All, Utc::now());
+            let read = protobuf_visit(black_box(mix_bytes.as_slice()), &limits, &mut mapper);
+            let mut mapped = mapper.finish();
+            catalog.admit(&mut mapped);
+            let encoded = encode_request(&mapped.rows);
+            black_box(encoded.bytes.len());
+            black_box(read.map_or(0, |()| mapped.received))
+        }),
+    );
+    step(
+        "to RowBinary, now: `protobuf_visit` + `Mapper` into `RowBinarySink`".into(),
+        rate(runs, t, || {
+            let sink = RowBinarySink::new(&catalog, mix_bytes.len() * 5 / 4);
+            let mut mapper = Mapper::with_sink(&keyed_rules, &AppAccess::All, Utc::now(), sink);
+            let read = protobuf_visit(black_box(mix_bytes.as_slice()), &limits, &mut mapper);
+            let (mapped, sink) = mapper.finish_with_sink();
+            black_box(sink.finish().bytes.len());
+            black_box(read.map_or(0, |()| mapped.received))
         }),
     );
     let ids: Vec<String> = (0..1000)

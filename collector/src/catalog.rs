@@ -67,29 +67,32 @@ impl Catalog {
 
     /// Rejects the rows of `mapped` whose app or event name is one too many.
     pub fn admit(&self, mapped: &mut MappedRequest) {
-        let mut known = self.lock();
-        mapped.admit_rows(|row| {
-            if !known.contains_key(row.app.as_str()) {
-                if known.len() >= self.max_apps {
-                    return Err(RejectReason::TooManyApps);
-                }
-                known.insert(row.app.clone(), HashSet::new());
-            }
-            let Some(events) = known.get_mut(row.app.as_str()) else {
-                return Ok(()); // inserted just above
-            };
-            if events.contains(row.event.as_str()) {
-                return Ok(());
-            }
-            if events.len() >= self.max_events_per_app {
-                return Err(RejectReason::TooManyEventNames);
-            }
-            events.insert(row.event.clone());
-            Ok(())
-        });
+        mapped.admit_rows(|row| self.admit_one(&row.app, &row.event));
     }
 
-    /// Distinct apps known.
+    /// Whether an event of `app` named `event` may be stored; a new name within the
+    /// bounds is learned.
+    pub fn admit_one(&self, app: &str, event: &str) -> Result<(), RejectReason> {
+        let mut known = self.lock();
+        if !known.contains_key(app) {
+            if known.len() >= self.max_apps {
+                return Err(RejectReason::TooManyApps);
+            }
+            known.insert(app.to_owned(), HashSet::new());
+        }
+        let Some(events) = known.get_mut(app) else {
+            return Ok(()); // inserted just above
+        };
+        if events.contains(event) {
+            return Ok(());
+        }
+        if events.len() >= self.max_events_per_app {
+            return Err(RejectReason::TooManyEventNames);
+        }
+        events.insert(event.to_owned());
+        Ok(())
+    }
+
     pub fn apps(&self) -> usize {
         self.lock().len()
     }

@@ -27,7 +27,9 @@ use growth_schema::user_hash::{UserHash, UserHasher};
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 
 use crate::auth::AppAccess;
-use crate::privacy::{Privacy, properties_of};
+use crate::catalog::Catalog;
+use crate::privacy::{Privacy, Properties, properties_of};
+use crate::rowbinary::{self, EncodedRows};
 use crate::view::{KeyValue, LogRecord, Value, Visitor};
 
 /// The app of events whose resource has no `service.name` (OpenTelemetry's default).
@@ -150,8 +152,11 @@ impl MapRules {
 /// What became of the records of one request.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct MappedRequest {
-    /// One row per accepted growth event, in request order.
+    /// One row per accepted growth event, in request order, when mapped into rows
+    /// ([`map_request`]); empty when mapped straight into RowBinary ([`RowBinarySink`]).
     pub rows: Vec<EventRow>,
+    /// Growth events accepted (rows, or rows encoded).
+    pub stored: u64,
     /// Log records in the request.
     pub received: u64,
     /// Records without an event name: not growth events, not stored, not an error.
@@ -200,6 +205,7 @@ impl MappedRequest {
                 false
             }
         });
+        self.stored = self.rows.len() as u64;
         for reason in refused {
             self.reject(reason);
         }
@@ -208,7 +214,7 @@ impl MappedRequest {
     /// True when records named events and every one was refused because the
     /// sender's token may not write its app.
     pub fn only_forbidden_apps(&self) -> bool {
-        self.rows.is_empty()
+        self.stored == 0
             && !self.rejected.is_empty()
             && self
                 .rejected
@@ -252,36 +258,59 @@ pub fn map_request_as(
 
 /// Maps records as they are read ([`Visitor`]): the receivers feed it straight
 /// from a request's protobuf bytes, [`map_request_as`] from a decoded request.
+/// Accepted events go to a [`RowSink`]: owned rows by default ([`map_request`]),
+/// or straight into RowBinary ([`RowBinarySink`], the intake's hot path).
 #[derive(Debug)]
-pub struct Mapper<'a, 'r> {
+pub struct Mapper<'a, 'r, S = Vec<EventRow>> {
     rules: &'r MapRules,
     access: &'r AppAccess,
     received_at: DateTime<Utc>,
     /// The app of the current `ResourceLogs`.
     app: Result<&'a str, RejectReason>,
     out: MappedRequest,
+    sink: S,
 }
 
 impl<'a, 'r> Mapper<'a, 'r> {
     /// A mapper for one request received at `received_at` from a sender that may
-    /// write the apps `access` allows.
+    /// write the apps `access` allows, collecting owned rows.
     pub fn new(rules: &'r MapRules, access: &'r AppAccess, received_at: DateTime<Utc>) -> Self {
+        Self::with_sink(rules, access, received_at, Vec::new())
+    }
+
+    /// What became of the records seen, with the rows in `rows`.
+    pub fn finish(self) -> MappedRequest {
+        let (mut out, rows) = self.finish_with_sink();
+        out.rows = rows;
+        out
+    }
+}
+
+impl<'a, 'r, S: RowSink<'a>> Mapper<'a, 'r, S> {
+    /// A mapper that hands accepted events to `sink`.
+    pub fn with_sink(
+        rules: &'r MapRules,
+        access: &'r AppAccess,
+        received_at: DateTime<Utc>,
+        sink: S,
+    ) -> Self {
         Self {
             rules,
             access,
             received_at,
             app: Ok(UNKNOWN_APP),
             out: MappedRequest::default(),
+            sink,
         }
     }
 
-    /// What became of the records seen.
-    pub fn finish(self) -> MappedRequest {
-        self.out
+    /// What became of the records seen, and the sink.
+    pub fn finish_with_sink(self) -> (MappedRequest, S) {
+        (self.out, self.sink)
     }
 }
 
-impl<'a> Visitor<'a> for Mapper<'a, '_> {
+impl<'a, S: RowSink<'a>> Visitor<'a> for Mapper<'a, '_, S> {
     fn resource(&mut self, attributes: &[KeyValue<'a>]) {
         self.app = app_of(attributes).and_then(|app| {
             if self.access.allows(app) {
@@ -295,82 +324,174 @@ impl<'a> Visitor<'a> for Mapper<'a, '_> {
     fn record(&mut self, record: &LogRecord<'a, '_>) {
         let out = &mut self.out;
         out.received += 1;
-        match map_record(record, self.app, self.rules, self.received_at) {
-            Mapped::Event(event) => {
-                out.properties_dropped += event.properties_dropped;
-                out.values_truncated += event.values_truncated;
-                out.identifying_redacted += event.identifying_redacted;
-                out.rows.push(event.row);
+        // Without an event name a record is some other log line: not ours to judge.
+        let event = match event_name(record) {
+            None => {
+                out.not_growth += 1;
+                return;
             }
-            Mapped::NotGrowth => out.not_growth += 1,
-            Mapped::Rejected(reason) => out.reject(reason),
+            Some(Err(reason)) => return out.reject(reason),
+            Some(Ok(event)) => event,
+        };
+        let event = match build_event(record, event, self.app, self.rules, self.received_at) {
+            Ok(event) => event,
+            Err(reason) => return out.reject(reason),
+        };
+        out.properties_dropped += event.properties.dropped;
+        out.values_truncated += event.properties.truncated;
+        out.identifying_redacted += event.properties.redacted;
+        match self.sink.admit(event.app, event.event) {
+            Ok(()) => {
+                out.stored += 1;
+                self.sink.push(&event);
+            }
+            Err(reason) => out.reject(reason),
         }
     }
 }
 
-/// The outcome for one record.
-#[derive(Debug, Clone, PartialEq)]
-enum Mapped {
-    Event(MappedEvent),
-    NotGrowth,
-    Rejected(RejectReason),
+/// A growth event as mapped, borrowing from the request.
+#[derive(Debug)]
+pub struct Event<'a> {
+    /// `service.name`.
+    pub app: &'a str,
+    /// The event name.
+    pub event: &'a str,
+    /// When it happened.
+    pub event_time: DateTime<Utc>,
+    /// The user, hashed; `None` for an anonymous event.
+    pub user_hash: Option<UserHash>,
+    /// The `source` attribute, or empty.
+    pub source: &'a str,
+    /// Every other attribute (identifying ones hashed or dropped).
+    pub(crate) properties: Properties<'a>,
+    /// When the collector received it.
+    pub received_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
-struct MappedEvent {
-    row: EventRow,
-    properties_dropped: u64,
-    values_truncated: u64,
-    identifying_redacted: u64,
-}
-
-fn map_record(
-    record: &LogRecord<'_, '_>,
-    app: Result<&str, RejectReason>,
-    rules: &MapRules,
-    received_at: DateTime<Utc>,
-) -> Mapped {
-    let attrs = record.attributes;
-    // Without an event name a record is some other log line: not ours to judge.
-    let event = match event_name(record) {
-        None => return Mapped::NotGrowth,
-        Some(Err(reason)) => return Mapped::Rejected(reason),
-        Some(Ok(event)) => event,
-    };
-    match build_event(record, attrs, event, app, rules, received_at) {
-        Ok(event) => Mapped::Event(event),
-        Err(reason) => Mapped::Rejected(reason),
+impl Event<'_> {
+    /// The event as an owned row.
+    pub fn to_row(&self) -> EventRow {
+        EventRow {
+            app: self.app.to_owned(),
+            event: self.event.to_owned(),
+            event_time: self.event_time,
+            user_hash: self
+                .user_hash
+                .as_ref()
+                .map(|h| h.as_str().to_owned())
+                .unwrap_or_default(),
+            source: self.source.to_owned(),
+            properties: self
+                .properties
+                .text
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), v.to_string()))
+                .collect(),
+            numbers: self
+                .properties
+                .numbers
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), *v))
+                .collect(),
+            received_at: self.received_at,
+        }
     }
 }
 
-fn build_event(
-    record: &LogRecord<'_, '_>,
-    attrs: &[KeyValue<'_>],
-    event: &str,
-    app: Result<&str, RejectReason>,
+/// Where a [`Mapper`] puts the events it accepts.
+pub trait RowSink<'a> {
+    /// Whether an event of `app` named `event` may be stored (e.g. the catalog's
+    /// bounds); an error rejects the record for that reason.
+    fn admit(&mut self, app: &'a str, event: &'a str) -> Result<(), RejectReason>;
+    /// Takes an admitted event.
+    fn push(&mut self, event: &Event<'a>);
+}
+
+/// Owned rows, every event admitted.
+impl<'a> RowSink<'a> for Vec<EventRow> {
+    fn admit(&mut self, _app: &'a str, _event: &'a str) -> Result<(), RejectReason> {
+        Ok(())
+    }
+
+    fn push(&mut self, event: &Event<'a>) {
+        self.push(event.to_row());
+    }
+}
+
+/// Events written straight into RowBinary (the spool's and ClickHouse's format,
+/// [`crate::rowbinary`]) as they are mapped: no owned row, no string copied twice.
+/// Admission asks the [`Catalog`], remembering its answers for the (app, event)
+/// pairs of this request so that the catalog's lock is taken once per pair.
+#[derive(Debug)]
+pub struct RowBinarySink<'a, 'c> {
+    catalog: &'c Catalog,
+    answers: Vec<(&'a str, &'a str, Result<(), RejectReason>)>,
+    encoder: rowbinary::RequestEncoder,
+}
+
+/// Pairs remembered per request; a request with more asks the catalog each time.
+const ANSWERS_KEPT: usize = 64;
+
+impl<'c> RowBinarySink<'_, 'c> {
+    /// A sink admitting against `catalog`, its buffer sized for `capacity` bytes.
+    pub fn new(catalog: &'c Catalog, capacity: usize) -> Self {
+        Self {
+            catalog,
+            answers: Vec::new(),
+            encoder: rowbinary::RequestEncoder::with_capacity(capacity),
+        }
+    }
+
+    /// The rows encoded, with the request's digest.
+    pub fn finish(self) -> EncodedRows {
+        self.encoder.finish()
+    }
+}
+
+impl<'a> RowSink<'a> for RowBinarySink<'a, '_> {
+    fn admit(&mut self, app: &'a str, event: &'a str) -> Result<(), RejectReason> {
+        if let Some((_, _, answer)) = self
+            .answers
+            .iter()
+            .find(|(a, e, _)| *a == app && *e == event)
+        {
+            return *answer;
+        }
+        let answer = self.catalog.admit_one(app, event);
+        if self.answers.len() < ANSWERS_KEPT {
+            self.answers.push((app, event, answer));
+        }
+        answer
+    }
+
+    fn push(&mut self, event: &Event<'a>) {
+        self.encoder.push(event);
+    }
+}
+
+fn build_event<'a>(
+    record: &LogRecord<'a, '_>,
+    event: &'a str,
+    app: Result<&'a str, RejectReason>,
     rules: &MapRules,
     received_at: DateTime<Utc>,
-) -> Result<MappedEvent, RejectReason> {
+) -> Result<Event<'a>, RejectReason> {
+    let attrs = record.attributes;
     let app = app?;
     let user_hash = user_of(attrs, &rules.hasher)?;
     let source = source_of(attrs)?;
     let event_time = time_of(record, received_at)?;
     check_time(event_time, received_at, rules.time_window)?;
     let properties = properties_of(attrs, &rules.privacy, &rules.hasher);
-    Ok(MappedEvent {
-        row: EventRow {
-            app: app.to_owned(),
-            event: event.to_owned(),
-            event_time,
-            user_hash: user_hash.map(UserHash::into_string).unwrap_or_default(),
-            source: source.to_owned(),
-            properties: properties.text,
-            numbers: properties.numbers,
-            received_at,
-        },
-        properties_dropped: properties.dropped,
-        values_truncated: properties.truncated,
-        identifying_redacted: properties.redacted,
+    Ok(Event {
+        app,
+        event,
+        event_time,
+        user_hash,
+        source,
+        properties,
+        received_at,
     })
 }
 

@@ -15,6 +15,8 @@
 //! and inside arrays and maps as those JSON strings: a sum over `numbers` is never
 //! poisoned by one bad value, and nothing the sender said is lost.
 
+use std::borrow::Cow;
+
 use hashbrown::HashSet;
 
 use crate::view::{KeyValue, Value};
@@ -66,9 +68,10 @@ impl Privacy {
 
 /// An event's properties, and what was cut from them.
 #[derive(Debug, Default)]
-pub(crate) struct Properties {
-    pub text: Vec<(String, String)>,
-    pub numbers: Vec<(String, f64)>,
+pub(crate) struct Properties<'a> {
+    /// Keys and values as text; a string value is borrowed from the request.
+    pub text: Vec<(&'a str, Cow<'a, str>)>,
+    pub numbers: Vec<(&'a str, f64)>,
     /// Properties dropped for the count or key-length limit.
     pub dropped: u64,
     /// Values cut to the length limit.
@@ -83,11 +86,11 @@ const SCAN_KEYS_UP_TO: usize = 32;
 /// Every non-reserved attribute as text (first occurrence of a key, at most
 /// `MAX_PROPERTIES`), the integer and finite double ones again as numbers, and
 /// identifying values hashed or dropped.
-pub(crate) fn properties_of(
-    attrs: &[KeyValue<'_>],
+pub(crate) fn properties_of<'a>(
+    attrs: &[KeyValue<'a>],
     privacy: &Privacy,
     hasher: &UserHasher,
-) -> Properties {
+) -> Properties<'a> {
     let mut out = Properties::default();
     // Few attributes (the usual case): a repeated key is found by looking back,
     // without a set per record; many: a set, so a hostile record stays linear.
@@ -111,13 +114,13 @@ pub(crate) fn properties_of(
             out.redacted += 1;
             match privacy.action {
                 IdentifyingAction::Drop => continue,
-                IdentifyingAction::Hash => redactor.hash(value),
+                IdentifyingAction::Hash => Cow::Owned(redactor.hash(value)),
             }
         } else {
             match value {
-                Some(Value::IntValue(i)) => out.numbers.push((key.to_owned(), *i as f64)),
+                Some(Value::IntValue(i)) => out.numbers.push((key, *i as f64)),
                 Some(Value::DoubleValue(d)) if d.is_finite() => {
-                    out.numbers.push((key.to_owned(), *d));
+                    out.numbers.push((key, *d));
                 }
                 _ => {}
             }
@@ -128,9 +131,12 @@ pub(crate) fn properties_of(
         let kept = truncate_to(&text, limits::MAX_PROPERTY_VALUE_BYTES).len();
         if kept < text.len() {
             out.truncated += 1;
-            text.truncate(kept);
+            match &mut text {
+                Cow::Borrowed(s) => *s = &s[..kept],
+                Cow::Owned(s) => s.truncate(kept),
+            }
         }
-        out.text.push((key.to_owned(), text));
+        out.text.push((key, text));
     }
     out
 }
@@ -148,7 +154,7 @@ impl Redactor<'_> {
             .map(|v| self.text(v, usize::MAX, &mut ignored))
             .unwrap_or_default();
         if text.is_empty() {
-            return text;
+            return String::new();
         }
         self.hasher.hash(&text).into_string()
     }
@@ -156,19 +162,19 @@ impl Redactor<'_> {
     /// A value as text: scalars as themselves, arrays and maps as JSON. JSON stops
     /// growing once past `limit` bytes (the caller cuts it there anyway), so a map of
     /// a million elements costs no million-element string.
-    fn text(&self, value: &Value<'_>, limit: usize, redacted: &mut u64) -> String {
+    fn text<'a>(&self, value: &Value<'a>, limit: usize, redacted: &mut u64) -> Cow<'a, str> {
         match value {
-            Value::StringValue(s) => (*s).to_owned(),
-            Value::BoolValue(b) => b.to_string(),
-            Value::IntValue(i) => i.to_string(),
-            Value::DoubleValue(d) => double_text(*d),
-            Value::BytesValue(b) => hex::encode(b),
+            Value::StringValue(s) => Cow::Borrowed(s),
+            Value::BoolValue(b) => Cow::Borrowed(if *b { "true" } else { "false" }),
+            Value::IntValue(i) => Cow::Owned(i.to_string()),
+            Value::DoubleValue(d) => Cow::Owned(double_text(*d)),
+            Value::BytesValue(b) => Cow::Owned(hex::encode(b)),
             Value::ArrayValue(_) | Value::KvlistValue(_) => {
                 let mut out = String::new();
                 self.write_json(Some(value), &mut out, limit, redacted);
-                out
+                Cow::Owned(out)
             }
-            Value::StringValueStrindex(_) => String::new(),
+            Value::StringValueStrindex(_) => Cow::Borrowed(""),
         }
     }
 
@@ -260,8 +266,30 @@ mod tests {
     use super::*;
 
     /// [`properties_of`] on decoded attributes.
-    fn properties_of(attrs: &[KeyValue], privacy: &Privacy, hasher: &UserHasher) -> Properties {
-        super::properties_of(&crate::view::key_values(attrs), privacy, hasher)
+    /// The properties, owned (the views borrow from `attrs`).
+    struct Owned {
+        text: Vec<(String, String)>,
+        numbers: Vec<(String, f64)>,
+        truncated: u64,
+        redacted: u64,
+    }
+
+    fn properties_of(attrs: &[KeyValue], privacy: &Privacy, hasher: &UserHasher) -> Owned {
+        let props = super::properties_of(&crate::view::key_values(attrs), privacy, hasher);
+        Owned {
+            text: props
+                .text
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.into_owned()))
+                .collect(),
+            numbers: props
+                .numbers
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect(),
+            truncated: props.truncated,
+            redacted: props.redacted,
+        }
     }
 
     fn kv(key: &str, value: Value) -> KeyValue {

@@ -25,22 +25,56 @@ pub struct DecodeError(&'static str);
 
 /// Appends `row` to `out`.
 pub fn encode_row(row: &EventRow, out: &mut Vec<u8>) {
-    put_str(out, &row.app);
-    put_str(out, &row.event);
-    out.extend_from_slice(&row.event_time.timestamp_millis().to_le_bytes());
-    put_str(out, &row.user_hash);
-    put_str(out, &row.source);
-    put_len(out, row.properties.len());
-    for (key, value) in &row.properties {
+    encode_fields(
+        out,
+        Fields {
+            app: &row.app,
+            event: &row.event,
+            event_time: row.event_time,
+            user_hash: &row.user_hash,
+            source: &row.source,
+            received_at: row.received_at,
+        },
+        row.properties.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        row.numbers.iter().map(|(k, v)| (k.as_str(), *v)),
+    );
+}
+
+/// A row's scalar columns.
+struct Fields<'a> {
+    app: &'a str,
+    event: &'a str,
+    event_time: DateTime<Utc>,
+    user_hash: &'a str,
+    source: &'a str,
+    received_at: DateTime<Utc>,
+}
+
+/// The one place a row's layout is written (both [`encode_row`] and
+/// [`RequestEncoder::push`] come here, so the two cannot drift apart).
+fn encode_fields<'a>(
+    out: &mut Vec<u8>,
+    fields: Fields<'_>,
+    properties: impl ExactSizeIterator<Item = (&'a str, &'a str)>,
+    numbers: impl ExactSizeIterator<Item = (&'a str, f64)>,
+) {
+    put_str(out, fields.app);
+    put_str(out, fields.event);
+    out.extend_from_slice(&fields.event_time.timestamp_millis().to_le_bytes());
+    put_str(out, fields.user_hash);
+    put_str(out, fields.source);
+    put_len(out, properties.len());
+    for (key, value) in properties {
         put_str(out, key);
         put_str(out, value);
     }
-    put_len(out, row.numbers.len());
-    for (key, value) in &row.numbers {
+    put_len(out, numbers.len());
+    for (key, value) in numbers {
         put_str(out, key);
         out.extend_from_slice(&value.to_le_bytes());
     }
-    out.extend_from_slice(&row.received_at.timestamp_millis().to_le_bytes());
+    // Last, and 8 bytes: the digest leaves it out ([`RequestEncoder`]).
+    out.extend_from_slice(&fields.received_at.timestamp_millis().to_le_bytes());
 }
 
 /// Encodes every row of a request into one buffer.
@@ -51,10 +85,10 @@ pub fn encode_rows(rows: &[EventRow]) -> Vec<u8> {
 /// A request's rows, encoded, with a digest of what the sender sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EncodedRows {
-    /// The rows in RowBinary.
+    /// RowBinary rows of [`COLUMNS`].
     pub bytes: Vec<u8>,
-    /// XXH3-128 of every row without its `received_at`: the same request sent again
-    /// (an OTLP retry) has the same digest, although it is received at another time.
+    /// XXH3-128 of the rows without their `received_at`: the same records sent
+    /// again (a sender's retry) give the same digest, whenever they arrive.
     pub digest: u128,
 }
 
@@ -62,17 +96,70 @@ pub struct EncodedRows {
 pub fn encode_request(rows: &[EventRow]) -> EncodedRows {
     // A typical growth event is 150-300 bytes; guessing low costs a regrowth (a copy
     // of the whole buffer), guessing high only address space.
-    let mut out = Vec::with_capacity(rows.len() * 288);
-    let mut hasher = twox_hash::XxHash3_128::new();
+    let mut encoder = RequestEncoder::with_capacity(rows.len() * 288);
     for row in rows {
-        let start = out.len();
-        encode_row(row, &mut out);
-        // received_at is the row's last 8 bytes.
-        hasher.write(&out[start..out.len() - 8]);
+        let start = encoder.bytes.len();
+        encode_row(row, &mut encoder.bytes);
+        encoder.digest_from(start);
     }
-    EncodedRows {
-        bytes: out,
-        digest: hasher.finish_128(),
+    encoder.finish()
+}
+
+/// A request's rows encoded one at a time, as they are mapped
+/// ([`crate::map::RowBinarySink`]); the same bytes and digest as [`encode_request`].
+pub struct RequestEncoder {
+    bytes: Vec<u8>,
+    hasher: twox_hash::XxHash3_128,
+}
+
+impl std::fmt::Debug for RequestEncoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RequestEncoder")
+            .field("bytes", &self.bytes.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RequestEncoder {
+    /// An encoder whose buffer starts with room for `capacity` bytes.
+    pub fn with_capacity(capacity: usize) -> Self {
+        Self {
+            bytes: Vec::with_capacity(capacity),
+            hasher: twox_hash::XxHash3_128::new(),
+        }
+    }
+
+    /// Appends one mapped event.
+    pub fn push(&mut self, event: &crate::map::Event<'_>) {
+        let start = self.bytes.len();
+        encode_fields(
+            &mut self.bytes,
+            Fields {
+                app: event.app,
+                event: event.event,
+                event_time: event.event_time,
+                user_hash: event.user_hash.as_ref().map_or("", |h| h.as_str()),
+                source: event.source,
+                received_at: event.received_at,
+            },
+            event.properties.text.iter().map(|(k, v)| (*k, v.as_ref())),
+            event.properties.numbers.iter().copied(),
+        );
+        self.digest_from(start);
+    }
+
+    /// Adds the row that starts at `start` to the digest, without its `received_at`
+    /// (its last 8 bytes).
+    fn digest_from(&mut self, start: usize) {
+        self.hasher.write(&self.bytes[start..self.bytes.len() - 8]);
+    }
+
+    /// The rows and their digest.
+    pub fn finish(self) -> EncodedRows {
+        EncodedRows {
+            bytes: self.bytes,
+            digest: self.hasher.finish_128(),
+        }
     }
 }
 

@@ -914,8 +914,10 @@ mod borrowed_tests {
 
     use super::*;
     use crate::auth::AppAccess;
-    use crate::map::{MapRules, MappedRequest, Mapper, map_request_as};
+    use crate::catalog::Catalog;
+    use crate::map::{MapRules, MappedRequest, Mapper, RowBinarySink, map_request_as};
     use crate::privacy::{IdentifyingAction, Privacy};
+    use crate::rowbinary::encode_request;
 
     const NOW_NANOS: u64 = 1_700_000_100_000_000_000;
 
@@ -1099,7 +1101,35 @@ mod borrowed_tests {
             expected,
             "{what}: {body:02x?}"
         );
+        if let Some(expected) = expected.clone() {
+            encoded_agree(body, limits, access, expected, what);
+        }
         expected.is_some()
+    }
+
+    /// The intake's path (rows mapped straight into RowBinary, admitted against a
+    /// catalog as they come) gives the bytes, digest and counts of the owned rows
+    /// admitted afterwards and then encoded. The catalog is small, so that some
+    /// records are refused for too many apps or event names.
+    fn encoded_agree(
+        body: &[u8],
+        limits: &DecodeLimits,
+        access: &AppAccess,
+        mut expected: MappedRequest,
+        what: &str,
+    ) {
+        let (max_apps, max_events) = (2, 3);
+        Catalog::new(max_apps, max_events).admit(&mut expected);
+        let expected_rows = encode_request(&expected.rows);
+        expected.rows.clear();
+        let rules = rules();
+        let catalog = Catalog::new(max_apps, max_events);
+        let sink = RowBinarySink::new(&catalog, 0);
+        let mut mapper = Mapper::with_sink(&rules, access, received(), sink);
+        protobuf_visit(body, limits, &mut mapper).expect("decodes, as prost did");
+        let (mapped, sink) = mapper.finish_with_sink();
+        assert_eq!(mapped, expected, "{what}, encoded: {body:02x?}");
+        assert_eq!(sink.finish(), expected_rows, "{what}, encoded: {body:02x?}");
     }
 
     /// A length-delimited field `number` holding `bytes`.

@@ -28,7 +28,6 @@ pub use rules::{EdgeRules, ExportError, Refusal};
 use crate::auth::{AppAccess, AuthError};
 use crate::config::DeliveryConfig;
 use crate::map;
-use crate::rowbinary;
 use crate::spool::{Spool, SpoolError};
 use crate::telemetry::{Backpressure, Telemetry};
 
@@ -207,19 +206,21 @@ impl Intake {
         request: Payload,
         access: &AppAccess,
     ) -> Result<ExportLogsServiceResponse, ExportError> {
-        let mut mapped = match &request {
+        // Rows go straight into RowBinary as they are mapped, admitted against the
+        // catalog on the way; RowBinary is about the size of the protobuf it came from.
+        let capacity = request.size() + request.size() / 4 + 1024;
+        let sink = map::RowBinarySink::new(&self.rules.catalog, capacity);
+        let mut mapper = map::Mapper::with_sink(&self.rules.map, access, Utc::now(), sink);
+        match &request {
             Payload::Protobuf(bytes) => {
-                let mut mapper = map::Mapper::new(&self.rules.map, access, Utc::now());
                 decode::protobuf_visit(bytes, &self.rules.decode, &mut mapper)?;
-                mapper.finish()
             }
-            Payload::Decoded(request) => {
-                map::map_request_as(request, &self.rules.map, access, Utc::now())
-            }
-        };
+            Payload::Decoded(request) => crate::view::visit_request(request, &mut mapper),
+        }
+        let (mapped, sink) = mapper.finish_with_sink();
+        let encoded = sink.finish();
         // Requests held through the fsync wait were most of the memory at 32 senders.
         drop(request);
-        self.rules.catalog.admit(&mut mapped);
         self.telemetry.mapped(&mapped);
         if mapped.only_forbidden_apps() {
             self.telemetry.refused(Refusal::Forbidden);
@@ -232,11 +233,14 @@ impl Intake {
         if let Some(message) = &message {
             tracing::debug!(rejected, %message, "rejected log records");
         }
-        if !mapped.rows.is_empty() {
-            let rows = mapped.rows.len();
-            let encoded = rowbinary::encode_request(&mapped.rows);
+        if mapped.stored > 0 {
+            let rows = mapped.stored;
             drop(mapped);
-            if let Err(e) = self.spool.append(rows as u32, encoded).await {
+            if let Err(e) = self
+                .spool
+                .append(u32::try_from(rows).unwrap_or(u32::MAX), encoded)
+                .await
+            {
                 let reason = match e {
                     SpoolError::Full { .. } => Backpressure::SpoolFull,
                     SpoolError::Closed | SpoolError::Io { .. } => Backpressure::SpoolUnavailable,
@@ -246,7 +250,7 @@ impl Intake {
                 } else {
                     BUSY_RETRY
                 };
-                self.telemetry.backpressured(reason, rows as u64);
+                self.telemetry.backpressured(reason, rows);
                 return Err(ExportError::Delivery(DeliveryError {
                     reason,
                     retry_after,
