@@ -73,24 +73,48 @@ impl Catalog {
     /// Whether an event of `app` named `event` may be stored; a new name within the
     /// bounds is learned.
     pub fn admit_one(&self, app: &str, event: &str) -> Result<(), RejectReason> {
+        self.admit_learning(app, event).map(|_| ())
+    }
+
+    /// [`Catalog::admit_one`], saying what it learned: `Some(app_was_new)` when the
+    /// (app, event) pair is new, so that [`Catalog::forget`] can take it back.
+    pub fn admit_learning(&self, app: &str, event: &str) -> Result<Option<bool>, RejectReason> {
         let mut known = self.lock();
-        if !known.contains_key(app) {
+        let app_is_new = !known.contains_key(app);
+        if app_is_new {
             if known.len() >= self.max_apps {
                 return Err(RejectReason::TooManyApps);
             }
             known.insert(app.to_owned(), HashSet::new());
         }
         let Some(events) = known.get_mut(app) else {
-            return Ok(()); // inserted just above
+            return Ok(None); // inserted just above
         };
         if events.contains(event) {
-            return Ok(());
+            return Ok(None);
         }
         if events.len() >= self.max_events_per_app {
             return Err(RejectReason::TooManyEventNames);
         }
         events.insert(event.to_owned());
-        Ok(())
+        Ok(Some(app_is_new))
+    }
+
+    /// Takes back pairs learned by [`Catalog::admit_learning`] for a request that was
+    /// then refused whole (undecodable after its first records): names nothing was
+    /// stored under do not take up the bounds. An app goes too when it was new and
+    /// has no other event name.
+    pub fn forget(&self, learned: &[(&str, &str, bool)]) {
+        let mut known = self.lock();
+        for (app, event, app_was_new) in learned {
+            let Some(events) = known.get_mut(*app) else {
+                continue;
+            };
+            events.remove(*event);
+            if *app_was_new && events.is_empty() {
+                known.remove(*app);
+            }
+        }
     }
 
     pub fn apps(&self) -> usize {

@@ -427,6 +427,8 @@ impl<'a> RowSink<'a> for Vec<EventRow> {
 pub struct RowBinarySink<'a, 'c> {
     catalog: &'c Catalog,
     answers: Vec<(&'a str, &'a str, Result<(), RejectReason>)>,
+    /// Pairs this request taught the catalog (with whether the app was new too).
+    learned: Vec<(&'a str, &'a str, bool)>,
     encoder: rowbinary::RequestEncoder,
 }
 
@@ -439,6 +441,7 @@ impl<'c> RowBinarySink<'_, 'c> {
         Self {
             catalog,
             answers: Vec::new(),
+            learned: Vec::new(),
             encoder: rowbinary::RequestEncoder::with_capacity(capacity),
         }
     }
@@ -446,6 +449,13 @@ impl<'c> RowBinarySink<'_, 'c> {
     /// The rows encoded, with the request's digest.
     pub fn finish(self) -> EncodedRows {
         self.encoder.finish()
+    }
+
+    /// The request is refused whole: the catalog forgets the names it learned from it.
+    pub fn forget_learned(self) {
+        if !self.learned.is_empty() {
+            self.catalog.forget(&self.learned);
+        }
     }
 }
 
@@ -458,7 +468,14 @@ impl<'a> RowSink<'a> for RowBinarySink<'a, '_> {
         {
             return *answer;
         }
-        let answer = self.catalog.admit_one(app, event);
+        let answer = match self.catalog.admit_learning(app, event) {
+            Ok(Some(app_was_new)) => {
+                self.learned.push((app, event, app_was_new));
+                Ok(())
+            }
+            Ok(None) => Ok(()),
+            Err(reason) => Err(reason),
+        };
         if self.answers.len() < ANSWERS_KEPT {
             self.answers.push((app, event, answer));
         }

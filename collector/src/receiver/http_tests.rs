@@ -370,3 +370,45 @@ async fn other_paths_and_methods_are_not_served() {
         .expect("infallible");
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn names_of_a_request_refused_as_undecodable_are_not_learned() {
+    let store = SpooledIntake::new(1 << 30);
+    let mut rules = EdgeRules::new(UserHasher::new(None));
+    // Room for one app only.
+    rules.catalog = std::sync::Arc::new(crate::catalog::Catalog::new(1, 10));
+    let catalog = rules.catalog.clone();
+    let intake = store.intake.clone().with_rules(rules);
+    let h = Harness {
+        router: router(intake, LIMIT, Duration::from_secs(5)),
+        store,
+    };
+    let of_app = |app: &str| {
+        let mut request = protobuf_request(1);
+        request.resource_logs[0].resource = Some(Resource {
+            attributes: vec![KeyValue {
+                key: "service.name".into(),
+                value: Some(AnyValue {
+                    value: Some(Value::StringValue(app.into())),
+                }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+        request.encode_to_vec()
+    };
+    // A whole first resource of app "ghost", then a truncated field: refused whole.
+    let mut damaged = of_app("ghost");
+    damaged.extend_from_slice(&[0x0a, 0x05, 0x01]);
+    let (status, _, _) = post(&h, Some("application/x-protobuf"), None, damaged).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(catalog.apps(), 0, "the refused request's app is not kept");
+    // So the one slot is still free for a real app.
+    let (status, _, body) = post(&h, Some("application/x-protobuf"), None, of_app("real")).await;
+    assert_eq!(status, StatusCode::OK);
+    let answer = ExportLogsServiceResponse::decode(body.as_slice()).expect("answer");
+    assert_eq!(answer.partial_success, None, "nothing rejected");
+    let rows = h.store.rows();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].app, "real");
+}

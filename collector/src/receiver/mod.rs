@@ -213,7 +213,11 @@ impl Intake {
         let mut mapper = map::Mapper::with_sink(&self.rules.map, access, Utc::now(), sink);
         match &request {
             Payload::Protobuf(bytes) => {
-                decode::protobuf_visit(bytes, &self.rules.decode, &mut mapper)?;
+                if let Err(e) = decode::protobuf_visit(bytes, &self.rules.decode, &mut mapper) {
+                    // Refused whole: names seen before the damage are not kept.
+                    mapper.finish_with_sink().1.forget_learned();
+                    return Err(e.into());
+                }
             }
             Payload::Decoded(request) => crate::view::visit_request(request, &mut mapper),
         }
