@@ -189,6 +189,10 @@ async fn bench(args: Args) -> anyhow::Result<()> {
         for &system in &args.systems {
             eprintln!("… {} at concurrency {concurrency}", system.label());
             clickhouse.wait_idle(Duration::from_secs(60)).await?;
+            // The system before may have left ClickHouse's merged parts dirty in the
+            // page cache (Rotel's ~100 MB); written back during the next run, they
+            // would slow its fsyncs and inserts. Each system starts with none.
+            flush_page_cache().await;
             let running =
                 Running::start(system, &format!("c{concurrency}"), &programs, &clickhouse).await?;
             let outcome = measure(
@@ -207,6 +211,14 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     }
     report::print_table(&header, &outcomes, &load_before, &loadavg());
     Ok(())
+}
+
+/// Writes the OS's dirty pages to disk (`sync`) and waits for it.
+async fn flush_page_cache() {
+    match tokio::process::Command::new("sync").status().await {
+        Ok(status) if status.success() => {}
+        other => eprintln!("  (`sync` failed: {other:?}; the run may see leftover writeback)"),
+    }
 }
 
 /// Full load for `duration`, sampling RSS; then the usual measurement.
