@@ -468,14 +468,11 @@ impl<'a> RowSink<'a> for RowBinarySink<'a, '_> {
         {
             return *answer;
         }
-        let answer = match self.catalog.admit_learning(app, event) {
-            Ok(Some(app_was_new)) => {
+        let answer = self.catalog.admit_learning(app, event).map(|learned| {
+            if let Some(app_was_new) = learned {
                 self.learned.push((app, event, app_was_new));
-                Ok(())
             }
-            Ok(None) => Ok(()),
-            Err(reason) => Err(reason),
-        };
+        });
         if self.answers.len() < ANSWERS_KEPT {
             self.answers.push((app, event, answer));
         }

@@ -196,7 +196,7 @@ impl Intake {
         };
         let inflight = i64::try_from(units * BYTE_UNIT).unwrap_or(i64::MAX);
         self.telemetry.inflight(inflight);
-        let result = self.map_and_spool(request, access).await;
+        let result = self.map_and_spool(request, size, access).await;
         self.telemetry.inflight(-inflight);
         result
     }
@@ -204,11 +204,12 @@ impl Intake {
     async fn map_and_spool(
         &self,
         request: Payload,
+        size: usize,
         access: &AppAccess,
     ) -> Result<ExportLogsServiceResponse, ExportError> {
         // Rows go straight into RowBinary as they are mapped, admitted against the
         // catalog on the way; RowBinary is about the size of the protobuf it came from.
-        let capacity = request.size() + request.size() / 4 + 1024;
+        let capacity = size + size / 4 + 1024;
         let sink = map::RowBinarySink::new(&self.rules.catalog, capacity);
         let mut mapper = map::Mapper::with_sink(&self.rules.map, access, Utc::now(), sink);
         match &request {
