@@ -403,6 +403,24 @@ fn rate(runs: usize, min_time: Duration, mut f: impl FnMut() -> u64) -> f64 {
     rates[rates.len() / 2]
 }
 
+/// A visitor that counts what it is shown: the cost of reading in place alone.
+#[derive(Default)]
+struct CountingVisitor {
+    records: u64,
+    attributes: usize,
+}
+
+impl<'a> growth_collector::view::Visitor<'a> for CountingVisitor {
+    fn resource(&mut self, attributes: &[growth_collector::view::KeyValue<'a>]) {
+        self.attributes += attributes.len();
+    }
+
+    fn record(&mut self, record: &growth_collector::view::LogRecord<'a, '_>) {
+        self.records += 1;
+        self.attributes += black_box(record.attributes).len();
+    }
+}
+
 fn mapping_section(args: &Args) -> anyhow::Result<()> {
     let r = args.records_per_request;
     let keyed = UserHasher::new(Some(BENCH_KEY.as_bytes().to_vec()));
@@ -478,6 +496,14 @@ fn mapping_section(args: &Args) -> anyhow::Result<()> {
         rate(runs, t, || {
             let decoded = protobuf(black_box(mix_bytes.as_slice()), &limits).unwrap_or_default();
             black_box(map_request(&decoded, &keyed_rules, Utc::now())).received
+        }),
+    );
+    step(
+        "reading in place alone: `protobuf_visit`, a visitor that only counts".into(),
+        rate(runs, t, || {
+            let mut counted = CountingVisitor::default();
+            let read = protobuf_visit(black_box(mix_bytes.as_slice()), &limits, &mut counted);
+            black_box(read.map_or(0, |()| counted.records))
         }),
     );
     step(
