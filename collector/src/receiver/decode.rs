@@ -753,25 +753,17 @@ mod borrowed {
             [0x21, bits @ ..] => PlainValue::Double(f64::from_bits(u64::from_le_bytes(
                 <[u8; 8]>::try_from(bits).ok()?,
             ))),
-            [0x18, rest @ ..] => {
-                let mut rest = rest;
-                let v = varint(&mut rest).ok()?;
-                if !rest.is_empty() {
-                    return None;
-                }
-                PlainValue::Int(v as i64)
-            }
-            [0x10, rest @ ..] => {
-                let mut rest = rest;
-                let v = varint(&mut rest).ok()?;
-                if !rest.is_empty() {
-                    return None;
-                }
-                PlainValue::Bool(v != 0)
-            }
+            [0x18, rest @ ..] => PlainValue::Int(whole_varint(rest)? as i64),
+            [0x10, rest @ ..] => PlainValue::Bool(whole_varint(rest)? != 0),
             _ => return None,
         };
         Some(PlainKeyValue { key, value })
+    }
+
+    /// A varint that is all of `bytes`; `None` when it is not (the loop decides).
+    fn whole_varint(mut bytes: &[u8]) -> Option<u64> {
+        let v = varint(&mut bytes).ok()?;
+        bytes.is_empty().then_some(v)
     }
 
     fn utf8(bytes: &[u8]) -> Result<&str, DecodeError> {
