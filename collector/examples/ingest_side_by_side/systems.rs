@@ -249,7 +249,9 @@ impl Running {
         }
     }
 
-    /// Rows stored so far (for the sink: nothing is stored; `None`).
+    /// Rows stored so far (for the sink: nothing is stored; `None`). The distinct count
+    /// is over the sequence numbers as integers: a soak stores ~100M rows, and a set of
+    /// that many strings outgrows ClickHouse's memory limit here (10.8 GiB).
     pub async fn stored(&self, clickhouse: &ClickHouse) -> anyhow::Result<Option<Stored>> {
         let (table, seq) = match self.system {
             System::Baseline => return Ok(None),
@@ -257,7 +259,7 @@ impl Running {
             System::Growth => ("events", "properties"),
         };
         let sql = format!(
-            "SELECT toUInt64(count()), toUInt64(uniqExact({seq}['{SEQ_ATTRIBUTE}'])) FROM {}.{table}",
+            "SELECT toUInt64(count()), toUInt64(uniqExact(toUInt64({seq}['{SEQ_ATTRIBUTE}']))) FROM {}.{table}",
             self.database
         );
         let (rows, unique) = clickhouse
