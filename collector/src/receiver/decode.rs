@@ -2,13 +2,18 @@
 //!
 //! A request's bytes do not bound its memory: an empty log record is 2 bytes of
 //! protobuf but a ~200-byte `LogRecord` once decoded, so a 4 MiB request of empty
-//! records used to take ~890 MiB. Before anything is allocated, the request is
-//! measured against [`DecodeLimits`]: log records, values (every attribute
-//! key-value, every element of an array or map value at any depth, every resource
-//! and scope group) and the nesting depth of array/map values. Protobuf is walked once without allocating
-//! ([`wire`]), then decoded by prost; OTLP/JSON is decoded by [`super::otlp_json`],
-//! which counts while it decodes. Either way the worst case is a few decoded
-//! structs per counted element, whatever the request's shape.
+//! records used to take ~890 MiB. Every reading charges what it meets to
+//! [`DecodeLimits`] as it goes and stops at the first excess: log records, values
+//! (every attribute key-value, every element of an array or map value at any depth,
+//! every resource and scope group) and the nesting depth of array/map values.
+//!
+//! There is one protobuf reader, [`borrowed`]: the intake reads requests in place
+//! with it ([`protobuf_visit`]), a request turned away is counted with it
+//! ([`count_records`]), and [`protobuf`] measures with it before handing the bytes
+//! to prost. Its recursion follows the nesting of array/map values only, and that
+//! is checked against `max_depth` (at most 64, see `--max-value-depth`) before each
+//! level is entered, so no request can exhaust the stack. OTLP/JSON is decoded by
+//! [`super::otlp_json`], which counts while it decodes.
 
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use prost::Message;
@@ -64,7 +69,7 @@ pub fn protobuf(
     body: &[u8],
     limits: &DecodeLimits,
 ) -> Result<ExportLogsServiceRequest, DecodeError> {
-    wire::measure(body, limits)?;
+    protobuf_visit(body, limits, &mut RecordCounter::default())?;
     ExportLogsServiceRequest::decode(body).map_err(|e| DecodeError::Protobuf(e.to_string()))
 }
 
@@ -84,18 +89,28 @@ pub fn protobuf_visit<'a>(
     borrowed::Reader::new(limits).request(body, visitor)
 }
 
-/// Counts the log records of a protobuf request, 0 when it does not decode (for
-/// the counters of a request turned away unread).
-pub fn count_records(body: &[u8]) -> u64 {
-    let limits = DecodeLimits {
-        max_records: usize::MAX,
-        max_values: usize::MAX,
-        max_depth: usize::MAX,
-    };
-    let mut budget = Budget::new(&limits);
-    match wire::walk_request(body, &mut budget) {
-        Ok(()) => budget.records as u64,
+/// Counts the log records of a protobuf request for the counters of a request
+/// turned away for load: read within `limits` (the intake's own), so a hostile
+/// request costs no more here than on the way in; 0 when it is not a request
+/// within those limits (it would have been refused as invalid anyway).
+pub fn count_records(body: &[u8], limits: &DecodeLimits) -> u64 {
+    let mut counter = RecordCounter::default();
+    match protobuf_visit(body, limits, &mut counter) {
+        Ok(()) => counter.records,
         Err(_) => 0,
+    }
+}
+
+/// A visitor that only counts records.
+#[derive(Debug, Default)]
+struct RecordCounter {
+    records: u64,
+}
+
+impl<'a> crate::view::Visitor<'a> for RecordCounter {
+    fn resource(&mut self, _attributes: &[crate::view::KeyValue<'a>]) {}
+    fn record(&mut self, _record: &crate::view::LogRecord<'a, '_>) {
+        self.records += 1;
     }
 }
 
@@ -145,149 +160,13 @@ impl<'a> Budget<'a> {
     }
 }
 
-/// A walk over protobuf wire format that knows just enough of the OTLP logs schema
-/// to count records, values and depth. prost offers no limits of its own besides
-/// a recursion limit of 100, and measuring after decoding would be too late: the
-/// memory is taken by then. Written by hand because it is ~100 lines, allocates
-/// nothing and is fuzzed by the tests below against prost's own decoder.
-mod wire {
-    use super::{Budget, DecodeError, DecodeLimits};
-
-    /// The messages of the schema that hold what is counted.
-    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-    enum Kind {
-        Request,
-        ResourceLogs,
-        Resource,
-        ScopeLogs,
-        Scope,
-        EntityRef,
-        /// A repeated string or bytes element: no struct of its own, but a `String`.
-        Element,
-        LogRecord,
-        KeyValue,
-        AnyValue,
-        ArrayValue,
-        KvList,
-    }
-
-    /// The kind of the sub-message in `field` of a `kind` message, if counted.
-    fn child(kind: Kind, field: u64) -> Option<Kind> {
-        use Kind::*;
-        Some(match (kind, field) {
-            (Request, 1) => ResourceLogs,
-            (ResourceLogs, 1) => Resource,
-            (ResourceLogs, 2) => ScopeLogs,
-            (Resource, 1) | (Scope, 3) | (LogRecord, 6) | (KvList, 1) => KeyValue,
-            (Resource, 3) => EntityRef,
-            (EntityRef, 3 | 4) => Element,
-            (ScopeLogs, 1) => Scope,
-            (ScopeLogs, 2) => LogRecord,
-            (LogRecord, 5) | (KeyValue, 2) | (ArrayValue, 1) => AnyValue,
-            (AnyValue, 5) => ArrayValue,
-            (AnyValue, 6) => KvList,
-            _ => return None,
-        })
-    }
-
-    pub(super) fn measure(body: &[u8], limits: &DecodeLimits) -> Result<(), DecodeError> {
-        let mut budget = Budget::new(limits);
-        walk_request(body, &mut budget)
-    }
-
-    pub(super) fn walk_request(body: &[u8], budget: &mut Budget) -> Result<(), DecodeError> {
-        walk(body, Kind::Request, 0, budget)
-    }
-
-    fn walk(
-        mut buf: &[u8],
-        kind: Kind,
-        depth: usize,
-        budget: &mut Budget,
-    ) -> Result<(), DecodeError> {
-        match kind {
-            Kind::LogRecord => budget.record()?,
-            // Every other element of a repeated field is a struct (or a String) once
-            // decoded, however few bytes it took: all are counted.
-            Kind::KeyValue
-            | Kind::AnyValue
-            | Kind::ResourceLogs
-            | Kind::ScopeLogs
-            | Kind::EntityRef
-            | Kind::Element => budget.value()?,
-            _ => {}
-        }
-        if kind == Kind::Element {
-            return Ok(());
-        }
-        let depth = match kind {
-            Kind::ArrayValue | Kind::KvList => depth + 1,
-            _ => depth,
-        };
-        budget.depth(depth)?;
-        while !buf.is_empty() {
-            let key = varint(&mut buf)?;
-            let (field, wire_type) = (key >> 3, key & 7);
-            if field == 0 {
-                return Err(malformed("field number 0"));
-            }
-            match wire_type {
-                0 => {
-                    varint(&mut buf)?;
-                }
-                1 => buf = skip(buf, 8)?,
-                5 => buf = skip(buf, 4)?,
-                2 => {
-                    let len = usize::try_from(varint(&mut buf)?)
-                        .map_err(|_| malformed("length overflows"))?;
-                    if len > buf.len() {
-                        return Err(malformed("truncated length-delimited field"));
-                    }
-                    let (inner, rest) = buf.split_at(len);
-                    if let Some(child) = child(kind, field) {
-                        walk(inner, child, depth, budget)?;
-                    }
-                    buf = rest;
-                }
-                _ => {
-                    return Err(malformed(
-                        "unsupported wire type (groups are not used by OTLP)",
-                    ));
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn varint(buf: &mut &[u8]) -> Result<u64, DecodeError> {
-        let mut value = 0_u64;
-        for (i, byte) in buf.iter().enumerate().take(10) {
-            value |= u64::from(byte & 0x7f) << (7 * i);
-            if byte & 0x80 == 0 {
-                *buf = &buf[i + 1..];
-                return Ok(value);
-            }
-        }
-        Err(malformed("truncated or overlong varint"))
-    }
-
-    fn skip(buf: &[u8], n: usize) -> Result<&[u8], DecodeError> {
-        buf.get(n..)
-            .ok_or_else(|| malformed("truncated fixed-width field"))
-    }
-
-    fn malformed(what: &str) -> DecodeError {
-        DecodeError::Protobuf(what.to_owned())
-    }
-}
-
 /// The borrowed reading of [`protobuf_visit`]: the OTLP logs schema, field by
 /// field, with prost's rules — a known field with the wrong wire type, a string
 /// that is not UTF-8, a varint of more than 64 bits, a field number 0 and a
 /// length past the end are errors; unknown fields are skipped; for a repeated
 /// field elements append, for a singular one the last wins, and a singular
 /// message or an `AnyValue` met twice is merged into the first. Groups (wire
-/// types 3 and 4) are refused, as the counting walk above refuses them. Written by
+/// types 3 and 4) are refused: OTLP does not use them. Written by
 /// hand because prost (and every maintained Rust protobuf crate that works on
 /// OTLP's generated types) decodes into owned `String`s and `Vec`s: at one sender,
 /// decoding and dropping those was a quarter of the collector's CPU.
@@ -950,6 +829,75 @@ mod tests {
             }
             out.push(byte | 0x80);
         }
+    }
+
+    /// A request whose one record's body nests arrays `depth` deep, built from
+    /// the inside out without recursion (prost's encoder recurses).
+    fn deeply_nested_body(depth: usize) -> Vec<u8> {
+        let leaf = [0x0a_u8, 0x01, b'x'];
+        let mut size = leaf.len();
+        let mut prefixes = Vec::with_capacity(depth);
+        for _ in 0..depth {
+            // AnyValue { array_value (5): ArrayValue { values (1): <size> } }
+            let mut array = vec![0x0a];
+            push_len(&mut array, size);
+            let mut level = vec![0x2a];
+            push_len(&mut level, array.len() + size);
+            size += level.len() + array.len();
+            level.extend(array);
+            prefixes.push(level);
+        }
+        let mut nest: Vec<u8> = prefixes.into_iter().rev().flatten().collect();
+        nest.extend(leaf);
+        let mut record = vec![0x2a];
+        push_len(&mut record, nest.len());
+        record.extend(nest);
+        let mut scope = vec![0x12];
+        push_len(&mut scope, record.len());
+        scope.extend(record);
+        let mut resource = vec![0x12];
+        push_len(&mut resource, scope.len());
+        resource.extend(scope);
+        let mut body = vec![0x0a];
+        push_len(&mut body, resource.len());
+        body.extend(resource);
+        body
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_at_the_depth_limit_on_every_path() {
+        // The attack of the finding: 200,000 levels, ~1.6 MB. A recursion per
+        // level would overflow any thread's stack; every reading stops at the limit.
+        let body = deeply_nested_body(200_000);
+        assert!(body.len() > 1_000_000);
+        let limits = DecodeLimits::default();
+        assert_eq!(
+            protobuf(&body, &limits),
+            Err(DecodeError::TooDeep(limits.max_depth))
+        );
+        assert_eq!(count_records(&body, &limits), 0);
+        // Within the limit it is an ordinary request of one record.
+        let shallow = deeply_nested_body(limits.max_depth);
+        assert_eq!(count_records(&shallow, &limits), 1);
+        assert_eq!(
+            protobuf(&shallow, &limits),
+            ExportLogsServiceRequest::decode(shallow.as_slice())
+                .map_err(|e| DecodeError::Protobuf(e.to_string()))
+        );
+        // The deepest limit the flags allow (64) fits in half the stack of a Tokio
+        // worker (2 MiB), unoptimised.
+        let deepest = DecodeLimits {
+            max_depth: 64,
+            ..limits
+        };
+        let worst = deeply_nested_body(64);
+        let counted = std::thread::Builder::new()
+            .stack_size(1024 * 1024)
+            .spawn(move || count_records(&worst, &deepest))
+            .expect("thread")
+            .join()
+            .expect("no overflow");
+        assert_eq!(counted, 1);
     }
 
     #[test]

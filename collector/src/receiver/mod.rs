@@ -76,10 +76,11 @@ impl Payload {
         }
     }
 
-    /// Its log records, for the counters of a request turned away unread.
-    fn records(&self) -> u64 {
+    /// Its log records, for the counters of a request turned away unread; protobuf
+    /// is read no further than `limits` allow.
+    fn records(&self, limits: &decode::DecodeLimits) -> u64 {
         match self {
-            Payload::Protobuf(bytes) => decode::count_records(bytes),
+            Payload::Protobuf(bytes) => decode::count_records(bytes, limits),
             Payload::Decoded(request) => request
                 .resource_logs
                 .iter()
@@ -272,7 +273,8 @@ impl Intake {
     }
 
     fn refuse(&self, reason: Backpressure, request: &Payload, message: String) -> DeliveryError {
-        self.telemetry.backpressured(reason, request.records());
+        self.telemetry
+            .backpressured(reason, request.records(&self.rules.decode));
         DeliveryError {
             reason,
             retry_after: BUSY_RETRY,
