@@ -1,7 +1,7 @@
 //! The day cache on disk (`--state-dir`), so that a restarted aggregator reads only
 //! the days that changed while it was away, not every day of the windows and cohorts.
 //!
-//! Why a local file (ARCHITECTURE.md, "The refresh keeps its days"): the cache is the
+//! Why a local file (ARCHITECTURE.md, "The metrics layer"): the cache is the
 //! aggregator's own, derived from ClickHouse and checked against it at every load
 //! (markers per day, the layer's parts), so losing it costs one cold refresh and
 //! nothing else. A file is read back in tens of milliseconds; a table in ClickHouse

@@ -1,4 +1,4 @@
-//! The metric definitions of DESIGN.md, as pure functions of "now" and the settings.
+//! The metric definitions of docs/contract.md, as pure functions of "now" and the settings.
 //!
 //! Nothing here talks to ClickHouse: it decides which calendar days, windows,
 //! cohorts and (cohort, day N) pairs a refresh asks for, and turns the answers into
@@ -256,7 +256,7 @@ pub fn cohort_reports(
         .collect()
 }
 
-/// DESIGN.md's recent retention for each configured N: over the `--cohorts` most
+/// docs/contract.md's recent retention for each configured N: over the `--cohorts` most
 /// recent cohort days C with C + N < today, Σ retained ÷ Σ cohort users.
 pub fn recent_retention(
     definitions: &MetricDefinitions,

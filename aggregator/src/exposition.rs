@@ -160,7 +160,7 @@ fn exported_totals(totals: &BTreeMap<String, u64>, max: usize) -> BTreeMap<&str,
     out
 }
 
-/// Writes every series of DESIGN.md for the exported apps, and the refresh's health.
+/// Writes every series of docs/contract.md for the exported apps, and the refresh's health.
 pub fn render(
     snapshot: &MetricsSnapshot,
     limits: &Limits,

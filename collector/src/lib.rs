@@ -12,21 +12,28 @@
 //! ```
 //!
 //! * [`receiver`] — OTLP/gRPC ([`receiver::grpc`]) and OTLP/HTTP ([`receiver::http`],
-//!   protobuf and JSON, gzip); both hand a decoded request to [`receiver::Intake`].
-//! * [`map`] — the event contract: event name, user (a raw `user.id` is hashed here
-//!   with [`UserHasher`](growth_schema::user_hash::UserHasher) and never stored),
-//!   app, time, source, properties; rejects and counts what breaks it.
+//!   protobuf and JSON, gzip); both hand a request to [`receiver::Intake`], which
+//!   admits it (or turns it away with a retry delay), maps it and waits until its
+//!   rows are durable in the spool.
+//! * [`map`] — the event contract (`docs/contract.md`): event name, user (a raw
+//!   `user.id` is hashed here with [`UserHasher`](growth_schema::user_hash::UserHasher)
+//!   and never stored), app, time, source, properties; rejects and counts what breaks
+//!   it. It reads records through [`view`] (borrowed slices of the request: protobuf
+//!   is read in place by [`receiver::decode`], OTLP/JSON is decoded first) and writes
+//!   each accepted event as a [`rowbinary`] row.
 //! * at the edge, before anything is stored: [`receiver::serve`] (timeouts),
 //!   [`auth`] (bearer tokens per app), [`receiver::decode`] (bounded decoding),
 //!   [`privacy`] (identifying attributes hashed or dropped), [`catalog`] (bounded
-//!   apps and event names); the rules and answers are in `docs/ingest.md`.
-//! * [`batch`] — gathers requests into large inserts; a sender is answered "ok"
-//!   only once its events are in ClickHouse, otherwise it is told to retry.
-//! * [`spool`] — the write-ahead spool: a sender is answered "ok" once its events
-//!   are on disk (group commit), or told to retry later when the spool is full.
+//!   apps and event names); their flags are in [`intake_config`], the rules and
+//!   answers in `docs/ingest.md`.
+//! * [`spool`] — the write-ahead spool. A request is acknowledged once its events
+//!   are durable in the spool (written and, with `--spool-fsync always`, synced; one
+//!   group commit serves every request that arrived meanwhile), never after
+//!   ClickHouse; when the spool is full the sender is told to retry later.
 //! * [`writer`] — drains the spool into ClickHouse in large inserts, exactly once
 //!   (deduplication tokens), retrying transient failures and setting refused rows
-//!   aside ([`deadletter`]); [`rowbinary`] is the rows' encoding on disk and on the wire.
+//!   aside ([`deadletter`]); [`rows`] reads a batch back in chunks and [`native`]
+//!   re-lays each chunk as the Native blocks that are sent.
 //! * [`clickhouse`] — the sink: inserts, classifies failures. Waiting for
 //!   ClickHouse at start-up and migrating is the start-up path both binaries share,
 //!   [`growth_schema::service`].

@@ -1,4 +1,4 @@
-//! OTLP → growth event: the event contract of DESIGN.md, as a pure function.
+//! OTLP → growth event: the event contract of docs/contract.md, as a pure function.
 //!
 //! [`map_request`] turns one `ExportLogsServiceRequest` into [`EventRow`]s and says
 //! what happened to every record it did not turn into a row. It does no I/O, keeps

@@ -1,4 +1,4 @@
-//! One test (or a few) per row of the event contract in DESIGN.md.
+//! One test (or a few) per row of the event contract in docs/contract.md.
 
 use super::*;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;

@@ -1,4 +1,4 @@
--- 0021 · fewer merges of `events` (issue 5; docs/benchmarks.md, "Fewer, larger parts").
+-- 0021 · fewer merges of `events` (issue 5; docs/benchmarks.md, "Where ClickHouse's CPU goes").
 --
 -- A merge of `events` costs ~2.2 CPU-s per million rows it rewrites, and over its
 -- month a row is rewritten about log_k(the month's rows ÷ the rows of an insert) times,

@@ -1,4 +1,4 @@
-//! OpenTelemetry attribute names of the growth event contract (DESIGN.md, "Event contract").
+//! OpenTelemetry attribute names of the growth event contract (docs/contract.md, "Event contract").
 //!
 //! Any OpenTelemetry SDK produces a growth event with stock APIs by emitting a log
 //! record that carries these attributes; nothing else is needed.

@@ -1,7 +1,7 @@
 //! Hostile input, table-driven, against the real collector and ClickHouse.
 //!
 //! Every case is one request (or one abused connection) with its documented answer
-//! (docs/ingest.md, "Hostile input"). After each case the test checks: the answer,
+//! (docs/ingest.md, "Answers"). After each case the test checks: the answer,
 //! the collector still ready, the good records of the same request stored (each good
 //! record carries its case's name in the `case` attribute), and the collector's peak
 //! RSS (`VmHWM`, reset through `/proc/<pid>/clear_refs` before every case) not more

@@ -5,7 +5,7 @@
 //! SDK and the real collector into ClickHouse. Three aggregators read it with
 //! different timezones, active-event sets, retention days and cohort counts. The
 //! expectations are computed here, from the list of events alone, by a plain
-//! implementation of DESIGN.md's definitions that shares no code with the aggregator.
+//! implementation of docs/contract.md's metric definitions that shares no code with the aggregator.
 
 mod common;
 
@@ -77,7 +77,7 @@ struct Setting {
     flags: &'static [&'static str],
 }
 
-/// DESIGN.md's definitions, implemented directly over the events.
+/// docs/contract.md's metric definitions, implemented directly over the events.
 struct Expected {
     active_users: BTreeMap<Vec<(String, String)>, f64>,
     cohort_users: BTreeMap<Vec<(String, String)>, f64>,

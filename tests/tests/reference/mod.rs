@@ -1,4 +1,4 @@
-//! DESIGN.md's metric definitions written directly over a list of events, in plain
+//! docs/contract.md's metric definitions written directly over a list of events, in plain
 //! Rust, apart from the aggregator's SQL: the independent reference the correctness
 //! tests compare `/metrics` and `/api/v1/*` with. Deliberately naive (sets of days per
 //! user, loops over days): obviously right beats fast here.
@@ -179,7 +179,7 @@ impl Reference {
             .collect()
     }
 
-    /// DESIGN.md's recent retention of day N: Σ cohort users and Σ retained over
+    /// docs/contract.md's recent retention of day N: Σ cohort users and Σ retained over
     /// the `k` latest cohort days C with C + N < today (empty ones add nothing).
     pub fn recent_sums(&self, n: u32, k: u32) -> (u64, u64) {
         let (mut users, mut retained) = (0, 0);
