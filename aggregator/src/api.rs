@@ -15,7 +15,7 @@ use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 use serde::Serialize;
 
 use crate::definitions::{CellStatus, Window};
-use crate::http::AppState;
+use crate::state::AppState;
 use crate::on_demand::{
     self, CohortRetention, Mode, Period, RetentionQuestion, Split, active_series, events_per_day,
 };

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 
 use crate::config::Config;
-use crate::queries::MetricsSource;
+use crate::source::MetricsSource;
 use crate::snapshot::{SnapshotCache, compute};
 
 /// Refresh outcomes, shared between the loop and the HTTP handlers.

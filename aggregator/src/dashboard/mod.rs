@@ -22,7 +22,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Deserialize;
 
-use crate::http::AppState;
+use crate::state::AppState;
 use crate::report;
 pub use settings::DashboardSettings;
 

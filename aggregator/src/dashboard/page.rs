@@ -94,9 +94,10 @@ mod tests {
     use super::*;
     use growth_schema::service::ServiceCli;
 
-    use crate::dashboard::settings::{DashboardSettings, RetentionThresholds};
-    use crate::http::AppState;
-    use crate::queries::MetricsSource;
+    use crate::config::RetentionThresholds;
+    use crate::dashboard::settings::DashboardSettings;
+    use crate::state::AppState;
+    use crate::source::MetricsSource;
     use crate::snapshot::AppMetrics;
 
     fn state(labels: Vec<(String, String)>) -> DashboardState {
