@@ -25,9 +25,9 @@ use crate::config::Config;
 use crate::dashboard::{DashboardSettings, DashboardState, settings::read_labels_file};
 use crate::error::AggregatorError;
 use crate::http;
-use crate::state::AppState;
-use crate::source::MetricsSource;
 use crate::refresh::{refresh_loop, refresh_once};
+use crate::source::MetricsSource;
+use crate::state::AppState;
 
 /// Longest requests in flight may take to finish once the shutdown signal came.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);

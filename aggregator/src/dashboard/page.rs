@@ -96,9 +96,9 @@ mod tests {
 
     use crate::config::RetentionThresholds;
     use crate::dashboard::settings::DashboardSettings;
-    use crate::state::AppState;
-    use crate::source::MetricsSource;
     use crate::snapshot::AppMetrics;
+    use crate::source::MetricsSource;
+    use crate::state::AppState;
 
     fn state(labels: Vec<(String, String)>) -> DashboardState {
         let config = crate::config::Cli::try_parse_args(["growth-aggregator"])
