@@ -28,10 +28,10 @@ use chrono::{Days, NaiveDate};
 use chrono_tz::Tz;
 
 use crate::day_store::{DayStore, SavedDay, SavedDays, SavedUnion};
-use crate::identity;
-use crate::people::People;
 use crate::definitions::{MetricDefinitions, RefreshPlan, days_range};
+use crate::identity;
 use crate::layer_parts::LayerParts;
+use crate::people::People;
 use crate::queries::Queries;
 use crate::rows::{ActiveUsers, CohortSize, DayUsers, Layer, Retained};
 
@@ -202,7 +202,10 @@ impl DaySets {
         )?;
         // Links deleted or rewritten: read them all again.
         let full = self.people.loaded()
-            && self.parts.as_ref().is_some_and(|before| parts.links_changed(before));
+            && self
+                .parts
+                .as_ref()
+                .is_some_and(|before| parts.links_changed(before));
         if full {
             tracing::info!("identity links deleted or rewritten; reading them all again");
             links = source.identity_links(None).await?;
@@ -315,7 +318,9 @@ impl DaySets {
                 continue;
             };
             for day in self.activity.values_mut() {
-                let Some(raw) = day.raw.get(app) else { continue };
+                let Some(raw) = day.raw.get(app) else {
+                    continue;
+                };
                 if !identity::holds_any(raw, keys) {
                     continue;
                 }

@@ -247,8 +247,14 @@ pub fn render(
         if m.identity.claimed_by_another + m.identity.known_as_anonymous + m.identity.joined == 0 {
             continue;
         }
-        f.sample(&[("app", app), ("reason", "claimed")], m.identity.claimed_by_another as f64);
-        f.sample(&[("app", app), ("reason", "known")], m.identity.known_as_anonymous as f64);
+        f.sample(
+            &[("app", app), ("reason", "claimed")],
+            m.identity.claimed_by_another as f64,
+        );
+        f.sample(
+            &[("app", app), ("reason", "known")],
+            m.identity.known_as_anonymous as f64,
+        );
     }
     let mut f = header(
         &mut out,
@@ -258,7 +264,9 @@ pub fn render(
         "User ids counted as part of another person (an identified anonymous id, a merged known id).",
     );
     for &(app, m) in &apps {
-        if m.identity.joined > 0 || m.identity.claimed_by_another + m.identity.known_as_anonymous > 0 {
+        if m.identity.joined > 0
+            || m.identity.claimed_by_another + m.identity.known_as_anonymous > 0
+        {
             f.sample(&[("app", app)], m.identity.joined as f64);
         }
     }

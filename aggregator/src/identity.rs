@@ -327,8 +327,14 @@ mod tests {
         assert!(Arc::ptr_eq(&persons_of(&plain, &persons, |_| true), &plain));
         assert_eq!(*persons_of(&users, &persons, |p| p == 1), vec![1, 3, 40]);
         assert!(holds_any(&users, &[4, 11]) && !holds_any(&users, &[4, 12]));
-        let first = person_first_days(&persons, &HashMap::from([(10, Some(3)), (5, Some(4)), (11, None)]));
+        let first = person_first_days(
+            &persons,
+            &HashMap::from([(10, Some(3)), (5, Some(4)), (11, None)]),
+        );
         assert_eq!(first[&5], 3);
-        assert_eq!(changed_keys(&HashMap::from([(1, 1), (2, 1)]), &HashMap::from([(2, 2)])), vec![1, 2]);
+        assert_eq!(
+            changed_keys(&HashMap::from([(1, 1), (2, 1)]), &HashMap::from([(2, 2)])),
+            vec![1, 2]
+        );
     }
 }

@@ -337,13 +337,11 @@ impl Queries {
         plan: &RefreshPlan,
     ) -> clickhouse::error::Result<Vec<CohortSize>> {
         self.client
-            .query(
-                &format!(
-                    "SELECT app, cohort, uniqExact(user_key) AS users
+            .query(&format!(
+                "SELECT app, cohort, uniqExact(user_key) AS users
                      FROM ({PERSON_MEMBERS})
                      GROUP BY app, cohort ORDER BY app, cohort"
-                ),
-            )
+            ))
             .param("tz", defs.timezone.name())
             .param("from", unix(plan.cohort_range.start))
             .param("to", unix(plan.cohort_range.end))

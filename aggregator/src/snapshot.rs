@@ -123,12 +123,15 @@ pub async fn compute_in_sql(
     )?;
     let mut by_app: BTreeMap<String, Vec<crate::identity::Link>> = BTreeMap::new();
     for r in links {
-        by_app.entry(r.app).or_default().push(crate::identity::Link {
-            merge: r.merge,
-            linked: r.linked_key,
-            known: r.known_key,
-            time_ms: r.time_ms,
-        });
+        by_app
+            .entry(r.app)
+            .or_default()
+            .push(crate::identity::Link {
+                merge: r.merge,
+                linked: r.linked_key,
+                known: r.known_key,
+                time_ms: r.time_ms,
+            });
     }
     let identity = by_app
         .into_iter()
