@@ -35,9 +35,10 @@ use growth_aggregator::config::Cli;
 use growth_aggregator::dashboard::{DashboardSettings, DashboardState};
 use growth_aggregator::day_store::DayStore;
 use growth_aggregator::definitions::{MetricDefinitions, RefreshPlan, Window};
-use growth_aggregator::http::{AppState, layered, listen, no_delay, router};
-use growth_aggregator::queries::MetricsSource;
+use growth_aggregator::http::{layered, listen, no_delay, router};
 use growth_aggregator::snapshot::{compute, compute_in_sql};
+use growth_aggregator::source::MetricsSource;
+use growth_aggregator::state::AppState;
 use growth_schema::migrate::migrate_to;
 use growth_schema::service::ServiceCli;
 

@@ -26,10 +26,25 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use sha2::{Digest, Sha256};
 
-use crate::error::HashPasswordError;
-
 /// How many verified `Authorization` values are remembered before the memory is reset.
 const REMEMBERED: usize = 256;
+
+/// Why `hash-password` printed no credential line.
+#[derive(Debug, thiserror::Error)]
+pub enum HashPasswordError {
+    /// The user name cannot stand in the auth file.
+    #[error("the user name must be non-empty, without ':', and not 'bearer'")]
+    BadUser,
+    /// Standard input could not be read.
+    #[error("cannot read the password from standard input: {0}")]
+    Stdin(#[source] std::io::Error),
+    /// Standard input held no password.
+    #[error("no password on standard input")]
+    NoPassword,
+    /// The hash function failed.
+    #[error("cannot hash the password: {0}")]
+    Hash(String),
+}
 
 /// Why the credentials file could not be used (the aggregator refuses to start).
 #[derive(Debug, thiserror::Error)]

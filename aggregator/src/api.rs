@@ -15,11 +15,11 @@ use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 use serde::Serialize;
 
 use crate::definitions::{CellStatus, Window};
-use crate::http::AppState;
 use crate::on_demand::{
     self, CohortRetention, Mode, Period, RetentionQuestion, Split, active_series, events_per_day,
 };
 use crate::snapshot::{AppMetrics, MetricsSnapshot};
+use crate::state::AppState;
 
 /// The `/api/v1/*` routes.
 pub fn routes() -> Router<AppState> {

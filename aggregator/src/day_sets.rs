@@ -30,7 +30,8 @@ use chrono_tz::Tz;
 use crate::day_store::{DayStore, SavedDay, SavedDays, SavedUnion};
 use crate::definitions::{MetricDefinitions, RefreshPlan, days_range};
 use crate::layer_parts::LayerParts;
-use crate::queries::{ActiveUsers, CohortSize, DayUsers, Layer, MetricsSource, Retained};
+use crate::queries::Queries;
+use crate::rows::{ActiveUsers, CohortSize, DayUsers, Layer, Retained};
 
 /// Days asked in one query: bounds a query's memory and lets a slow first refresh
 /// keep what it read if it is cut short.
@@ -133,7 +134,7 @@ impl DaySets {
     /// moved, and every cached day of a partition the deletion check names.
     pub async fn update(
         &mut self,
-        source: &MetricsSource,
+        source: &Queries,
         defs: &MetricDefinitions,
         plan: &RefreshPlan,
     ) -> clickhouse::error::Result<()> {

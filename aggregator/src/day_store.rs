@@ -30,7 +30,7 @@ use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 
 use crate::layer_parts::LayerParts;
-use crate::queries::Layer;
+use crate::rows::Layer;
 
 const MAGIC: &[u8; 16] = b"growth-day-sets\n";
 /// Bumped whenever the layout or the meaning of a field changes.

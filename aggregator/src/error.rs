@@ -1,5 +1,6 @@
-//! The errors the aggregator's start, run and subcommands end with; `main.rs` turns
-//! them into a log line and an exit code.
+//! The errors the aggregator's start and run end with (`hash-password`'s are
+//! [`crate::access::HashPasswordError`]); `main.rs` turns them into a log line and an
+//! exit code.
 
 use std::net::SocketAddr;
 
@@ -32,21 +33,4 @@ pub enum AggregatorError {
     /// The HTTP server failed while serving.
     #[error("HTTP server failed: {0}")]
     Serve(#[source] std::io::Error),
-}
-
-/// Why `hash-password` printed no credential line.
-#[derive(Debug, thiserror::Error)]
-pub enum HashPasswordError {
-    /// The user name cannot stand in the auth file.
-    #[error("the user name must be non-empty, without ':', and not 'bearer'")]
-    BadUser,
-    /// Standard input could not be read.
-    #[error("cannot read the password from standard input: {0}")]
-    Stdin(#[source] std::io::Error),
-    /// Standard input held no password.
-    #[error("no password on standard input")]
-    NoPassword,
-    /// The hash function failed.
-    #[error("cannot hash the password: {0}")]
-    Hash(String),
 }

@@ -1,13 +1,12 @@
-//! HTTP surface: the router and its shared state. Handlers are thin: they read the
-//! cached snapshot (or ask [`crate::on_demand`] through the API) and render it. Every
-//! response passes access control, security headers and compression ([`layered`]).
+//! HTTP surface: the router; its shared state is [`crate::state`]. Handlers are thin:
+//! they read the cached snapshot (or ask [`crate::on_demand`] through the API) and
+//! render it. Every response passes access control, security headers and compression
+//! ([`layered`]).
 
 use std::io::Write;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
-use chrono::{DateTime, Utc};
 
 use axum::Router;
 use axum::extract::State;
@@ -19,38 +18,11 @@ use tower_http::compression::CompressionLayer;
 use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::access::{AccessPolicy, require_credentials};
-use crate::config::Config;
 use crate::dashboard::{self, DashboardState};
 use crate::exposition::{self, Format};
-use crate::on_demand::AnswerCache;
-use crate::queries::MetricsSource;
-use crate::refresh::RefreshHealth;
-use crate::snapshot::SnapshotCache;
+use crate::state::{AppState, ExpositionKey};
 
 const NOT_READY: &str = "metrics not computed yet: waiting for the first refresh from ClickHouse\n";
-
-/// What every handler may use: the latest snapshot, the settings, a way to ask
-/// ClickHouse (with the query timeout) and the cache of on-demand answers.
-#[derive(Clone)]
-pub struct AppState {
-    pub cache: SnapshotCache,
-    pub config: Arc<Config>,
-    pub source: MetricsSource,
-    pub answers: AnswerCache,
-    pub health: RefreshHealth,
-    /// The last rendered `/metrics` body per format and encoding: rendered (and
-    /// gzipped) once per snapshot, so a crowd of scrapers costs a copy of bytes each.
-    exposition_cache: Arc<Mutex<Vec<(ExpositionKey, Bytes)>>>,
-}
-
-/// What a rendered `/metrics` body depends on.
-#[derive(Clone, Copy, PartialEq)]
-struct ExpositionKey {
-    generated_at: DateTime<Utc>,
-    errors_total: u64,
-    format: Format,
-    gzip: bool,
-}
 
 /// How many connections may wait to be accepted. The standard library's 128 is too
 /// few for a crowd of scrapers connecting at once: the kernel drops the SYNs past it
@@ -79,20 +51,6 @@ pub fn no_delay(
             tracing::debug!(error = %e, "could not set TCP_NODELAY");
         }
     })
-}
-
-impl AppState {
-    /// State for `config`, reading through `source`.
-    pub fn new(config: Config, source: MetricsSource) -> Self {
-        Self {
-            cache: SnapshotCache::default(),
-            config: Arc::new(config),
-            source,
-            answers: AnswerCache::default(),
-            health: RefreshHealth::default(),
-            exposition_cache: Arc::default(),
-        }
-    }
 }
 
 /// The routes: `/metrics`, `/healthz`, `/api/v1/*`, and the dashboard's `/admin/*`.

@@ -40,7 +40,7 @@ use clickhouse::Client;
 use growth_schema::tables::{FIRST_SEEN_CHANGES, USER_QUARTER_HOURS};
 use serde::{Deserialize, Serialize};
 
-use crate::queries::Layer;
+use crate::rows::Layer;
 
 /// One active part of a layer table, as `system.parts` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, clickhouse::Row)]

@@ -16,9 +16,15 @@
 //! owns no table definitions (those live in `growth-schema`).
 //!
 //! The rules (what "today", "active" and "cohort" mean) are pure functions in
-//! [`definitions`]; [`queries`] asks ClickHouse; [`snapshot`] assembles a refresh;
-//! [`exposition`] and [`report`] render it; [`http`] serves it; [`lifecycle`]
-//! starts and stops it all, and [`error`] says why it could not.
+//! [`definitions`]; [`queries`] asks ClickHouse and answers in [`rows`]; [`source`]
+//! keeps what refreshes share ([`day_sets`], [`totals`]); [`snapshot`] assembles a
+//! refresh; [`exposition`] and [`report`] render it; [`http`], [`api`] and
+//! [`dashboard`] serve it from the [`state`] they share; [`lifecycle`] starts and stops
+//! it all, and [`error`] says why it could not.
+//!
+//! Imports run one way, from the edge to the core: `http`, `api`, `dashboard` →
+//! `state` → `refresh`, `snapshot`, `source` → `day_sets`, `totals` → `queries` →
+//! `rows` → `growth-schema` (`scripts/check-modules` checks there is no cycle).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -49,7 +55,10 @@ pub mod on_demand;
 pub mod queries;
 pub mod refresh;
 pub mod report;
+pub mod rows;
 pub mod snapshot;
+pub mod source;
+pub mod state;
 pub mod totals;
 
 pub use error::AggregatorError;

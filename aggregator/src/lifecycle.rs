@@ -24,9 +24,10 @@ use crate::access::{AccessPolicy, Credentials};
 use crate::config::Config;
 use crate::dashboard::{DashboardSettings, DashboardState, settings::read_labels_file};
 use crate::error::AggregatorError;
-use crate::http::{self, AppState};
-use crate::queries::MetricsSource;
+use crate::http;
 use crate::refresh::{refresh_loop, refresh_once};
+use crate::source::MetricsSource;
+use crate::state::AppState;
 
 /// Longest requests in flight may take to finish once the shutdown signal came.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);

@@ -4,8 +4,8 @@
 
 use std::process::ExitCode;
 
+use growth_aggregator::access::HashPasswordError;
 use growth_aggregator::config::{Cli, Command};
-use growth_aggregator::error::HashPasswordError;
 use growth_schema::service::{ServiceCli, describe, init_logging, shutdown_signal};
 
 #[tokio::main]

@@ -16,7 +16,7 @@ use growth_schema::tables::{EVENT_COUNTS, EVENTS, FIRST_SEEN_CHANGES, USER_QUART
 use serde::Deserialize;
 
 use crate::definitions::{CellStatus, MetricDefinitions, cell_status, day_start, days_range};
-use crate::queries::MetricsSource;
+use crate::source::MetricsSource;
 
 /// What an on-demand question can fail with.
 pub type QueryResult<T> = Result<T, clickhouse::error::Error>;

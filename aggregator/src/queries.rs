@@ -1,9 +1,9 @@
 //! The questions a refresh asks ClickHouse. They read only the tables filled by the
 //! schema's materialized views, never the raw events, and only the time ranges the
 //! reported windows and cohorts need. A refresh asks for whole days of users
-//! ([`MetricsSource::active_day_users`], [`MetricsSource::cohort_day_users`]) only for
+//! ([`Queries::active_day_users`], [`Queries::cohort_day_users`]) only for
 //! the days that changed ([`crate::day_sets`]); the questions that count in SQL
-//! ([`MetricsSource::active_users`] and the others) are its cross-check. They read
+//! ([`Queries::active_users`] and the others) are its cross-check. They read
 //! `user_quarter_hours` by quarter-hour range (cost: active users × active
 //! quarter-hours of those days), `first_seen_changes` by first-seen range (cost: the
 //! cohorts' new users), `layer_changes` by range (the change markers), `event_counts`
@@ -16,109 +16,23 @@ use chrono::{DateTime, NaiveDate, Utc};
 use clickhouse::Client;
 use clickhouse::sql::Identifier;
 use growth_schema::tables::{EVENT_COUNTS, FIRST_SEEN_CHANGES, LAYER_CHANGES, USER_QUARTER_HOURS};
-use serde::{Deserialize, Serialize};
 
-use crate::day_sets::DaySets;
-use crate::day_store::DayStore;
 use crate::definitions::{MetricDefinitions, RefreshPlan, Window, days_range};
 use crate::layer_parts::LayerParts;
-use crate::totals::TotalsCache;
-
-/// Running total of one event in one app.
-#[derive(Debug, Clone, PartialEq, clickhouse::Row, Deserialize)]
-pub struct EventTotal {
-    pub app: String,
-    pub event: String,
-    pub events: u64,
-}
-
-/// Distinct active users of one app in the 1d, 7d and 30d windows.
-#[derive(Debug, Clone, PartialEq, clickhouse::Row, Deserialize)]
-pub struct ActiveUsers {
-    pub app: String,
-    pub day: u64,
-    pub week: u64,
-    pub month: u64,
-    pub previous_day: u64,
-    pub previous_week: u64,
-    pub previous_month: u64,
-    /// The 30 days ending yesterday.
-    pub month_to_yesterday: u64,
-}
-
-/// Size of one cohort.
-#[derive(Debug, Clone, PartialEq, clickhouse::Row, Deserialize)]
-pub struct CohortSize {
-    pub app: String,
-    #[serde(with = "clickhouse::serde::chrono::date")]
-    pub cohort: NaiveDate,
-    pub users: u64,
-}
-
-/// Users of one cohort active on day `day_n` after it.
-#[derive(Debug, Clone, PartialEq, clickhouse::Row, Deserialize)]
-pub struct Retained {
-    pub app: String,
-    #[serde(with = "clickhouse::serde::chrono::date")]
-    pub cohort: NaiveDate,
-    pub day_n: u32,
-    pub users: u64,
-}
-
-/// The users of one app on one calendar day (active, or new: the day's cohort), sorted.
-#[derive(Debug, Clone, PartialEq, clickhouse::Row, Deserialize)]
-pub struct DayUsers {
-    pub app: String,
-    #[serde(with = "clickhouse::serde::chrono::date")]
-    pub day: NaiveDate,
-    pub users: Vec<u64>,
-}
-
-/// A table of the layer whose days [`DaySets`] caches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Layer {
-    /// `user_quarter_hours`: who was active when.
-    Activity,
-    /// `first_seen_changes`: who was first seen when.
-    FirstSeen,
-}
-
-impl Layer {
-    fn table(self) -> &'static str {
-        match self {
-            Layer::Activity => USER_QUARTER_HOURS,
-            Layer::FirstSeen => FIRST_SEEN_CHANGES,
-        }
-    }
-}
-
-#[derive(clickhouse::Row, Deserialize)]
-struct LayerMarker {
-    app: String,
-    layer: String,
-    #[serde(with = "clickhouse::serde::chrono::date")]
-    day: NaiveDate,
-    rows: u64,
-}
-
-/// Change markers: per layer and calendar day, rows ever written per app.
-pub type Markers =
-    std::collections::HashMap<(Layer, NaiveDate), std::collections::BTreeMap<String, u64>>;
+use crate::rows::{
+    ActiveUsers, CohortSize, DayUsers, EventTotal, Layer, LayerMarker, Markers, Retained,
+};
 
 /// Memory one query may use on the server (`max_memory_usage`): far above what a
 /// refresh question takes (tens of MB at millions of users, docs/benchmarks.md), low
 /// enough that a runaway question fails instead of starving the server.
 pub const MAX_QUERY_MEMORY: u64 = 1 << 30;
 
-/// Reads the growth views of one database.
+/// Asks the growth views of one database. Keeps nothing between questions: the
+/// caches a refresh keeps live in [`crate::source::MetricsSource`].
 #[derive(Clone)]
-pub struct MetricsSource {
+pub struct Queries {
     client: Client,
-    /// The days of users the refreshes keep between them.
-    day_sets: std::sync::Arc<tokio::sync::Mutex<DaySets>>,
-    /// The running totals of past months, likewise.
-    totals: std::sync::Arc<tokio::sync::Mutex<TotalsCache>>,
 }
 
 fn unix(t: DateTime<Utc>) -> i64 {
@@ -133,9 +47,9 @@ fn window_range(plan: &RefreshPlan, window: Window) -> (i64, i64) {
         .unwrap_or_default()
 }
 
-impl MetricsSource {
+impl Queries {
     /// `client` must be bound to the growth database. ClickHouse stops any query
-    /// of this source after `timeout` (`max_execution_time`), so a slow question
+    /// of these after `timeout` (`max_execution_time`), so a slow question
     /// never holds a refresh or an API request for long.
     pub fn new(client: Client, timeout: std::time::Duration) -> Self {
         let seconds = timeout.as_secs_f64().max(0.1);
@@ -143,41 +57,12 @@ impl MetricsSource {
             client: client
                 .with_setting("max_execution_time", format!("{seconds:.1}"))
                 .with_setting("max_memory_usage", MAX_QUERY_MEMORY.to_string()),
-            day_sets: Default::default(),
-            totals: Default::default(),
         }
-    }
-
-    /// Keeps the day cache across restarts in `dir` ([`crate::day_store`]); the file
-    /// is per `database`.
-    pub fn with_state_dir(mut self, dir: &std::path::Path, database: &str) -> Self {
-        self.day_sets = std::sync::Arc::new(tokio::sync::Mutex::new(DaySets::with_store(
-            DayStore::new(dir, database),
-        )));
-        self
-    }
-
-    /// Waits until the day cache is written (for a benchmark or a test that starts
-    /// another aggregator on the same `--state-dir`).
-    pub async fn flush_day_store(&self, defs: &MetricDefinitions, now: DateTime<Utc>) {
-        let today = defs.plan(now).today;
-        self.day_sets.lock().await.flush(defs, today).await;
     }
 
     /// The active parts of the layer tables, for the deletion check ([`crate::layer_parts`]).
     pub async fn layer_parts(&self) -> clickhouse::error::Result<LayerParts> {
         LayerParts::read(&self.client).await
-    }
-
-    /// Events per app and name, ever, summing again only the months that changed
-    /// since the last call ([`crate::totals`]).
-    pub async fn cached_event_totals(&self) -> clickhouse::error::Result<Vec<EventTotal>> {
-        self.totals.lock().await.totals(&self.client).await
-    }
-
-    /// The refreshes' day cache (one refresh at a time holds it).
-    pub fn day_sets(&self) -> &std::sync::Arc<tokio::sync::Mutex<DaySets>> {
-        &self.day_sets
     }
 
     /// Per layer and calendar day in `first..=last`, the rows ever written per app.

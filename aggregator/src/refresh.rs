@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 
 use crate::config::Config;
-use crate::queries::MetricsSource;
 use crate::snapshot::{SnapshotCache, compute};
+use crate::source::MetricsSource;
 
 /// Refresh outcomes, shared between the loop and the HTTP handlers.
 #[derive(Clone, Default)]

@@ -11,7 +11,8 @@ use crate::definitions::{
     CohortReport, MetricDefinitions, RecentRetention, RefreshPlan, Window, cohort_reports,
     recent_retention,
 };
-use crate::queries::{EventTotal, MetricsSource};
+use crate::rows::EventTotal;
+use crate::source::MetricsSource;
 
 /// Every metric of every app, as of `generated_at`.
 #[derive(Debug, Clone, PartialEq)]
@@ -83,7 +84,7 @@ pub async fn compute(
     let mut sets = source.day_sets().clone().lock_owned().await;
     let (totals, ()) = tokio::try_join!(
         source.cached_event_totals(),
-        sets.update(source, defs, &plan)
+        sets.update(source.queries(), defs, &plan)
     )?;
     // Counting sorts and merges up to millions of keys: off the runtime, so /metrics
     // keeps answering meanwhile. The task owns the lock: a refresh cut short by its
@@ -112,10 +113,10 @@ pub async fn compute_in_sql(
 ) -> clickhouse::error::Result<MetricsSnapshot> {
     let plan = defs.plan(now);
     let (totals, active, sizes, retained) = tokio::try_join!(
-        source.event_totals(),
-        source.active_users(defs, &plan),
-        source.cohort_sizes(defs, &plan),
-        source.retained(defs, &plan),
+        source.queries().event_totals(),
+        source.queries().active_users(defs, &plan),
+        source.queries().cohort_sizes(defs, &plan),
+        source.queries().retained(defs, &plan),
     )?;
     let counts = Counts {
         active,

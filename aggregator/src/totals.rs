@@ -17,7 +17,7 @@ use clickhouse::sql::Identifier;
 use growth_schema::tables::EVENT_COUNTS;
 use serde::Deserialize;
 
-use crate::queries::EventTotal;
+use crate::rows::EventTotal;
 
 /// What identifies the contents of one month partition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -10,7 +10,7 @@ use std::time::Duration;
 use chrono::NaiveDate;
 use growth_aggregator::definitions::MetricDefinitions;
 use growth_aggregator::on_demand::{EventDay, Split, events_per_day};
-use growth_aggregator::queries::MetricsSource;
+use growth_aggregator::source::MetricsSource;
 use growth_e2e::{clickhouse, clickhouse_url, unique_database};
 use growth_schema::migrate::migrate;
 

@@ -22,8 +22,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Deserialize;
 
-use crate::http::AppState;
 use crate::report;
+use crate::state::AppState;
 pub use settings::DashboardSettings;
 
 /// What the dashboard's handlers read: the server's state and the page's settings.

@@ -94,10 +94,11 @@ mod tests {
     use super::*;
     use growth_schema::service::ServiceCli;
 
-    use crate::dashboard::settings::{DashboardSettings, RetentionThresholds};
-    use crate::http::AppState;
-    use crate::queries::MetricsSource;
+    use crate::config::RetentionThresholds;
+    use crate::dashboard::settings::DashboardSettings;
     use crate::snapshot::AppMetrics;
+    use crate::source::MetricsSource;
+    use crate::state::AppState;
 
     fn state(labels: Vec<(String, String)>) -> DashboardState {
         let config = crate::config::Cli::try_parse_args(["growth-aggregator"])

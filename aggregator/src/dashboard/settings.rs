@@ -8,59 +8,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-/// Heatmap colours: green at or above `good` percent, yellow at or above `fair`, red below.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct RetentionThresholds {
-    pub good: f64,
-    pub fair: f64,
-}
-
-impl Default for RetentionThresholds {
-    fn default() -> Self {
-        Self {
-            good: 40.0,
-            fair: 20.0,
-        }
-    }
-}
-
-impl RetentionThresholds {
-    /// Parses `GOOD,FAIR` in percent, e.g. `40,20` (0 ≤ FAIR ≤ GOOD ≤ 100).
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let (good, fair) = text
-            .split_once(',')
-            .ok_or_else(|| format!("{text:?}: expected GOOD,FAIR in percent, e.g. 40,20"))?;
-        let number = |s: &str| {
-            s.trim()
-                .trim_end_matches('%')
-                .parse::<f64>()
-                .ok()
-                .filter(|v| (0.0..=100.0).contains(v))
-                .ok_or_else(|| format!("{s:?} is not a percentage between 0 and 100"))
-        };
-        let (good, fair) = (number(good)?, number(fair)?);
-        if fair > good {
-            return Err(format!(
-                "the yellow threshold {fair} is above the green one {good}"
-            ));
-        }
-        Ok(Self { good, fair })
-    }
-}
-
-/// Parses one `name=Label` of `--event-labels`.
-pub fn parse_event_label(text: &str) -> Result<(String, String), String> {
-    let (name, label) = text
-        .split_once('=')
-        .ok_or_else(|| format!("{text:?}: expected event_name=Display name"))?;
-    let (name, label) = (name.trim(), label.trim());
-    if name.is_empty() || label.is_empty() {
-        return Err(format!(
-            "{text:?}: both the event name and the label are needed"
-        ));
-    }
-    Ok((name.to_owned(), label.to_owned()))
-}
+use crate::config::{RetentionThresholds, parse_event_label};
 
 /// The finance app's names, as its original report showed them.
 const DEFAULT_LABELS: [(&str, &str); 5] = [
@@ -160,19 +108,6 @@ impl DashboardSettings {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn thresholds_parse_and_refuse_nonsense() {
-        assert_eq!(
-            RetentionThresholds::parse("40,20"),
-            Ok(RetentionThresholds::default())
-        );
-        let t = RetentionThresholds::parse(" 55.5% , 30 ").expect("valid");
-        assert_eq!((t.good, t.fair), (55.5, 30.0));
-        for bad in ["40", "20,40", "101,20", "-1,-2", "a,b", "40,20,10"] {
-            assert!(RetentionThresholds::parse(bad).is_err(), "{bad} accepted");
-        }
-    }
 
     #[test]
     fn labels_merge_defaults_file_then_flag() {
