@@ -82,21 +82,27 @@ pub struct Running {
 
 impl Running {
     fn start(name: &str, args: &[String], envs: &[(&str, String)]) -> Self {
-        let dir = std::env::temp_dir().join("growth-e2e");
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let log = dir.join(format!("{name}-{}-{}.log", std::process::id(), free_port()));
-        let file = std::fs::File::create(&log).expect("log file");
         let mut cmd = Command::new(binary(name));
         cmd.args(args)
             .env_remove("GROWTH_USER_HASH_KEY")
             .env_remove("GROWTH_ALLOW_UNKEYED_HASH")
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(file.try_clone().expect("log file"))
-            .stderr(file);
+            .env("RUST_LOG", "info");
         for (k, v) in envs {
             cmd.env(k, v);
         }
+        Self::spawn(name, cmd)
+    }
+
+    /// Spawns `cmd` (set up by the caller: program, arguments, environment, working
+    /// directory) with its output going to a log file; `name` names it in panics.
+    pub fn spawn(name: &str, mut cmd: Command) -> Self {
+        let dir = std::env::temp_dir().join("growth-e2e");
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let log = dir.join(format!("{name}-{}-{}.log", std::process::id(), free_port()));
+        let file = std::fs::File::create(&log).expect("log file");
+        cmd.stdin(Stdio::null())
+            .stdout(file.try_clone().expect("log file"))
+            .stderr(file);
         let child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
