@@ -43,8 +43,7 @@ use std::time::Duration;
 
 use faults::load::{self, Load};
 use growth_e2e::{
-    Running, binary, clickhouse, clickhouse_url, eventually, free_port, repo_root,
-    unique_database,
+    Running, binary, clickhouse, clickhouse_url, eventually, free_port, repo_root, unique_database,
 };
 use growth_schema::user_hash::UserHasher;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
@@ -94,8 +93,8 @@ struct Dockerfile {
 impl Dockerfile {
     fn read() -> Self {
         let path = repo_root().join("Dockerfile");
-        let text = std::fs::read_to_string(&path)
-            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let text =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         Self::parse(&text)
     }
 
@@ -110,9 +109,7 @@ impl Dockerfile {
                 "WORKDIR" => stage.workdir = Some(rest.to_owned()),
                 "USER" => stage.user = Some(rest.to_owned()),
                 "VOLUME" => stage.volumes.extend(words_or_json(rest)),
-                "COPY" => stage
-                    .copied_to
-                    .extend(words_or_json(rest).last().cloned()),
+                "COPY" => stage.copied_to.extend(words_or_json(rest).last().cloned()),
                 "RUN" => stage.run(rest),
                 _ => {}
             }
@@ -133,9 +130,13 @@ impl Dockerfile {
                         self.chowns.push((owner.to_string(), paths));
                     }
                 }
-                Some("apt-get") if words.get(1) == Some(&"install") => self
-                    .packages
-                    .extend(words.iter().skip(2).filter(|w| !w.starts_with('-')).map(|w| w.to_string())),
+                Some("apt-get") if words.get(1) == Some(&"install") => self.packages.extend(
+                    words
+                        .iter()
+                        .skip(2)
+                        .filter(|w| !w.starts_with('-'))
+                        .map(|w| w.to_string()),
+                ),
                 _ => {}
             }
         }
@@ -247,10 +248,10 @@ struct Compose {
 impl Compose {
     fn read() -> Self {
         let path = repo_root().join("docker-compose.yml");
-        let text = std::fs::read_to_string(&path)
-            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        let yaml: Yaml = serde_norway::from_str(&text)
-            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let text =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let yaml: Yaml =
+            serde_norway::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let services = yaml["services"]
             .as_mapping()
             .expect("services")
@@ -317,10 +318,10 @@ impl Service {
         };
         let build = match &yaml["build"] {
             Yaml::Null => None,
-            Yaml::Mapping(m) => m
-                .get("context")
-                .map(scalar)
-                .filter(|_| m.get("dockerfile").is_none_or(|d| scalar(d) == "Dockerfile")),
+            Yaml::Mapping(m) => m.get("context").map(scalar).filter(|_| {
+                m.get("dockerfile")
+                    .is_none_or(|d| scalar(d) == "Dockerfile")
+            }),
             other => Some(scalar(other)),
         };
         Self {
@@ -392,11 +393,15 @@ fn interpolate(text: &str, vars: &BTreeMap<&str, &str>) -> Result<String, String
                 value.unwrap_or(default).to_owned()
             } else if let Some(message) = operator.strip_prefix(":?") {
                 set_nonempty
-                    .ok_or_else(|| format!("required variable {name} is missing a value: {message}"))?
+                    .ok_or_else(|| {
+                        format!("required variable {name} is missing a value: {message}")
+                    })?
                     .to_owned()
             } else if let Some(message) = operator.strip_prefix('?') {
                 value
-                    .ok_or_else(|| format!("required variable {name} is missing a value: {message}"))?
+                    .ok_or_else(|| {
+                        format!("required variable {name} is missing a value: {message}")
+                    })?
                     .to_owned()
             } else if operator.is_empty() {
                 value.unwrap_or_default().to_owned()
@@ -528,12 +533,12 @@ impl ImageRoot {
             &self.host_path(IMAGE_BIN_DIR).to_string_lossy(),
         );
         // The program is looked up in the image's PATH, as Docker does.
-        let program = self
-            .host_path(IMAGE_BIN_DIR)
-            .join(&argv[0])
-            .exists()
-            .then(|| self.host_path(IMAGE_BIN_DIR).join(&argv[0]))
-            .unwrap_or_else(|| PathBuf::from(&argv[0]));
+        let in_image = self.host_path(IMAGE_BIN_DIR).join(&argv[0]);
+        let program = if in_image.exists() {
+            in_image
+        } else {
+            PathBuf::from(&argv[0])
+        };
         let mut cmd = match user {
             Some((uid, gid)) => {
                 let mut cmd = Command::new("setpriv");
@@ -582,21 +587,25 @@ impl Container {
         compose: &Compose,
         service: &str,
         database: &str,
-        ports: Option<&BTreeMap<u16, u16>>,
     ) -> Self {
         let spec = compose.service(service);
         let vars = BTreeMap::from([("GROWTH_USER_HASH_KEY", KEY)]);
         let mut env = spec
             .container_env(image, &vars)
             .unwrap_or_else(|e| panic!("docker compose would refuse: {e}"));
-        let mut new_ports = ports.cloned().unwrap_or_default();
-        env.retain(|(k, _)| !matches!(k.as_str(), "GROWTH_CLICKHOUSE_USER" | "GROWTH_CLICKHOUSE_PASSWORD"));
+        let mut ports = BTreeMap::new();
+        env.retain(|(k, _)| {
+            !matches!(
+                k.as_str(),
+                "GROWTH_CLICKHOUSE_USER" | "GROWTH_CLICKHOUSE_PASSWORD"
+            )
+        });
         for (k, v) in &mut env {
             if k == "GROWTH_CLICKHOUSE_URL" {
                 assert_eq!(v, COMPOSE_CLICKHOUSE_URL, "{service}: {k}");
                 *v = clickhouse_url();
             } else if let Some(port) = v.strip_prefix("0.0.0.0:").and_then(|p| p.parse().ok()) {
-                let new = *new_ports.entry(port).or_insert_with(free_port);
+                let new = *ports.entry(port).or_insert_with(free_port);
                 *v = format!("127.0.0.1:{new}");
             }
         }
@@ -608,12 +617,20 @@ impl Container {
             .clone()
             .or_else(|| image.workdir.clone())
             .unwrap_or_else(|| "/".into());
-        let user = image_user(spec.user.as_deref().or(image.user.as_deref()).unwrap_or("root"));
-        let process = Running::spawn(service, root.command(user, &argv, &root.env(&env), &workdir));
+        let user = image_user(
+            spec.user
+                .as_deref()
+                .or(image.user.as_deref())
+                .unwrap_or("root"),
+        );
+        let process = Running::spawn(
+            service,
+            root.command(user, &argv, &root.env(&env), &workdir),
+        );
         Self {
             process,
             env,
-            ports: new_ports,
+            ports,
             argv,
             workdir,
             user,
@@ -657,7 +674,12 @@ impl Container {
     }
 }
 
-async fn eventually_healthy(container: &Container, root: &ImageRoot, compose: &Compose, service: &str) {
+async fn eventually_healthy(
+    container: &Container,
+    root: &ImageRoot,
+    compose: &Compose,
+    service: &str,
+) {
     eventually(
         &format!("{service}'s compose health check to pass"),
         Duration::from_secs(60),
@@ -686,9 +708,16 @@ fn the_dockerfile_and_the_compose_file_agree() {
     let compose = Compose::read();
 
     assert_eq!(image.user.as_deref(), Some(IMAGE_USER), "Dockerfile USER");
-    assert_eq!(image.workdir.as_deref(), Some(IMAGE_DATA_DIR), "Dockerfile WORKDIR");
+    assert_eq!(
+        image.workdir.as_deref(),
+        Some(IMAGE_DATA_DIR),
+        "Dockerfile WORKDIR"
+    );
     assert!(
-        image.copied_to.iter().any(|d| d.trim_end_matches('/') == IMAGE_BIN_DIR),
+        image
+            .copied_to
+            .iter()
+            .any(|d| d.trim_end_matches('/') == IMAGE_BIN_DIR),
         "the binaries are copied to {IMAGE_BIN_DIR}: {:?}",
         image.copied_to
     );
@@ -715,49 +744,90 @@ fn the_dockerfile_and_the_compose_file_agree() {
     );
     // Every volume of the image is a directory it made, under the data directory.
     for volume in &image.volumes {
-        assert!(Path::new(volume).starts_with(IMAGE_DATA_DIR), "VOLUME {volume}");
-        assert!(image.mkdirs.contains(volume), "VOLUME {volume} is made by mkdir");
+        assert!(
+            Path::new(volume).starts_with(IMAGE_DATA_DIR),
+            "VOLUME {volume}"
+        );
+        assert!(
+            image.mkdirs.contains(volume),
+            "VOLUME {volume} is made by mkdir"
+        );
     }
 
     // Where each service keeps its data, by the image's ENV or the compose file's.
     let vars = BTreeMap::from([("GROWTH_USER_HASH_KEY", KEY)]);
-    for (service, variable) in [("collector", "GROWTH_SPOOL_DIR"), ("aggregator", "GROWTH_STATE_DIR")] {
+    for (service, variable) in [
+        ("collector", "GROWTH_SPOOL_DIR"),
+        ("aggregator", "GROWTH_STATE_DIR"),
+    ] {
         let spec = compose.service(service);
-        assert_eq!(spec.build.as_deref(), Some("."), "{service} is built from the Dockerfile");
+        assert_eq!(
+            spec.build.as_deref(),
+            Some("."),
+            "{service} is built from the Dockerfile"
+        );
         assert_eq!(spec.user, None, "{service}: the image's USER, not another");
-        assert_eq!(spec.working_dir, None, "{service}: the image's WORKDIR, not another");
+        assert_eq!(
+            spec.working_dir, None,
+            "{service}: the image's WORKDIR, not another"
+        );
         let env = spec.container_env(&image, &vars).expect("interpolates");
         let dir = env
             .iter()
             .find(|(k, _)| k == variable)
             .map(|(_, v)| v.clone())
-            .unwrap_or_else(|| panic!("{service}: {variable} is set neither by the image nor by compose"));
-        assert!(Path::new(&dir).starts_with(IMAGE_DATA_DIR), "{service}: {variable}={dir}");
-        assert!(image.volumes.contains(&dir), "{service}: {variable}={dir} is a VOLUME of the image");
-        assert!(image.mkdirs.contains(&dir), "{service}: {variable}={dir} is made by the image");
+            .unwrap_or_else(|| {
+                panic!("{service}: {variable} is set neither by the image nor by compose")
+            });
+        assert!(
+            Path::new(&dir).starts_with(IMAGE_DATA_DIR),
+            "{service}: {variable}={dir}"
+        );
+        assert!(
+            image.volumes.contains(&dir),
+            "{service}: {variable}={dir} is a VOLUME of the image"
+        );
+        assert!(
+            image.mkdirs.contains(&dir),
+            "{service}: {variable}={dir} is made by the image"
+        );
         // Compose mounts a named volume exactly there, and nothing else.
         assert_eq!(spec.volumes.len(), 1, "{service}: {:?}", spec.volumes);
         let (source, target) = &spec.volumes[0];
-        assert_eq!(target, &dir, "{service}: the volume is mounted on {variable}");
-        assert!(compose.volumes.contains(source), "{service}: {source} is a named volume");
+        assert_eq!(
+            target, &dir,
+            "{service}: the volume is mounted on {variable}"
+        );
+        assert!(
+            compose.volumes.contains(source),
+            "{service}: {source} is a named volume"
+        );
 
-        // The binary knows every variable it is given (a typo would be ignored silently).
-        let help = Command::new(binary(&format!("growth-{service}")))
-            .arg("--help")
-            .output()
-            .expect("--help runs");
-        let help = String::from_utf8_lossy(&help.stdout);
-        for (k, _) in &env {
-            assert!(help.contains(&format!("[env: {k}")), "growth-{service} has no {k}");
+        // The binary knows every variable compose gives it (a misspelt one would be
+        // ignored silently); the image's ENV is known to one of the two binaries.
+        for (k, _) in &spec.environment {
+            assert!(
+                mentions(&help(service), k),
+                "growth-{service} --help does not know {k}"
+            );
         }
 
         // The health check asks /readyz on the service's own listen port.
-        let listen = if service == "collector" { "GROWTH_ADMIN_ADDR" } else { "GROWTH_LISTEN_ADDR" };
-        let addr = &env.iter().find(|(k, _)| k == listen).expect("listen address").1;
+        let listen = if service == "collector" {
+            "GROWTH_ADMIN_ADDR"
+        } else {
+            "GROWTH_LISTEN_ADDR"
+        };
+        let addr = &env
+            .iter()
+            .find(|(k, _)| k == listen)
+            .expect("listen address")
+            .1;
         let port = port_of(addr).expect("a port");
         let check = spec.healthcheck.join(" ");
         assert!(
-            check.starts_with("CMD curl ") && check.contains(&format!("http://127.0.0.1:{port}/readyz")),
+            check.starts_with("CMD curl ")
+                && check.contains(&format!("http://127.0.0.1:{port}/readyz")),
             "{service}: {check}"
         );
         assert_eq!(
@@ -766,15 +836,42 @@ fn the_dockerfile_and_the_compose_file_agree() {
             "{service} waits for ClickHouse"
         );
     }
+    for (k, _) in &image.env {
+        assert!(
+            SERVICES.iter().any(|service| mentions(&help(service), k)),
+            "Dockerfile ENV {k} is known to neither binary"
+        );
+    }
     for later in ["prometheus", "grafana"] {
         for service in SERVICES {
             assert_eq!(
-                compose.service(later).depends_on.get(service).map(String::as_str),
+                compose
+                    .service(later)
+                    .depends_on
+                    .get(service)
+                    .map(String::as_str),
                 Some("service_healthy"),
                 "{later} starts once {service} is ready"
             );
         }
     }
+}
+
+/// `growth-SERVICE --help`.
+fn help(service: &str) -> String {
+    let out = Command::new(binary(&format!("growth-{service}")))
+        .arg("--help")
+        .output()
+        .expect("--help runs");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// True when `text` names the variable `name` (not merely a longer one).
+fn mentions(text: &str, name: &str) -> bool {
+    text.match_indices(name).any(|(at, _)| {
+        let next = text[at + name.len()..].chars().next();
+        !next.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+    })
 }
 
 /// Without GROWTH_USER_HASH_KEY, `docker compose up` refuses to start.
@@ -783,7 +880,10 @@ fn compose_refuses_to_start_without_the_key() {
     let image = Dockerfile::read();
     let compose = Compose::read();
     let collector = compose.service("collector");
-    for vars in [BTreeMap::new(), BTreeMap::from([("GROWTH_USER_HASH_KEY", "")])] {
+    for vars in [
+        BTreeMap::new(),
+        BTreeMap::from([("GROWTH_USER_HASH_KEY", "")]),
+    ] {
         let refused = collector.container_env(&image, &vars);
         assert!(
             refused
@@ -793,7 +893,12 @@ fn compose_refuses_to_start_without_the_key() {
         );
     }
     // The aggregator hashes nothing and needs no key.
-    assert!(compose.service("aggregator").container_env(&image, &BTreeMap::new()).is_ok());
+    assert!(
+        compose
+            .service("aggregator")
+            .container_env(&image, &BTreeMap::new())
+            .is_ok()
+    );
 }
 
 #[test]
@@ -813,7 +918,10 @@ fn interpolation_follows_compose() {
     }
     assert!(interpolate("${EMPTY:?say why}", &vars).is_err_and(|e| e.contains("say why")));
     assert!(interpolate("${UNSET?say why}", &vars).is_err());
-    assert_eq!(parse_env("A=1 B=\"two words\""), vec![("A".into(), "1".into()), ("B".into(), "two words".into())]);
+    assert_eq!(
+        parse_env("A=1 B=\"two words\""),
+        vec![("A".into(), "1".into()), ("B".into(), "two words".into())]
+    );
 }
 
 /// The collector and the aggregator started as the image and compose start them: both
@@ -828,7 +936,7 @@ async fn the_stack_runs_as_the_image_and_compose_run_it() {
     let user = image_user(image.user.as_deref().unwrap_or("root"));
     let first = ImageRoot::new("first", &image, user);
 
-    let mut collector = Container::start(&first, &image, &compose, "collector", &database, None);
+    let mut collector = Container::start(&first, &image, &compose, "collector", &database);
     let admin = format!("http://{}", collector.var("GROWTH_ADMIN_ADDR"));
     collector
         .process
@@ -836,7 +944,7 @@ async fn the_stack_runs_as_the_image_and_compose_run_it() {
         .await;
     eventually_healthy(&collector, &first, &compose, "collector").await;
 
-    let mut aggregator = Container::start(&first, &image, &compose, "aggregator", &database, None);
+    let mut aggregator = Container::start(&first, &image, &compose, "aggregator", &database);
     let listen = format!("http://{}", aggregator.var("GROWTH_LISTEN_ADDR"));
     aggregator
         .process
@@ -857,14 +965,18 @@ async fn the_stack_runs_as_the_image_and_compose_run_it() {
     let expected = UserHasher::new(Some(KEY.as_bytes().to_vec()))
         .hash("alice@example.com")
         .into_string();
-    let stored: String = eventually("the raw-id event in ClickHouse", Duration::from_secs(30), || async {
-        clickhouse(&database)
-            .query("SELECT user_hash FROM events WHERE app = 'docker-raw'")
-            .fetch_optional::<String>()
-            .await
-            .ok()
-            .flatten()
-    })
+    let stored: String = eventually(
+        "the raw-id event in ClickHouse",
+        Duration::from_secs(30),
+        || async {
+            clickhouse(&database)
+                .query("SELECT user_hash FROM events WHERE app = 'docker-raw'")
+                .fetch_optional::<String>()
+                .await
+                .ok()
+                .flatten()
+        },
+    )
     .await;
     assert_eq!(stored, expected, "hashed with GROWTH_USER_HASH_KEY");
 
@@ -900,7 +1012,11 @@ async fn the_stack_runs_as_the_image_and_compose_run_it() {
         .expect("the spool volume")
         .map(|e| e.expect("entry").path())
         .collect();
-    assert!(!entries.is_empty(), "the spool is in its volume {}", spool.display());
+    assert!(
+        !entries.is_empty(),
+        "the spool is in its volume {}",
+        spool.display()
+    );
     if let Some((uid, _)) = user {
         for entry in &entries {
             let owner = std::fs::metadata(entry).expect("metadata").uid();
@@ -919,7 +1035,10 @@ async fn the_stack_runs_as_the_image_and_compose_run_it() {
         .map(|p| p.to_string_lossy().into_owned())
         .collect();
     volumes.sort();
-    assert_eq!(in_data_dir, volumes, "only the volumes are written in {IMAGE_DATA_DIR}");
+    assert_eq!(
+        in_data_dir, volumes,
+        "only the volumes are written in {IMAGE_DATA_DIR}"
+    );
 
     let second = ImageRoot::new("second", &image, user);
     move_volumes(&compose, "collector", &first, &second);
@@ -932,27 +1051,54 @@ async fn the_stack_runs_as_the_image_and_compose_run_it() {
 
     let report = sending.await.expect("load");
     assert_eq!(report.acked, total);
-    assert!(acked_before_kill < total, "the kill landed under load: {report:?}");
-    faults::load::assert_exactly_once(&database, "docker-kill", total, &[]).await;
-    let metrics = reqwest::get(format!("{admin}/metrics"))
+    assert!(
+        acked_before_kill < total,
+        "the kill landed under load: {report:?}"
+    );
+    let metrics = || async {
+        let text = reqwest::get(format!("{admin}/metrics"))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        Some(growth_e2e::Exposition::parse(&text))
+    };
+    eventually(
+        "the spool to drain into ClickHouse",
+        Duration::from_secs(60),
+        || async {
+            let drained = metrics().await?.value("growth_collector_spool_rows") == 0.0;
+            let (_, distinct, _) = load::stored(&database, "docker-kill").await;
+            (drained && distinct == total).then_some(())
+        },
+    )
+    .await;
+    load::assert_exactly_once(&database, "docker-kill", total, &[]).await;
+    let recovered = metrics()
         .await
         .expect("metrics")
-        .text()
-        .await
-        .expect("metrics body");
-    let recovered = growth_e2e::Exposition::parse(&metrics).value("growth_collector_spool_recovered_rows_total");
-    assert!(recovered > 0.0, "the new container found acknowledged rows in the volume");
+        .value("growth_collector_spool_recovered_rows_total");
+    assert!(
+        recovered > 0.0,
+        "the new container found acknowledged rows in the volume"
+    );
 
     // The aggregator keeps its day cache in its volume.
     let state = first.host_path(&aggregator_state_dir(&image, &compose));
-    eventually("the aggregator's day cache in its volume", Duration::from_secs(30), || async {
-        std::fs::read_dir(&state)
-            .ok()
-            .and_then(|mut d| d.next())
-            .map(drop)
-    })
+    eventually(
+        "the aggregator's day cache in its volume",
+        Duration::from_secs(30),
+        || async {
+            std::fs::read_dir(&state)
+                .ok()
+                .and_then(|mut d| d.next())
+                .map(drop)
+        },
+    )
     .await;
     aggregator.process.kill();
+    collector.process.kill();
     clickhouse::Client::default()
         .with_url(clickhouse_url())
         .query("DROP DATABASE ?")

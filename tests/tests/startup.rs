@@ -136,12 +136,19 @@ fn the_collector_refuses_to_run_without_a_user_hash_key() {
     let without = run("growth-collector", &base);
     let log = String::from_utf8_lossy(&without.stderr);
     assert_eq!(without.status.code(), Some(2), "{log}");
-    for hint in ["GROWTH_USER_HASH_KEY", "--user-hash-key-file", "--allow-unkeyed-hash"] {
+    for hint in [
+        "GROWTH_USER_HASH_KEY",
+        "--user-hash-key-file",
+        "--allow-unkeyed-hash",
+    ] {
         assert!(log.contains(hint), "no {hint:?} in\n{log}");
     }
 
     // Told so, it starts (and gives up on the missing ClickHouse), with a warning.
-    let with_flag = run("growth-collector", &[&base[..], &["--allow-unkeyed-hash"]].concat());
+    let with_flag = run(
+        "growth-collector",
+        &[&base[..], &["--allow-unkeyed-hash"]].concat(),
+    );
     let with_env = Command::new(binary("growth-collector"))
         .args(base)
         .current_dir(std::env::temp_dir())
