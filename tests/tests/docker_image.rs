@@ -6,11 +6,11 @@
 //! * **A root of the image's filesystem.** A fresh temporary directory stands in for
 //!   the container's `/`. The Dockerfile's final stage is replayed into it: its
 //!   `mkdir -p` directories are made and its `chown` applied; the binaries are copied
-//!   to `usr/local/bin/` (its `COPY`). Every absolute path the two files name under
-//!   the image's data directory `/var/lib/growth` or under `/usr/local/bin` is taken
-//!   inside that root ([`ImageRoot::host_path`]): that is the one substitution of
-//!   paths, and it is done the same way for `WORKDIR`, `ENV`, `VOLUME` and the
-//!   compose file's volume mounts.
+//!   to `usr/local/bin/` (its `COPY`). Every absolute path the two files name is
+//!   taken inside that root ([`ImageRoot::host_path`]): the image's data directory
+//!   `/var/lib/growth` is `ROOT/var/lib/growth`. That is the one substitution of
+//!   paths, done alike for `WORKDIR`, `ENV` values, `VOLUME` and the compose file's
+//!   volume mounts.
 //! * **The image's user.** When the test runs as root, the binaries and the health
 //!   checks run as the Dockerfile's `USER` (with `setpriv`, which execs, so a SIGKILL
 //!   reaches the binary itself); otherwise they run as the (already unprivileged) test
@@ -492,25 +492,19 @@ impl ImageRoot {
         this
     }
 
-    /// Where the image's absolute `path` is on this machine: inside the root for the
-    /// image's data directory and binaries; any other path is refused (the image has
-    /// no other place the binaries may use).
+    /// Where the image's absolute `path` is on this machine: inside the root (e.g.
+    /// `/var/lib/growth/spool` is `ROOT/var/lib/growth/spool`, `/` is `ROOT`, which
+    /// belongs to root as the container's `/` does).
     fn host_path(&self, path: &str) -> PathBuf {
-        assert!(
-            [IMAGE_DATA_DIR, IMAGE_BIN_DIR]
-                .iter()
-                .any(|dir| Path::new(path).starts_with(dir)),
-            "{path} is neither under {IMAGE_DATA_DIR} nor {IMAGE_BIN_DIR}"
-        );
+        assert!(path.starts_with('/'), "{path} is not absolute");
         self.root.join(path.trim_start_matches('/'))
     }
 
-    /// `env` with every value that is a path in the image's data directory taken
-    /// inside the root.
+    /// `env` with every value that is an absolute path taken inside the root.
     fn env(&self, env: &[(String, String)]) -> Vec<(String, String)> {
         env.iter()
             .map(|(k, v)| {
-                let v = if Path::new(v).starts_with(IMAGE_DATA_DIR) {
+                let v = if v.starts_with('/') {
                     self.host_path(v).to_string_lossy().into_owned()
                 } else {
                     v.clone()
@@ -643,6 +637,31 @@ impl Container {
         self.process.kill();
         let cmd = root.command(self.user, &self.argv, &root.env(&self.env), &self.workdir);
         self.process = Running::spawn(&self.argv[0], cmd);
+    }
+
+    /// Asserts the process runs as the image's user, from the image's working
+    /// directory inside `root`.
+    fn assert_runs_as_the_image_says(&self, root: &ImageRoot) {
+        let pid = self.process.pid();
+        let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).expect("cwd");
+        assert_eq!(
+            cwd,
+            root.host_path(&self.workdir),
+            "{}: working directory",
+            self.argv[0]
+        );
+        if let Some((uid, _)) = self.user {
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+            let uids = status
+                .lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .expect("Uid line");
+            assert!(
+                uids.split_whitespace().all(|u| u == uid.to_string()),
+                "{} runs as uid {uid} ({IMAGE_USER}): Uid:{uids}",
+                self.argv[0]
+            );
+        }
     }
 
     fn var(&self, name: &str) -> &str {
@@ -943,6 +962,7 @@ async fn the_stack_runs_as_the_image_and_compose_run_it() {
         .wait_ready(&format!("{admin}/readyz"), Duration::from_secs(60))
         .await;
     eventually_healthy(&collector, &first, &compose, "collector").await;
+    collector.assert_runs_as_the_image_says(&first);
 
     let mut aggregator = Container::start(&first, &image, &compose, "aggregator", &database);
     let listen = format!("http://{}", aggregator.var("GROWTH_LISTEN_ADDR"));
@@ -951,6 +971,7 @@ async fn the_stack_runs_as_the_image_and_compose_run_it() {
         .wait_ready(&format!("{listen}/readyz"), Duration::from_secs(60))
         .await;
     eventually_healthy(&aggregator, &first, &compose, "aggregator").await;
+    aggregator.assert_runs_as_the_image_says(&first);
 
     // A raw user id, hashed by the collector with the key compose gave it.
     let http = format!("http://{}", collector.var("GROWTH_OTLP_HTTP_ADDR"));
@@ -1048,6 +1069,7 @@ async fn the_stack_runs_as_the_image_and_compose_run_it() {
         .wait_ready(&format!("{admin}/readyz"), Duration::from_secs(60))
         .await;
     eventually_healthy(&collector, &second, &compose, "collector").await;
+    collector.assert_runs_as_the_image_says(&second);
 
     let report = sending.await.expect("load");
     assert_eq!(report.acked, total);
