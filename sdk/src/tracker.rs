@@ -125,8 +125,7 @@ impl Tracker {
         if self.delivery.is_none() || other_user_id.is_empty() {
             return;
         }
-        let hash = crate::wire::hex(&self.hasher.digest(other_user_id));
-        let hash = String::from_utf8_lossy(&hash).into_owned();
+        let hash = self.hasher.hash(other_user_id).into_string();
         let merged = vec![(MERGED_HASH, AttributeValue::String(hash))];
         self.track_parts(&EventParts {
             name: MERGE_EVENT,
