@@ -22,6 +22,9 @@ async fn main() -> ExitCode {
     let result = match command {
         Command::Migrate => growth_collector::migrate(&config).await.map(drop),
         Command::Run => growth_collector::run(config, shutdown_signal()).await,
+        Command::Erase(args) => growth_collector::erasure::cli::run(args, config.admin_addr)
+            .await
+            .map_err(Into::into),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
