@@ -79,7 +79,8 @@ pub struct RunArgs {
     )]
     pub otlp_http_addr: SocketAddr,
 
-    /// Address of /healthz, /readyz and /metrics (the collector's own Prometheus metrics).
+    /// Address of /healthz, /readyz, /metrics (the collector's own Prometheus metrics)
+    /// and /admin/erasures; `erase` connects here.
     #[arg(
         long,
         value_name = "ADDR",
