@@ -85,7 +85,10 @@ async fn load(client: &clickhouse::Client, events: u64, days: u64) -> anyhow::Re
             .execute()
             .await?;
         first += count;
-        eprintln!("  loaded {first} of {events} events in {:.0} s", started.elapsed().as_secs_f64());
+        eprintln!(
+            "  loaded {first} of {events} events in {:.0} s",
+            started.elapsed().as_secs_f64()
+        );
     }
     Ok(())
 }
@@ -121,7 +124,12 @@ struct Senders {
     total_latency_us: AtomicU64,
 }
 
-async fn sender(url: String, measuring: Arc<AtomicBool>, stop: Arc<AtomicBool>, stats: Arc<Senders>) {
+async fn sender(
+    url: String,
+    measuring: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+    stats: Arc<Senders>,
+) {
     let http = reqwest::Client::new();
     let mut n = 0;
     while !stop.load(Ordering::Relaxed) {
@@ -160,7 +168,10 @@ async fn main() -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(format!("growth-erasure-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let tokens = dir.join("admin-tokens");
-    std::fs::write(&tokens, format!("sha256:{}\n", hex::encode(Sha256::digest(TOKEN))))?;
+    std::fs::write(
+        &tokens,
+        format!("sha256:{}\n", hex::encode(Sha256::digest(TOKEN))),
+    )?;
     let spool = dir.join("spool");
     let config = Cli::try_parse_args([
         "growth-collector",
@@ -190,12 +201,19 @@ async fn main() -> anyhow::Result<()> {
     let http = reqwest::Client::new();
     let admin = format!("http://{}", addresses.admin);
     for _ in 0..600 {
-        if http.get(format!("{admin}/readyz")).send().await.is_ok_and(|r| r.status().is_success()) {
+        if http
+            .get(format!("{admin}/readyz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let client = clickhouse::Client::default().with_url(&args.url).with_database(DATABASE);
+    let client = clickhouse::Client::default()
+        .with_url(&args.url)
+        .with_database(DATABASE);
     eprintln!("loading {} events", args.events);
     load(&client, args.events, args.days).await?;
     let users = args.events / 10;
@@ -259,7 +277,9 @@ async fn main() -> anyhow::Result<()> {
         .await?;
 
     let during = stats.during.load(Ordering::Relaxed);
-    println!("| events | people erased | erasure wall time | rows left | ingest requests acknowledged during it (100 records each) | refused | mean / max acknowledgement |");
+    println!(
+        "| events | people erased | erasure wall time | rows left | ingest requests acknowledged during it (100 records each) | refused | mean / max acknowledgement |"
+    );
     println!("|---:|---:|---:|---:|---:|---:|---:|");
     println!(
         "| {} | {} | {:.1} s | {left} | {during} | {} | {:.0} ms / {:.0} ms |",

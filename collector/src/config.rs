@@ -52,7 +52,33 @@ pub enum Command {
     /// per table. Needs the admin token (--token-file or GROWTH_ADMIN_TOKEN) whose
     /// SHA-256 is in the collector's --admin-token-file. Example:
     /// `growth-collector erase --token-file admin.token < ids.txt`
-    Erase(crate::erasure::cli::EraseArgs),
+    Erase(EraseArgs),
+}
+
+/// Flags of `growth-collector erase`.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
+pub struct EraseArgs {
+    /// Read the ids from FILE instead of stdin (one a line; blank lines skipped).
+    #[arg(long, value_name = "FILE")]
+    pub input: Option<PathBuf>,
+
+    /// The lines are user hashes (64 lowercase hex, as stored in events.user_hash),
+    /// not raw user ids.
+    #[arg(long)]
+    pub hashes: bool,
+
+    /// File holding the admin token (whose SHA-256 is in the collector's
+    /// --admin-token-file). Without it the token is read from GROWTH_ADMIN_TOKEN.
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+
+    /// Return once the erasure is queued, printing its id, without waiting for it.
+    #[arg(long)]
+    pub no_wait: bool,
+
+    /// Longest wait for the erasure to finish.
+    #[arg(long, value_name = "DURATION", default_value = "30m", value_parser = duration)]
+    pub wait_timeout: Duration,
 }
 
 /// Flags of the collector.

@@ -43,7 +43,7 @@ fn event(name: &'static str, user: &str, at: DateTime<Utc>) -> PlannedEvent {
 async fn send(collector: &Collector, events: &[PlannedEvent]) {
     let n = events.len() as u64;
     assert_eq!(
-        send_with_sdk(&collector.grpc_endpoint, true, APP, None, events).await,
+        send_with_sdk(&collector.grpc_endpoint, true, APP, Some(KEY), events).await,
         n
     );
 }
@@ -113,7 +113,12 @@ async fn expect_equal(with: &Aggregator, without: &Aggregator, what: &str) {
     panic!("{what}: the aggregators differ\n{}", with.process.output());
 }
 
-fn erase(collector: &Collector, token_file: &std::path::Path, by_hash: bool, lines: &str) -> std::process::Child {
+fn erase(
+    collector: &Collector,
+    token_file: &std::path::Path,
+    by_hash: bool,
+    lines: &str,
+) -> std::process::Child {
     let admin = collector.admin.trim_start_matches("http://");
     let mut args = vec!["erase", "--admin-addr", admin, "--token-file"];
     let token = token_file.to_str().expect("path");
@@ -141,19 +146,29 @@ fn erase(collector: &Collector, token_file: &std::path::Path, by_hash: bool, lin
 async fn an_erased_person_leaves_no_trace() {
     let since_midnight = Utc::now().time().num_seconds_from_midnight();
     if !(600..86_000).contains(&since_midnight) {
-        tokio::time::sleep(Duration::from_secs(u64::from((86_400 + 600 - since_midnight) % 86_400))).await;
+        tokio::time::sleep(Duration::from_secs(u64::from(
+            (86_400 + 600 - since_midnight) % 86_400,
+        )))
+        .await;
     }
     let now = Utc::now() - chrono::Duration::minutes(1);
     let hasher = UserHasher::new(Some(KEY.as_bytes().to_vec()));
     let (ann, bo) = ("ann@example.com", "bo-4711");
-    let (ann_hash, bo_hash) = (hasher.hash(ann).into_string(), hasher.hash(bo).into_string());
+    let (ann_hash, bo_hash) = (
+        hasher.hash(ann).into_string(),
+        hasher.hash(bo).into_string(),
+    );
 
     let never = unique_database("erasure_never");
     let erased = unique_database("erasure_erased");
     let dir = std::env::temp_dir().join(format!("growth-e2e-erasure-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
     let tokens = dir.join("admin-tokens");
-    std::fs::write(&tokens, format!("sha256:{}\n", hex::encode(Sha256::digest(TOKEN)))).expect("tokens");
+    std::fs::write(
+        &tokens,
+        format!("sha256:{}\n", hex::encode(Sha256::digest(TOKEN))),
+    )
+    .expect("tokens");
     let token_file = dir.join("admin.token");
     std::fs::write(&token_file, format!("{TOKEN}\n")).expect("token");
 
@@ -204,25 +219,44 @@ async fn an_erased_person_leaves_no_trace() {
     send(&collector, &people).await;
     plain.settled().await;
     collector.settled().await;
-    let dead = std::fs::read_to_string(collector.spool_dir.join("dead-letter.jsonl")).expect("a dead letter");
-    assert!(dead.contains(&ann_hash), "Ann's poison row is dead-lettered: {dead}");
+    let dead = std::fs::read_to_string(collector.spool_dir.join("dead-letter.jsonl"))
+        .expect("a dead letter");
+    assert!(
+        dead.contains(&ann_hash),
+        "Ann's poison row is dead-lettered: {dead}"
+    );
 
     let without = Aggregator::start(&never, &[]).await;
     let mut with = Aggregator::start(&erased, &[]).await;
     // The aggregator has cached the days with the two people in them.
-    eventually("the aggregator to see the two people", Duration::from_secs(60), || async {
-        let (a, b) = (numbers(&with).await, numbers(&without).await);
-        (a["growth_active_users"] != b["growth_active_users"]).then_some(())
-    })
+    eventually(
+        "the aggregator to see the two people",
+        Duration::from_secs(60),
+        || async {
+            let (a, b) = (numbers(&with).await, numbers(&without).await);
+            (a["growth_active_users"] != b["growth_active_users"]).then_some(())
+        },
+    )
     .await;
 
     // Refused without the token, and with a wrong one.
     let http = reqwest::Client::new();
     let url = format!("{}/admin/erasures", collector.admin);
     let body = format!(r#"{{"user_hashes":["{ann_hash}"]}}"#);
-    let anonymous = http.post(&url).body(body.clone()).send().await.expect("answer");
+    let anonymous = http
+        .post(&url)
+        .body(body.clone())
+        .send()
+        .await
+        .expect("answer");
     assert_eq!(anonymous.status(), 401);
-    let wrong = http.post(&url).bearer_auth("nope").body(body).send().await.expect("answer");
+    let wrong = http
+        .post(&url)
+        .bearer_auth("nope")
+        .body(body)
+        .send()
+        .await
+        .expect("answer");
     assert_eq!(wrong.status(), 401);
     let off = http
         .post(format!("{}/admin/erasures", plain.admin))
@@ -246,8 +280,15 @@ async fn an_erased_person_leaves_no_trace() {
         let out = child.wait_with_output().expect("erase ends");
         let stdout = String::from_utf8_lossy(&out.stdout);
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "erase {what}: {stdout}\n{stderr}\n{}", collector.process.output());
-        assert!(stdout.contains("events"), "erase {what} prints the rows removed: {stdout}");
+        assert!(
+            out.status.success(),
+            "erase {what}: {stdout}\n{stderr}\n{}",
+            collector.process.output()
+        );
+        assert!(
+            stdout.contains("events"),
+            "erase {what} prints the rows removed: {stdout}"
+        );
         eprintln!("erase {what}:\n{stdout}{stderr}");
     }
 
@@ -297,7 +338,11 @@ async fn an_erased_person_leaves_no_trace() {
     // The spool and the dead-letter file hold no byte of them; the audit has a line each.
     for entry in std::fs::read_dir(&collector.spool_dir).expect("spool") {
         let path = entry.expect("entry").path();
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_owned();
         if name == "erasures.jsonl" {
             continue;
         }
@@ -306,7 +351,10 @@ async fn an_erased_person_leaves_no_trace() {
         for hash in [&ann_hash, &bo_hash] {
             assert!(!text.contains(hash.as_str()), "{name} still holds {hash}");
         }
-        assert!(!text.contains(ann) && !text.contains(bo), "{name} holds a raw id");
+        assert!(
+            !text.contains(ann) && !text.contains(bo),
+            "{name} holds a raw id"
+        );
     }
     let audit = std::fs::read_to_string(collector.spool_dir.join("erasures.jsonl")).expect("audit");
     let lines: Vec<serde_json::Value> = audit
@@ -314,17 +362,29 @@ async fn an_erased_person_leaves_no_trace() {
         .map(|l| serde_json::from_str(l).expect("JSON line"))
         .collect();
     assert_eq!(lines.len(), 2, "{audit}");
-    assert!(!audit.contains(ann) && !audit.contains(bo), "no raw id in the audit");
+    assert!(
+        !audit.contains(ann) && !audit.contains(bo),
+        "no raw id in the audit"
+    );
     for line in &lines {
         let removed = &line["removed"];
         assert!(removed["events"].as_u64().unwrap_or(0) >= 15, "{line}");
-        assert!(removed["user_quarter_hours"].as_u64().unwrap_or(0) >= 5, "{line}");
-        assert!(line["erasure"].is_string() && line["time"].is_string(), "{line}");
+        assert!(
+            removed["user_quarter_hours"].as_u64().unwrap_or(0) >= 5,
+            "{line}"
+        );
+        assert!(
+            line["erasure"].is_string() && line["time"].is_string(),
+            "{line}"
+        );
         if line["hash"] == ann_hash.as_str() {
             assert_eq!(removed["dead-letter"], 1, "{line}");
         }
     }
-    assert!(!collector.process.output().contains(ann), "the raw id is never logged");
+    assert!(
+        !collector.process.output().contains(ann),
+        "the raw id is never logged"
+    );
 
     // The aggregators agree, live and after a restart from the saved day cache.
     plain.settled().await;
@@ -349,4 +409,3 @@ async fn an_erased_person_leaves_no_trace() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
-

@@ -7,44 +7,15 @@
 use std::collections::BTreeMap;
 use std::io::Read as _;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
+pub use crate::config::EraseArgs;
+
 /// Ids or hashes sent per request.
 const PART: usize = 50_000;
-
-/// Flags of `growth-collector erase`.
-#[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
-pub struct EraseArgs {
-    /// Read the ids from FILE instead of stdin (one a line; blank lines skipped).
-    #[arg(long, value_name = "FILE")]
-    pub input: Option<PathBuf>,
-
-    /// The lines are user hashes (64 lowercase hex, as stored in events.user_hash),
-    /// not raw user ids.
-    #[arg(long)]
-    pub hashes: bool,
-
-    /// File holding the admin token (whose SHA-256 is in the collector's
-    /// --admin-token-file). Without it the token is read from GROWTH_ADMIN_TOKEN.
-    #[arg(long, value_name = "FILE")]
-    pub token_file: Option<PathBuf>,
-
-    /// Return once the erasure is queued, printing its id, without waiting for it.
-    #[arg(long)]
-    pub no_wait: bool,
-
-    /// Longest wait for the erasure to finish.
-    #[arg(long, value_name = "DURATION", default_value = "30m", value_parser = humantime_duration)]
-    pub wait_timeout: Duration,
-}
-
-fn humantime_duration(text: &str) -> Result<Duration, String> {
-    growth_schema::service::duration::parse_duration(text, "30m or 90s")
-}
 
 /// Why `erase` failed.
 #[derive(Debug, thiserror::Error)]

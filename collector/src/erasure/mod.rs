@@ -469,5 +469,5 @@ impl Worker {
 }
 
 fn err(e: clickhouse::error::Error) -> String {
-    crate::clickhouse::describe(&e)
+    growth_schema::service::describe(&e)
 }
