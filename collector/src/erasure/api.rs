@@ -145,31 +145,29 @@ fn refuse(status: StatusCode, message: &str) -> Response {
     response
 }
 
-fn check(state: &ApiState, headers: &HeaderMap) -> Result<Erasures, Response> {
+fn check(state: &ApiState, headers: &HeaderMap) -> Result<Erasures, (StatusCode, &'static str)> {
     let Some(tokens) = &state.tokens else {
-        return Err(refuse(
+        return Err((
             StatusCode::FORBIDDEN,
             "erasure is off: start the collector with --admin-token-file",
         ));
     };
     if !tokens.admits(headers) {
-        return Err(refuse(
+        return Err((
             StatusCode::UNAUTHORIZED,
             "a valid admin token is needed: Authorization: Bearer TOKEN",
         ));
     }
-    state.erasures.clone().ok_or_else(|| {
-        refuse(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the collector is starting; retry",
-        )
-    })
+    state.erasures.clone().ok_or((
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the collector is starting; retry",
+    ))
 }
 
 async fn submit(State(state): State<ApiState>, headers: HeaderMap, body: Bytes) -> Response {
     let erasures = match check(&state, &headers) {
         Ok(erasures) => erasures,
-        Err(refused) => return refused,
+        Err((status, message)) => return refuse(status, message),
     };
     // The body's text is never echoed or logged: it may hold raw ids.
     let body: Body = match serde_json::from_slice(&body) {
@@ -236,7 +234,7 @@ async fn status(
 ) -> Response {
     let erasures = match check(&state, &headers) {
         Ok(erasures) => erasures,
-        Err(refused) => return refused,
+        Err((status, message)) => return refuse(status, message),
     };
     match erasures.status(&id) {
         Some(status) => axum::Json(status).into_response(),
