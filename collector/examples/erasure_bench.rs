@@ -189,6 +189,8 @@ async fn main() -> anyhow::Result<()> {
         spool.to_str().context("path")?,
         "--admin-token-file",
         tokens.to_str().context("path")?,
+        // The generated users are hashed with plain SHA-256 inside ClickHouse.
+        "--allow-unkeyed-hash",
     ])?
     .run
     .into_config(None)?;

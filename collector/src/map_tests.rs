@@ -611,3 +611,46 @@ fn resources_keep_their_own_app() {
     let apps: Vec<&str> = mapped.rows.iter().map(|r| r.app.as_str()).collect();
     assert_eq!(apps, vec!["finbrain", "other_app"]);
 }
+
+#[test]
+fn people_raw_ids_are_stored_only_as_their_hash() {
+    let rec = record(
+        "identify",
+        vec![
+            kv("user.id", s("known-user")),
+            kv("anonymous.id", s("raw-visitor")),
+        ],
+    );
+    let merge = record(
+        "merge",
+        vec![
+            kv("user.id", s("known-user")),
+            kv("merged.id", s("raw-other")),
+            // A hash sent alongside wins; the raw id is dropped.
+            kv("merged.hash", s(&"b".repeat(64))),
+            kv("anonymous.id", s("raw-second")),
+            kv("anonymous.hash", s(&"a".repeat(64))),
+        ],
+    );
+    let mapped = map(vec![rec, merge]);
+    let text = format!("{:?}", mapped.rows);
+    for raw in [
+        "raw-visitor",
+        "raw-other",
+        "raw-second",
+        "anonymous.id",
+        "merged.id",
+    ] {
+        assert!(!text.contains(raw), "{raw} in {text}");
+    }
+    let props: std::collections::BTreeMap<_, _> =
+        mapped.rows[0].properties.iter().cloned().collect();
+    let hashed = &props["anonymous.hash"];
+    assert_eq!(hashed, UserHasher::new(None).hash("raw-visitor").as_str());
+    assert_ne!(hashed, &mapped.rows[0].user_hash);
+    let second: std::collections::BTreeMap<_, _> =
+        mapped.rows[1].properties.iter().cloned().collect();
+    assert_eq!(second["merged.hash"], "b".repeat(64));
+    assert_eq!(second["anonymous.hash"], "a".repeat(64));
+    assert_eq!(mapped.identifying_redacted, 3);
+}

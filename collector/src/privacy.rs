@@ -110,6 +110,16 @@ pub(crate) fn properties_of<'a>(
             continue;
         }
         let value = kv.value.as_ref();
+        // A raw id of the people contract (anonymous.id, merged.id): stored only as
+        // its hash, under the `*.hash` twin; a twin sent alongside wins.
+        if let Some((_, twin)) = attributes::HASHED_TWINS.iter().find(|(raw, _)| *raw == key) {
+            out.redacted += 1;
+            if attrs.iter().any(|other| other.key == *twin) {
+                continue;
+            }
+            out.text.push((twin, Cow::Owned(redactor.hash(value))));
+            continue;
+        }
         let mut text = if privacy.is_identifying(key) {
             out.redacted += 1;
             match privacy.action {

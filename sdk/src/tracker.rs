@@ -5,7 +5,7 @@ use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
-use growth_schema::attributes::{ANONYMOUS_HASH, IDENTIFY_EVENT};
+use growth_schema::attributes::{ANONYMOUS_HASH, IDENTIFY_EVENT, MERGE_EVENT, MERGED_HASH};
 use growth_schema::user_hash::{UserHash, UserHasher};
 
 use crate::builder::TrackerBuilder;
@@ -129,6 +129,26 @@ impl Tracker {
             user: UserRef::Id(user_id),
             source: None,
             attributes: &anonymous,
+            timestamp: None,
+        });
+    }
+
+    /// Records that the known user `other_user_id` is the same person as `user_id`
+    /// (two accounts merged): a `merge` event of `user_id` carrying the other id's
+    /// hash in `merged.hash`. From then on `other_user_id` and every anonymous id
+    /// identified to it count as `user_id`'s person (docs/contract.md, "People").
+    pub fn merge(&self, user_id: &str, other_user_id: &str) {
+        if self.delivery.is_none() || other_user_id.is_empty() {
+            return;
+        }
+        let hash = crate::wire::hex(&self.hasher.digest(other_user_id));
+        let hash = String::from_utf8_lossy(&hash).into_owned();
+        let merged = vec![(MERGED_HASH, AttributeValue::String(hash))];
+        self.track_parts(&EventParts {
+            name: MERGE_EVENT,
+            user: UserRef::Id(user_id),
+            source: None,
+            attributes: &merged,
             timestamp: None,
         });
     }
