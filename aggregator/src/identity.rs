@@ -15,6 +15,11 @@
 //! * A key's person is its component's person, or its owner's person; keys the links
 //!   do not name are their own person.
 //!
+//! * A *rotation* link (a key rotation's overlap: the previous key's hash of a user
+//!   and the current key's) makes the two keys one: every other link is read with the
+//!   previous key replaced by the current one, and the previous key belongs to the
+//!   current key's person.
+//!
 //! The result depends on the set of links only, never on the order they arrive in:
 //! a late identify re-attributes every day of the anonymous key exactly.
 
@@ -24,8 +29,11 @@ use std::sync::Arc;
 /// One link of one app, as stored in `identity_links`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Link {
-    /// A merge (else an identify).
+    /// A merge (else an identify, or a rotation).
     pub merge: bool,
+    /// A key rotation's pair: `linked` the previous key's hash, `known` the current
+    /// key's (then `merge` is false).
+    pub rotation: bool,
     /// The anonymous key (identify) or the merged known key (merge).
     pub linked: u64,
     /// The known key: the user of the event.
@@ -48,7 +56,50 @@ pub struct Resolution {
 
 /// Applies the rules to the links of one app.
 pub fn resolve<'a>(links: impl IntoIterator<Item = &'a Link>) -> Resolution {
-    let links: Vec<&Link> = links.into_iter().collect();
+    let (rotations, others): (Vec<&Link>, Vec<&Link>) = links.into_iter().partition(|l| l.rotation);
+    // Rotation pairs first: previous key → current key (the smallest, should two
+    // current keys ever claim one previous key).
+    let mut alias: HashMap<u64, u64> = HashMap::new();
+    for l in rotations.iter().filter(|l| l.linked != l.known) {
+        alias
+            .entry(l.linked)
+            .and_modify(|k| *k = (*k).min(l.known))
+            .or_insert(l.known);
+    }
+    let canonical = |k: u64| -> u64 {
+        // Follow a chain of rotations (bounded: a cycle cannot loop forever).
+        let mut k = k;
+        for _ in 0..8 {
+            match alias.get(&k) {
+                Some(&next) if next != k => k = next,
+                _ => break,
+            }
+        }
+        k
+    };
+    let renamed: Vec<Link> = others
+        .iter()
+        .map(|l| Link {
+            linked: canonical(l.linked),
+            known: canonical(l.known),
+            ..**l
+        })
+        .collect();
+    let mut out = resolve_renamed(renamed.iter().collect());
+    for &previous in alias.keys() {
+        let current = canonical(previous);
+        if current == previous {
+            continue;
+        }
+        let person = out.persons.get(&current).copied().unwrap_or(current);
+        out.persons.entry(current).or_insert(current);
+        out.persons.insert(previous, person);
+    }
+    out
+}
+
+/// [`resolve`] of identifies and merges whose keys are already current.
+fn resolve_renamed(links: Vec<&Link>) -> Resolution {
     // Merge components, by union-find.
     let mut parent: HashMap<u64, u64> = HashMap::new();
     fn find(parent: &mut HashMap<u64, u64>, k: u64) -> u64 {
@@ -259,6 +310,7 @@ mod tests {
     fn identify(anonymous: u64, known: u64, time_ms: i64) -> Link {
         Link {
             merge: false,
+            rotation: false,
             linked: anonymous,
             known,
             time_ms,
@@ -268,6 +320,7 @@ mod tests {
     fn merge(merged: u64, into: u64) -> Link {
         Link {
             merge: true,
+            rotation: false,
             linked: merged,
             known: into,
             time_ms: 0,
@@ -316,6 +369,44 @@ mod tests {
         assert_eq!(resolve(&reversed), r);
         let cycle = resolve(&[merge(2, 1), merge(3, 2), merge(1, 3)]);
         assert_eq!(cycle.persons[&3], 1);
+    }
+
+    fn rotation(previous: u64, current: u64) -> Link {
+        Link {
+            merge: false,
+            rotation: true,
+            linked: previous,
+            known: current,
+            time_ms: 0,
+        }
+    }
+
+    #[test]
+    fn a_rotated_key_is_its_current_keys_person_and_links_follow_it() {
+        // 100 → 200 rotated; 101 (anonymous, previous key) → 201; the identify was
+        // sent before the rotation (previous keys), the merge after (current keys).
+        let links = [
+            identify(101, 100, 1_000),
+            rotation(100, 200),
+            rotation(101, 201),
+            merge(300, 200),
+            rotation(400, 401), // a plain user: its two keys are one person
+        ];
+        let r = resolve(&links);
+        for k in [100, 101, 200, 201, 300] {
+            assert_eq!(r.persons[&k], 200, "key {k}");
+        }
+        assert_eq!(r.persons[&400], 401);
+        assert_eq!(r.persons[&401], 401);
+        assert_eq!((r.claimed_by_another, r.known_as_anonymous), (0, 0));
+        // The same people without rotation links, had every key been current.
+        let plain = resolve(&[identify(201, 200, 1_000), merge(300, 200)]);
+        for k in [200, 201, 300] {
+            assert_eq!(plain.persons[&k], r.persons[&k]);
+        }
+        let mut reversed = links;
+        reversed.reverse();
+        assert_eq!(resolve(&reversed), r);
     }
 
     #[test]

@@ -79,6 +79,7 @@ impl People {
             newest = newest.max(r.inserted_ms);
             let link = Link {
                 merge: r.merge,
+                rotation: r.rotation,
                 linked: r.linked_key,
                 known: r.known_key,
                 time_ms: r.time_ms,

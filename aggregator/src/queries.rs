@@ -193,14 +193,14 @@ impl Queries {
             .await
     }
 
-    /// The identify and merge links inserted at or after `since_ms` (all: `None`).
+    /// The identify, merge and rotation links inserted at or after `since_ms` (all: `None`).
     pub async fn identity_links(
         &self,
         since_ms: Option<i64>,
     ) -> clickhouse::error::Result<Vec<LinkRow>> {
         self.client
             .query(
-                "SELECT app, kind = 'merge' AS merge, linked_key, known_key,
+                "SELECT app, kind = 'merge' AS merge, kind = 'rotation' AS rotation, linked_key, known_key,
                         toUnixTimestamp64Milli(event_time) AS time_ms,
                         toUnixTimestamp64Milli(inserted_at) AS inserted_ms
                  FROM ?

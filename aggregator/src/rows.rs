@@ -91,11 +91,12 @@ pub struct LayerMarker {
 pub type Markers =
     std::collections::HashMap<(Layer, NaiveDate), std::collections::BTreeMap<String, u64>>;
 
-/// One row of `identity_links` (an identify or a merge), as the refresh reads it.
+/// One row of `identity_links` (an identify, a merge or a rotation), as the refresh reads it.
 #[derive(Debug, Clone, PartialEq, clickhouse::Row, Deserialize)]
 pub struct LinkRow {
     pub app: String,
     pub merge: bool,
+    pub rotation: bool,
     pub linked_key: u64,
     pub known_key: u64,
     pub time_ms: i64,

@@ -128,6 +128,7 @@ pub async fn compute_in_sql(
             .or_default()
             .push(crate::identity::Link {
                 merge: r.merge,
+                rotation: r.rotation,
                 linked: r.linked_key,
                 known: r.known_key,
                 time_ms: r.time_ms,

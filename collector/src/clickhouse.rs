@@ -166,10 +166,7 @@ impl EventStore for ClickHouseSink {
     async fn insert(&self, token: &str, rows: &Rows) -> Result<(), SinkError> {
         // Re-laid as Native blocks here rather than kept so in the spool: the spool's
         // RowBinary rows split one by one for bisection and dead letters.
-        let sql = format!(
-            "INSERT INTO {EVENTS} ({}) FORMAT Native",
-            rowbinary::COLUMNS
-        );
+        let sql = format!("INSERT INTO {EVENTS} ({}) FORMAT Native", native::COLUMNS);
         let mut insert = self
             .database
             .insert_formatted_with(sql)

@@ -12,7 +12,10 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use growth_schema::connection::ClickHouseArgs;
 use growth_schema::service::duration::{parse_duration, parse_positive_duration};
-use growth_schema::user_hash::{KEY_ENV, UserHasher};
+use growth_schema::user_hash::{
+    DEFAULT_KEY_ID, KEY_ENV, KEY_ID_ENV, KeySet, KeySetError, PREVIOUS_KEY_ENV,
+    PREVIOUS_KEY_ID_ENV, UserHasher,
+};
 
 pub use crate::delivery::DeliveryConfig;
 use crate::intake_config::{IntakeArgs, IntakeConfig};
@@ -29,6 +32,13 @@ use crate::spool::{FsyncPolicy, SpoolConfig};
 /// from --user-hash-key-file, never from a flag's value. Without a key the collector
 /// refuses to start, unless --allow-unkeyed-hash says to hash user ids with plain
 /// SHA-256 (a warning is logged at start-up). `migrate` needs no key.
+///
+/// Rotating the key (docs/contract.md, "Rotating the key"): give the collector the new
+/// key and the previous one, each with an id: --user-hash-keys-file with lines
+/// `ID:KEY` (current first), or GROWTH_USER_HASH_KEY + GROWTH_USER_HASH_KEY_ID and
+/// GROWTH_USER_HASH_PREVIOUS_KEY + GROWTH_USER_HASH_PREVIOUS_KEY_ID. During this
+/// overlap every user is hashed with both and the pairs are recorded; then run with
+/// the new key alone and `growth-collector rotate-keys finish`.
 ///
 /// Logging is controlled by RUST_LOG (default: info).
 #[derive(Debug, Parser)]
@@ -55,6 +65,24 @@ pub enum Command {
     /// SHA-256 is in the collector's --admin-token-file. Example:
     /// `growth-collector erase --token-file admin.token < ids.txt`
     Erase(EraseArgs),
+    /// Key rotation jobs. `rotate-keys finish`: after the overlap (the collector
+    /// restarted with the new key alone and its spool drained), rewrites every stored
+    /// previous hash that the overlap paired with a current one, in events and every
+    /// user table (partition by partition, resumable: run it again after a crash),
+    /// then forgets the pairs; afterwards the previous key can be destroyed. Needs
+    /// no key. Prints progress on stderr.
+    #[command(subcommand)]
+    RotateKeys(RotateKeysCommand),
+}
+
+/// `growth-collector rotate-keys …`.
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
+pub enum RotateKeysCommand {
+    /// Rewrite the previous hashes paired during the overlap into the current ones,
+    /// in every user table; drop the pairs. Idempotent and resumable.
+    Finish,
+    /// Print how many pairs the overlap recorded so far, per app (no change).
+    Status,
 }
 
 /// Flags of `growth-collector erase`.
@@ -124,9 +152,17 @@ pub struct RunArgs {
     pub admin_token_file: Option<PathBuf>,
 
     /// File holding the user-hash key (HMAC-SHA256); a trailing newline is ignored.
-    /// Without it the key is read from the environment variable GROWTH_USER_HASH_KEY.
+    /// Without it the key is read from the environment variable GROWTH_USER_HASH_KEY
+    /// (its id from GROWTH_USER_HASH_KEY_ID, default 1; during a rotation the previous
+    /// key from GROWTH_USER_HASH_PREVIOUS_KEY with GROWTH_USER_HASH_PREVIOUS_KEY_ID).
     #[arg(long, value_name = "FILE", env = "GROWTH_USER_HASH_KEY_FILE")]
     pub user_hash_key_file: Option<PathBuf>,
+
+    /// File holding the user-hash keys with their ids, one `ID:KEY` a line: the
+    /// current key first, then during a rotation's overlap the previous one (ids:
+    /// 1-32 of A-Z a-z 0-9 . _ -). Excludes the other key settings.
+    #[arg(long, value_name = "FILE", env = "GROWTH_USER_HASH_KEYS_FILE")]
+    pub user_hash_keys_file: Option<PathBuf>,
 
     /// Without a user-hash key, hash raw user ids with plain SHA-256 instead of refusing
     /// to start. Only for migrating from a system that stored unkeyed SHA-256 hashes:
@@ -248,8 +284,10 @@ pub struct Config {
     pub otlp_http_addr: SocketAddr,
     /// Admin (health, readiness, metrics) listen address.
     pub admin_addr: SocketAddr,
-    /// Hashes raw user ids; keyed (HMAC) when a key was configured.
+    /// Hashes raw user ids; keyed (HMAC) when a key was configured: `keys.current`.
     pub hasher: UserHasher,
+    /// The current key's id, and during a rotation's overlap the previous key.
+    pub keys: KeySet,
     /// `--admin-token-file`: who may erase people (off without it).
     pub admin_token_file: Option<PathBuf>,
     /// When the batcher inserts.
@@ -333,6 +371,14 @@ pub enum ConfigError {
     /// Two keys were given; hashing with the wrong one would split every user in two.
     #[error("both --user-hash-key-file and {KEY_ENV} are set: configure the user-hash key once")]
     TwoKeys,
+    /// The keys file excludes the other ways of setting a key.
+    #[error(
+        "--user-hash-keys-file excludes --user-hash-key-file, {KEY_ENV} and {PREVIOUS_KEY_ENV}: configure the keys once"
+    )]
+    KeysFileAndKey,
+    /// The keys (file or ids) are malformed.
+    #[error("user-hash keys: {0}")]
+    Keys(#[from] KeySetError),
     /// No key, and plain SHA-256 was not asked for.
     #[error(
         "no user-hash key: set {KEY_ENV} or --user-hash-key-file to a secret (e.g. `openssl rand -hex 32`); \
@@ -342,16 +388,78 @@ pub enum ConfigError {
     NoKey,
 }
 
+/// The key settings that come from the environment (passed in so that tests need
+/// not touch the process environment).
+#[derive(Default, Clone)]
+pub struct EnvKeys {
+    /// `GROWTH_USER_HASH_KEY`.
+    pub key: Option<String>,
+    /// `GROWTH_USER_HASH_KEY_ID`.
+    pub key_id: Option<String>,
+    /// `GROWTH_USER_HASH_PREVIOUS_KEY`.
+    pub previous: Option<String>,
+    /// `GROWTH_USER_HASH_PREVIOUS_KEY_ID`.
+    pub previous_id: Option<String>,
+}
+
+impl EnvKeys {
+    /// Reads the four variables (empty counts as unset).
+    pub fn from_env() -> Self {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        Self {
+            key: var(KEY_ENV),
+            key_id: var(KEY_ID_ENV),
+            previous: var(PREVIOUS_KEY_ENV),
+            previous_id: var(PREVIOUS_KEY_ID_ENV),
+        }
+    }
+}
+
 impl RunArgs {
     /// Resolves the flags into a [`Config`]; `key_from_env` is the value of
     /// `GROWTH_USER_HASH_KEY` (passed in so that tests need not touch the environment).
     pub fn into_config(self, key_from_env: Option<String>) -> Result<Config, ConfigError> {
-        let key_from_env = key_from_env.filter(|k| !k.is_empty());
-        let hasher = match (&self.user_hash_key_file, key_from_env) {
+        self.into_config_with(EnvKeys {
+            key: key_from_env,
+            ..EnvKeys::default()
+        })
+    }
+
+    /// [`into_config`](Self::into_config) with every key variable of the environment.
+    pub fn into_config_with(self, env: EnvKeys) -> Result<Config, ConfigError> {
+        let key_from_env = env.key.filter(|k| !k.is_empty());
+        let previous = match (env.previous.filter(|k| !k.is_empty()), env.previous_id) {
+            (Some(key), Some(id)) => Some((id, key.into_bytes())),
+            (None, None) => None,
+            _ => return Err(KeySetError::PreviousIncomplete.into()),
+        };
+        let key_id = env.key_id.unwrap_or_else(|| DEFAULT_KEY_ID.to_owned());
+        let env_key_set = key_from_env.is_some();
+        let current = match (&self.user_hash_key_file, key_from_env) {
+            _ if self.user_hash_keys_file.is_some() => None,
             (Some(_), Some(_)) => return Err(ConfigError::TwoKeys),
-            (Some(path), None) => read_key_file(path)?,
-            (None, Some(key)) => UserHasher::new(Some(key.into_bytes())),
-            (None, None) if self.allow_unkeyed_hash => UserHasher::new(None),
+            (Some(path), None) => Some(read_key_file(path)?),
+            (None, Some(key)) => Some(key.into_bytes()),
+            (None, None) => None,
+        };
+        let keys = match (&self.user_hash_keys_file, current) {
+            (Some(path), _) => {
+                if self.user_hash_key_file.is_some() || previous.is_some() || env_key_set {
+                    return Err(ConfigError::KeysFileAndKey);
+                }
+                let text = std::fs::read(path).map_err(|source| ConfigError::KeyFile {
+                    path: path.clone(),
+                    source,
+                })?;
+                KeySet::parse_keys_file(&text)?
+            }
+            (None, Some(key)) => KeySet::new(
+                (&key_id, key),
+                previous.as_ref().map(|(id, k)| (id.as_str(), k.clone())),
+            )?,
+            (None, None) if self.allow_unkeyed_hash && previous.is_none() => {
+                KeySet::single(DEFAULT_KEY_ID, UserHasher::new(None))
+            }
             (None, None) => return Err(ConfigError::NoKey),
         };
         Ok(Config {
@@ -359,7 +467,8 @@ impl RunArgs {
             otlp_grpc_addr: self.otlp_grpc_addr,
             otlp_http_addr: self.otlp_http_addr,
             admin_addr: self.admin_addr,
-            hasher,
+            hasher: keys.current.clone(),
+            keys,
             admin_token_file: self.admin_token_file,
             batch: BatchConfig {
                 max_rows: self.batch_max_rows as usize,
@@ -400,20 +509,31 @@ impl Cli {
         let mut run = self.run;
         // `migrate` hashes nothing, so it needs no key.
         run.allow_unkeyed_hash |= command == Command::Migrate;
-        let config = run.into_config(std::env::var(KEY_ENV).ok())?;
+        // `rotate-keys` reads and rewrites stored hashes only: no key either.
+        run.allow_unkeyed_hash |= matches!(command, Command::RotateKeys(_));
+        let mut env = EnvKeys::from_env();
+        if matches!(command, Command::Migrate | Command::RotateKeys(_)) {
+            env = EnvKeys::default();
+            run.user_hash_key_file = None;
+            run.user_hash_keys_file = None;
+        }
+        let config = run.into_config_with(env)?;
         Ok((command, config))
     }
 }
 
-fn read_key_file(path: &Path) -> Result<UserHasher, ConfigError> {
-    let hasher = UserHasher::from_key_file(path).map_err(|source| ConfigError::KeyFile {
+fn read_key_file(path: &Path) -> Result<Vec<u8>, ConfigError> {
+    let mut key = std::fs::read(path).map_err(|source| ConfigError::KeyFile {
         path: path.to_owned(),
         source,
     })?;
-    if hasher.is_keyed() {
-        Ok(hasher)
-    } else {
+    while key.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+        key.pop();
+    }
+    if key.is_empty() {
         Err(ConfigError::EmptyKeyFile(path.to_owned()))
+    } else {
+        Ok(key)
     }
 }
 
@@ -484,6 +604,67 @@ mod tests {
         assert_eq!(config.spool.fsync, FsyncPolicy::Always);
         assert_eq!(config.spool.max_bytes, 1 << 30);
         assert_eq!(config.delivery, DeliveryConfig::default());
+    }
+
+    #[test]
+    fn a_key_set_comes_from_a_keys_file_or_the_environment() {
+        let env = |key: &str, id: Option<&str>, previous: Option<(&str, &str)>| EnvKeys {
+            key: Some(key.into()),
+            key_id: id.map(Into::into),
+            previous: previous.map(|p| p.1.into()),
+            previous_id: previous.map(|p| p.0.into()),
+        };
+        // One key: id 1, no previous.
+        let one = args(&[])
+            .into_config_with(env("k", None, None))
+            .expect("config");
+        assert_eq!(one.keys.current_id, "1");
+        assert!(one.keys.previous.is_none());
+        // An overlap from the environment.
+        let both = args(&[])
+            .into_config_with(env("new", Some("2"), Some(("1", "old"))))
+            .expect("config");
+        assert_eq!(both.keys.current_id, "2");
+        assert_eq!(both.keys.previous_id(), Some("1"));
+        assert_eq!(
+            both.hasher.hash("u"),
+            UserHasher::new(Some(b"new".to_vec())).hash("u")
+        );
+        assert_eq!(
+            both.keys.previous_hasher().map(|h| h.hash("u")),
+            Some(UserHasher::new(Some(b"old".to_vec())).hash("u"))
+        );
+        // A previous key needs its id, a different id and a different key.
+        for bad in [
+            EnvKeys {
+                previous: Some("old".into()),
+                ..env("new", None, None)
+            },
+            env("new", Some("1"), Some(("1", "old"))),
+            env("same", Some("2"), Some(("1", "same"))),
+        ] {
+            let err = args(&[]).into_config_with(bad).expect_err("refused");
+            assert!(matches!(err, ConfigError::Keys(_)), "{err}");
+            assert!(!err.to_string().contains("old") && !err.to_string().contains("same\""));
+        }
+        // The keys file.
+        let dir =
+            std::env::temp_dir().join(format!("growth-collector-keys-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let file = dir.join("keys");
+        std::fs::write(&file, "b:new-secret\na:old-secret\n").expect("write keys");
+        let path = file.to_string_lossy().into_owned();
+        let from_file = args(&["--user-hash-keys-file", &path])
+            .into_config(None)
+            .expect("config");
+        assert_eq!(from_file.keys.current_id, "b");
+        assert_eq!(from_file.keys.previous_id(), Some("a"));
+        assert!(!format!("{from_file:?}").contains("secret"));
+        assert!(matches!(
+            args(&["--user-hash-keys-file", &path]).into_config(Some("k".into())),
+            Err(ConfigError::KeysFileAndKey)
+        ));
+        std::fs::remove_dir_all(&dir).ok();
     }
 
     #[test]

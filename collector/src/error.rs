@@ -22,6 +22,9 @@ pub enum CollectorError {
     /// `erase` failed.
     #[error(transparent)]
     Erase(#[from] crate::erasure::cli::EraseError),
+    /// `rotate-keys` failed (run it again to resume).
+    #[error("rotate-keys: {0} (run it again to resume)")]
+    Rotation(#[from] crate::rotation::RotationError),
     /// A listen address could not be bound.
     #[error("cannot listen on {addr} for {what}: {source}")]
     Bind {

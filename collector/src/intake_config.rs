@@ -159,6 +159,7 @@ impl IntakeConfig {
                 hasher,
                 time_window: self.time_window,
                 privacy: self.privacy.clone(),
+                previous: None,
             },
             decode: self.decode,
             auth,

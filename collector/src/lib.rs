@@ -72,6 +72,7 @@ pub mod map;
 pub mod native;
 pub mod privacy;
 pub mod receiver;
+pub mod rotation;
 pub mod rowbinary;
 pub mod rows;
 pub mod spool;
@@ -84,4 +85,4 @@ mod testing;
 
 pub use config::{BatchConfig, Cli, Command, Config};
 pub use error::CollectorError;
-pub use lifecycle::{Addresses, Collector, migrate, run};
+pub use lifecycle::{Addresses, Collector, migrate, rotate_keys, run};

@@ -91,7 +91,11 @@ impl Collector {
         } = self;
         log_start(&config, addresses);
         // Before anything is served: a broken tokens file is a start-up error.
-        let rules = config.intake.rules(config.hasher.clone())?;
+        let mut rules = config.intake.rules(config.hasher.clone())?;
+        rules.map.previous = config
+            .keys
+            .previous_hasher()
+            .map(|h| crate::map::Previous::new(h.clone()));
         reload_tokens_on_sighup(rules.auth.clone());
 
         let (stop_tx, stop_rx) = watch::channel(false);
@@ -269,6 +273,32 @@ pub async fn migrate(config: &Config) -> Result<MigrationReport, CollectorError>
     Ok(wait_and_migrate(&config.clickhouse, config.startup_timeout, |_| {}).await?)
 }
 
+/// `rotate-keys finish|status`: migrates (the job's tables), then runs the job,
+/// progress on stderr, the outcome on stdout.
+pub async fn rotate_keys(
+    config: &Config,
+    job: crate::config::RotateKeysCommand,
+) -> Result<(), CollectorError> {
+    use crate::config::RotateKeysCommand;
+    migrate(config).await?;
+    let client = config.clickhouse.client();
+    match job {
+        RotateKeysCommand::Status => {
+            for (app, pairs) in crate::rotation::status(&client).await? {
+                println!("{app}\t{pairs}");
+            }
+        }
+        RotateKeysCommand::Finish => {
+            let done = crate::rotation::finish(&client, |line| eprintln!("{line}")).await?;
+            println!("pairs\t{}", done.pairs);
+            for (table, rows) in done.rewritten {
+                println!("{table}\t{rows}");
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Reads the tokens file again on every SIGHUP (a failed reload keeps the old tokens).
 fn reload_tokens_on_sighup(auth: Auth) {
     if !auth.is_on() {
@@ -351,8 +381,18 @@ fn log_start(config: &Config, addresses: Addresses) {
         batch_quiet_rows = config.batch.quiet_rows,
         batch_quiet = ?config.batch.quiet,
         max_request_bytes = config.max_request_bytes,
+        user_hash_key_id = %config.keys.current_id,
         "starting growth-collector"
     );
+    if let Some(previous) = config.keys.previous_id() {
+        // Ids only: a key never reaches a log line.
+        tracing::info!(
+            current_key_id = %config.keys.current_id,
+            previous_key_id = %previous,
+            "user-hash key rotation overlap: users are hashed with both keys and the pairs recorded; \
+             after the overlap run with the current key alone, then `growth-collector rotate-keys finish`"
+        );
+    }
     if !config.hasher.is_keyed() {
         tracing::warn!(
             "no user-hash key configured (GROWTH_USER_HASH_KEY or --user-hash-key-file): \

@@ -36,6 +36,7 @@ async fn main() -> ExitCode {
         Command::Erase(args) => growth_collector::erasure::cli::run(args, config.admin_addr)
             .await
             .map_err(Into::into),
+        Command::RotateKeys(job) => growth_collector::rotate_keys(&config, job).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -17,6 +17,8 @@
 //! * resource attributes other than `service.name`, scope attributes and the record
 //!   body are not part of the event.
 
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -134,6 +136,9 @@ pub struct MapRules {
     pub time_window: TimeWindow,
     /// Attributes that identify a person, and what becomes of them.
     pub privacy: Privacy,
+    /// During a key rotation's overlap: the previous key, whose hash of each user is
+    /// paired with the current one ([`Previous`]).
+    pub previous: Option<Previous>,
 }
 
 impl MapRules {
@@ -143,7 +148,43 @@ impl MapRules {
             hasher,
             time_window: TimeWindow::default(),
             privacy: Privacy::default(),
+            previous: None,
         }
+    }
+}
+
+/// Users seen with both hashes before this many are forgotten at once (the pairs are
+/// a set downstream: forgetting only repeats a pair).
+const PREVIOUS_SEEN_MAX: usize = 1 << 20;
+
+/// The previous key of a rotation's overlap, and the pairs already passed on: a pair
+/// goes into one event per user (per collector process and [`PREVIOUS_SEEN_MAX`]), not
+/// into every event, so `identity_links` gains about one row per user.
+#[derive(Debug, Clone)]
+pub struct Previous {
+    /// Hashes raw ids with the previous key.
+    pub hasher: UserHasher,
+    seen: Arc<Mutex<HashSet<u64>>>,
+}
+
+impl Previous {
+    /// The overlap's previous key.
+    pub fn new(hasher: UserHasher) -> Self {
+        Self {
+            hasher,
+            seen: Arc::default(),
+        }
+    }
+
+    /// Whether the pair with this previous hash is passed on now (first sighting).
+    fn first_sighting(&self, previous: &UserHash) -> bool {
+        // The hash is uniformly random hex: 16 of its digits are 64 random bits.
+        let id = u64::from_str_radix(&previous.as_str()[..16], 16).unwrap_or(0);
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.len() >= PREVIOUS_SEEN_MAX {
+            seen.clear();
+        }
+        seen.insert(id)
     }
 }
 
@@ -359,6 +400,10 @@ pub struct Event<'a> {
     pub event_time: DateTime<Utc>,
     /// The user, hashed; `None` for an anonymous event.
     pub user_hash: Option<UserHash>,
+    /// During a key rotation's overlap, the first time this collector sees a user:
+    /// the user hashed with the previous key (kept out of the properties; the spool
+    /// carries it as the last property, `events.user_hash_previous` stores it).
+    pub user_hash_previous: Option<UserHash>,
     /// The `source` attribute, or empty.
     pub source: &'a str,
     /// Every other attribute (identifying ones hashed or dropped).
@@ -385,6 +430,12 @@ impl Event<'_> {
                 .text
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), v.to_string()))
+                .chain(self.user_hash_previous.as_ref().map(|h| {
+                    (
+                        attributes::USER_HASH_PREVIOUS.to_owned(),
+                        h.as_str().to_owned(),
+                    )
+                }))
                 .collect(),
             numbers: self
                 .properties
@@ -427,6 +478,11 @@ fn build_event<'a>(
     let attrs = record.attributes;
     let app = app?;
     let user_hash = user_of(attrs, &rules.hasher)?;
+    let user_hash_previous = match (&rules.previous, &user_hash) {
+        (Some(previous), Some(current)) => previous_of(attrs, &previous.hasher)?
+            .filter(|p| p != current && previous.first_sighting(p)),
+        _ => None,
+    };
     let source = source_of(attrs)?;
     let event_time = time_of(record, received_at)?;
     check_time(event_time, received_at, rules.time_window)?;
@@ -436,9 +492,36 @@ fn build_event<'a>(
         event,
         event_time,
         user_hash,
+        user_hash_previous,
         source,
         properties,
         received_at,
+    })
+}
+
+/// The user hashed with the previous key: `user.hash.previous` beside a `user.hash`,
+/// or `user.id` hashed with the previous key (never both: a sent `user.hash` means
+/// the app hashes, and then only the app knows the previous hash).
+fn previous_of(
+    attrs: &[KeyValue<'_>],
+    previous: &UserHasher,
+) -> Result<Option<UserHash>, RejectReason> {
+    match attribute(attrs, attributes::USER_HASH) {
+        Some(Value::StringValue(s)) if !s.is_empty() => {
+            return match attribute(attrs, attributes::USER_HASH_PREVIOUS) {
+                None | Some(Value::StringValue("")) => Ok(None),
+                Some(Value::StringValue(p)) => UserHash::parse(p)
+                    .map(Some)
+                    .map_err(|_| RejectReason::InvalidUserHash),
+                Some(_) => Err(RejectReason::InvalidUserHash),
+            };
+        }
+        _ => {}
+    }
+    Ok(match attribute(attrs, attributes::USER_ID) {
+        Some(Value::StringValue(id)) if !id.is_empty() => Some(previous.hash(id)),
+        Some(Value::IntValue(id)) => Some(previous.hash(&id.to_string())),
+        _ => None,
     })
 }
 

@@ -643,3 +643,65 @@ fn people_raw_ids_are_stored_only_as_their_hash() {
     assert_eq!(second["anonymous.hash"], "a".repeat(64));
     assert_eq!(mapped.identifying_redacted, 3);
 }
+
+// ── key rotation: the previous hash ─────────────────────────────────────────────
+
+fn overlap_rules() -> MapRules {
+    let mut rules = MapRules::new(UserHasher::new(Some(b"new".to_vec())));
+    rules.previous = Some(Previous::new(UserHasher::new(Some(b"old".to_vec()))));
+    rules
+}
+
+fn previous_of_row(row: &EventRow) -> Option<&str> {
+    row.properties
+        .iter()
+        .find(|(k, _)| k == attributes::USER_HASH_PREVIOUS)
+        .map(|(_, v)| v.as_str())
+}
+
+#[test]
+fn during_an_overlap_a_raw_id_is_hashed_with_both_keys_once_per_user() {
+    let rules = overlap_rules();
+    let old = UserHasher::new(Some(b"old".to_vec())).hash("u1");
+    let new = UserHasher::new(Some(b"new".to_vec())).hash("u1");
+    let rec = || record("expense_logged", vec![kv("user.id", s("u1"))]);
+    let mapped = map_request(&request(app(), vec![rec(), rec()]), &rules, received());
+    assert_eq!(mapped.rows.len(), 2);
+    assert_eq!(mapped.rows[0].user_hash, new.as_str());
+    // The pair rides with the first event only (the spool's last property, which the
+    // Native insert moves into events.user_hash_previous).
+    assert_eq!(previous_of_row(&mapped.rows[0]), Some(old.as_str()));
+    assert_eq!(previous_of_row(&mapped.rows[1]), None);
+    // Without an overlap nothing is paired.
+    let plain = map_with(&UserHasher::new(Some(b"new".to_vec())), vec![rec()]);
+    assert_eq!(previous_of_row(&plain.rows[0]), None);
+}
+
+#[test]
+fn an_apps_previous_hash_is_taken_only_during_an_overlap_and_never_a_property() {
+    let current = "a".repeat(64);
+    let previous = "b".repeat(64);
+    let rec = |p: &str| {
+        record(
+            "expense_logged",
+            vec![kv("user.hash", s(&current)), kv("user.hash.previous", s(p))],
+        )
+    };
+    let mapped = map_request(
+        &request(app(), vec![rec(&previous)]),
+        &overlap_rules(),
+        received(),
+    );
+    assert_eq!(previous_of_row(&mapped.rows[0]), Some(previous.as_str()));
+    assert_eq!(mapped.rows[0].properties.len(), 1);
+    // Outside an overlap: dropped, not stored as a property.
+    let row = one_row(rec(&previous));
+    assert!(row.properties.is_empty(), "{:?}", row.properties);
+    // Malformed during an overlap: the record is refused like a bad user.hash.
+    let bad = map_request(
+        &request(app(), vec![rec("XYZ")]),
+        &overlap_rules(),
+        received(),
+    );
+    assert_eq!(bad.rejected, vec![(RejectReason::InvalidUserHash, 1)]);
+}

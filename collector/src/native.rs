@@ -22,6 +22,7 @@
 //! maps' keys are plain `String` (migration 0020: merging `events` costs ClickHouse
 //! about half as much as with `LowCardinality` keys).
 
+use growth_schema::attributes;
 use hashbrown::HashMap;
 
 use crate::rowbinary::{DecodeError, Reader, put_varuint};
@@ -35,6 +36,11 @@ const LC_KEYS_VERSION: u64 = 1;
 /// Index flags: the block carries its own keys, and they replace the dictionary.
 const LC_HAS_ADDITIONAL_KEYS: u64 = 1 << 9;
 const LC_NEED_UPDATE_DICTIONARY: u64 = 1 << 10;
+
+/// The columns of the Native blocks, in order: [`crate::rowbinary::COLUMNS`] and the
+/// previous hash of a key rotation's overlap, which the spool keeps as the property
+/// `user.hash.previous` (the spool's format did not change for it).
+pub const COLUMNS: &str = "app, event, event_time, user_hash, source, properties, numbers, received_at, user_hash_previous";
 
 /// The rows of `rowbinary` (whole RowBinary rows of [`crate::rowbinary::COLUMNS`]) as
 /// Native blocks of at most [`BLOCK_ROWS`] rows, in order, one at a time: an insert
@@ -86,6 +92,7 @@ struct BlockBuilder<'a> {
     numbers_keys: Vec<u8>,
     numbers_values: Vec<u8>,
     received_at: Vec<u8>,
+    user_hash_previous: Vec<u8>,
     properties_count: u64,
     numbers_count: u64,
 }
@@ -97,11 +104,20 @@ impl<'a> BlockBuilder<'a> {
         self.event_time.extend_from_slice(reader.word()?);
         put_string(&mut self.user_hash, reader.str_bytes()?);
         self.source.push(reader.str_bytes()?);
+        let mut previous: &[u8] = b"";
         for _ in 0..reader.len()? {
-            put_string(&mut self.properties_keys, reader.str_bytes()?);
-            put_string(&mut self.properties_values, reader.str_bytes()?);
+            let key = reader.str_bytes()?;
+            let value = reader.str_bytes()?;
+            // A key rotation's previous hash is not a property: its own column.
+            if key == attributes::USER_HASH_PREVIOUS.as_bytes() {
+                previous = value;
+                continue;
+            }
+            put_string(&mut self.properties_keys, key);
+            put_string(&mut self.properties_values, value);
             self.properties_count += 1;
         }
+        put_string(&mut self.user_hash_previous, previous);
         self.properties_offsets
             .extend_from_slice(&self.properties_count.to_le_bytes());
         for _ in 0..reader.len()? {
@@ -126,7 +142,7 @@ impl<'a> BlockBuilder<'a> {
                 + self.numbers_values.len()
                 + self.rows * 8,
         );
-        put_varuint(&mut out, 8);
+        put_varuint(&mut out, 9);
         put_varuint(&mut out, self.rows as u64);
         const LC: &str = "LowCardinality(String)";
         const TIME: &str = "DateTime64(3, 'UTC')";
@@ -155,6 +171,8 @@ impl<'a> BlockBuilder<'a> {
 
         column(&mut out, "received_at", TIME);
         out.extend_from_slice(&self.received_at);
+        column(&mut out, "user_hash_previous", "String");
+        out.extend_from_slice(&self.user_hash_previous);
         out
     }
 }
@@ -289,6 +307,7 @@ mod tests {
                     ("currency", "EUR"),
                     ("bench.seq", "0000000002"),
                     ("note", "lunch with team"),
+                    (attributes::USER_HASH_PREVIOUS, &"cd".repeat(32)),
                 ],
                 None,
             ),

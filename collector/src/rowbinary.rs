@@ -12,6 +12,7 @@
 //! into single rows (a poison row) and to write a dead-lettered row as JSON.
 
 use chrono::{DateTime, Utc};
+use growth_schema::attributes;
 use growth_schema::tables::EventRow;
 
 use crate::catalog::Catalog;
@@ -135,19 +136,27 @@ impl RequestEncoder {
     /// Appends one mapped event.
     pub fn push(&mut self, event: &Event<'_>) {
         let start = self.bytes.len();
-        encode_fields(
-            &mut self.bytes,
-            Fields {
-                app: event.app,
-                event: event.event,
-                event_time: event.event_time,
-                user_hash: event.user_hash.as_ref().map_or("", |h| h.as_str()),
-                source: event.source,
-                received_at: event.received_at,
-            },
-            event.properties.text.iter().map(|(k, v)| (*k, v.as_ref())),
-            event.properties.numbers.iter().copied(),
-        );
+        let fields = Fields {
+            app: event.app,
+            event: event.event,
+            event_time: event.event_time,
+            user_hash: event.user_hash.as_ref().map_or("", |h| h.as_str()),
+            source: event.source,
+            received_at: event.received_at,
+        };
+        let text = event.properties.text.iter().map(|(k, v)| (*k, v.as_ref()));
+        let numbers = event.properties.numbers.iter().copied();
+        match &event.user_hash_previous {
+            None => encode_fields(&mut self.bytes, fields, text, numbers),
+            // The previous hash rides in the spool as the last property; the Native
+            // insert ([`crate::native`]) moves it into `events.user_hash_previous`.
+            Some(previous) => {
+                let text: Vec<(&str, &str)> = text
+                    .chain([(attributes::USER_HASH_PREVIOUS, previous.as_str())])
+                    .collect();
+                encode_fields(&mut self.bytes, fields, text.into_iter(), numbers)
+            }
+        }
         self.digest_from(start);
     }
 

@@ -7,6 +7,11 @@
 pub const EVENT_NAME: &str = "event.name";
 /// Attribute holding an already hashed user: 64 lowercase hex characters.
 pub const USER_HASH: &str = "user.hash";
+/// Attribute holding the user hashed with the previous key during a key rotation's
+/// overlap (64 lowercase hex). Not a property: the collector keeps it in the column
+/// `events.user_hash_previous`, whence the pair reaches `identity_links` as a
+/// `rotation` link; the rotation's finish job clears it.
+pub const USER_HASH_PREVIOUS: &str = "user.hash.previous";
 /// Attribute holding a raw user id; hashed by the collector and never stored.
 pub const USER_ID: &str = "user.id";
 /// Attribute naming where the event came from (e.g. `messenger`, `form`, `pwa`).
@@ -37,7 +42,7 @@ pub const HASHED_TWINS: [(&str, &str); 2] =
     [(ANONYMOUS_ID, ANONYMOUS_HASH), (MERGED_ID, MERGED_HASH)];
 
 /// Attributes that map to dedicated columns and are therefore not kept as properties.
-pub const RESERVED: [&str; 4] = [EVENT_NAME, USER_HASH, USER_ID, SOURCE];
+pub const RESERVED: [&str; 5] = [EVENT_NAME, USER_HASH, USER_ID, SOURCE, USER_HASH_PREVIOUS];
 
 /// Returns true when `key` is one of the contract's own attributes.
 pub fn is_reserved(key: &str) -> bool {

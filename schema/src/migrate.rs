@@ -47,6 +47,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(20, "0020_ingest_cost.sql"),
     migration!(21, "0021_fewer_merges.sql"),
     migration!(30, "0030_identity_links.sql"),
+    migration!(40, "0040_key_rotation.sql"),
 ];
 
 const CREATE_SCHEMA_MIGRATIONS: &str = "CREATE TABLE IF NOT EXISTS schema_migrations

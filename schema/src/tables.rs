@@ -28,6 +28,8 @@ pub const IDENTITY_LINKS: &str = "identity_links";
 /// View: per app, every user key of a person of two or more keys and the person's
 /// key, the people rules in SQL (migration 0030).
 pub const PERSON_KEYS: &str = "person_keys";
+/// The journal of `growth-collector rotate-keys finish` (migration 0040).
+pub const KEY_ROTATION_PROGRESS: &str = "key_rotation_progress";
 /// Per app, event and UTC quarter-hour event counts (migration 0004).
 pub const EVENT_COUNTS: &str = "event_counts";
 /// How a table names the user of a row.

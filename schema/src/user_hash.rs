@@ -12,6 +12,14 @@ use sha2::{Digest, Sha256};
 
 /// Environment variable that holds the user-hash key (never a flag's value).
 pub const KEY_ENV: &str = "GROWTH_USER_HASH_KEY";
+/// Environment variable naming the current key ([`KEY_ENV`]); `1` when unset.
+pub const KEY_ID_ENV: &str = "GROWTH_USER_HASH_KEY_ID";
+/// Environment variable that holds the previous key during a rotation's overlap.
+pub const PREVIOUS_KEY_ENV: &str = "GROWTH_USER_HASH_PREVIOUS_KEY";
+/// Environment variable naming the previous key; required with [`PREVIOUS_KEY_ENV`].
+pub const PREVIOUS_KEY_ID_ENV: &str = "GROWTH_USER_HASH_PREVIOUS_KEY_ID";
+/// The id of a key configured without one (`GROWTH_USER_HASH_KEY` alone).
+pub const DEFAULT_KEY_ID: &str = "1";
 
 /// A hashed user id: exactly 64 lowercase hex characters.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -130,9 +138,182 @@ impl UserHasher {
     }
 }
 
+/// The keys of a deployment: the current one, and during a rotation's overlap the
+/// previous one (docs/contract.md, "Rotating the key"). Every id is hashed with the
+/// current key; with a previous key it is hashed with both, and the pair (previous
+/// hash, current hash) tells the collector that both name one user.
+#[derive(Clone, Debug, Default)]
+pub struct KeySet {
+    /// Id of the current key (`[A-Za-z0-9._-]`, at most 32 characters).
+    pub current_id: String,
+    /// Hashes with the current key.
+    pub current: UserHasher,
+    /// The previous key during an overlap: its id and hasher.
+    pub previous: Option<(String, UserHasher)>,
+}
+
+/// Why keys cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeySetError {
+    /// A line of a keys file is not `ID:KEY`.
+    #[error("line {0} of the keys file is not ID:KEY (the key itself is not shown)")]
+    Line(usize),
+    /// A key id has characters other than letters, digits, `.`, `_`, `-`, or is too long.
+    #[error("key id {0:?} must be 1 to 32 characters of A-Z a-z 0-9 . _ -")]
+    BadId(String),
+    /// The keys file holds no key.
+    #[error("no key in the keys file")]
+    Empty,
+    /// More than a current and a previous key.
+    #[error("at most two keys: the current one (first line) and the previous one")]
+    TooMany,
+    /// Two keys share an id, or the previous key equals the current one.
+    #[error("the previous key must differ from the current one, by id and by value")]
+    Same,
+    /// A previous key without an id (or an id without a key).
+    #[error("{PREVIOUS_KEY_ENV} and {PREVIOUS_KEY_ID_ENV} go together")]
+    PreviousIncomplete,
+}
+
+fn check_id(id: &str) -> Result<(), KeySetError> {
+    let ok = !id.is_empty()
+        && id.len() <= 32
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(KeySetError::BadId(id.to_owned()))
+    }
+}
+
+impl KeySet {
+    /// One key and no previous one.
+    pub fn single(id: &str, hasher: UserHasher) -> Self {
+        Self {
+            current_id: id.to_owned(),
+            current: hasher,
+            previous: None,
+        }
+    }
+
+    /// A current key and optionally a previous one, as raw secrets with their ids.
+    pub fn new(
+        current: (&str, Vec<u8>),
+        previous: Option<(&str, Vec<u8>)>,
+    ) -> Result<Self, KeySetError> {
+        check_id(current.0)?;
+        if let Some((id, key)) = &previous {
+            check_id(id)?;
+            if *id == current.0 || *key == current.1 {
+                return Err(KeySetError::Same);
+            }
+        }
+        Ok(Self {
+            current_id: current.0.to_owned(),
+            current: UserHasher::new(Some(current.1)),
+            previous: previous.map(|(id, key)| (id.to_owned(), UserHasher::new(Some(key)))),
+        })
+    }
+
+    /// Parses a keys file: one `ID:KEY` a line, the current key first, then at most
+    /// the previous one; blank lines and lines starting with `#` are skipped; `\r`
+    /// and trailing newlines are ignored. Errors never quote a key.
+    pub fn parse_keys_file(text: &[u8]) -> Result<Self, KeySetError> {
+        let mut keys: Vec<(String, Vec<u8>)> = Vec::new();
+        for (n, line) in text.split(|b| *b == b'\n').enumerate() {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if line.is_empty() || line.starts_with(b"#") {
+                continue;
+            }
+            let colon = line
+                .iter()
+                .position(|b| *b == b':')
+                .ok_or(KeySetError::Line(n + 1))?;
+            let id = std::str::from_utf8(&line[..colon]).map_err(|_| KeySetError::Line(n + 1))?;
+            let key = &line[colon + 1..];
+            if key.is_empty() {
+                return Err(KeySetError::Line(n + 1));
+            }
+            keys.push((id.trim().to_owned(), key.to_vec()));
+        }
+        let mut keys = keys.into_iter();
+        let current = keys.next().ok_or(KeySetError::Empty)?;
+        let previous = keys.next();
+        if keys.next().is_some() {
+            return Err(KeySetError::TooMany);
+        }
+        Self::new(
+            (&current.0, current.1),
+            previous.as_ref().map(|(id, k)| (id.as_str(), k.clone())),
+        )
+    }
+
+    /// The id of the previous key, during an overlap.
+    pub fn previous_id(&self) -> Option<&str> {
+        self.previous.as_ref().map(|(id, _)| id.as_str())
+    }
+
+    /// The previous key's hasher, during an overlap.
+    pub fn previous_hasher(&self) -> Option<&UserHasher> {
+        self.previous.as_ref().map(|(_, h)| h)
+    }
+
+    /// `id` hashed with the current key, and with the previous one during an overlap.
+    pub fn hash_both(&self, user_id: &str) -> (UserHash, Option<UserHash>) {
+        (
+            self.current.hash(user_id),
+            self.previous_hasher().map(|h| h.hash(user_id)),
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keys_file_current_first_then_previous() {
+        let set =
+            KeySet::parse_keys_file(b"# rotation 2026\n2026-12:new-secret\r\n\n2025:old-secret\n")
+                .unwrap();
+        assert_eq!(set.current_id, "2026-12");
+        assert_eq!(set.previous_id(), Some("2025"));
+        let (now, before) = set.hash_both("u1");
+        assert_eq!(
+            now,
+            UserHasher::new(Some(b"new-secret".to_vec())).hash("u1")
+        );
+        assert_eq!(
+            before,
+            Some(UserHasher::new(Some(b"old-secret".to_vec())).hash("u1"))
+        );
+        // A colon inside the key is part of the key.
+        let set = KeySet::parse_keys_file(b"a:b:c").unwrap();
+        assert_eq!(
+            set.current.hash("x"),
+            UserHasher::new(Some(b"b:c".to_vec())).hash("x")
+        );
+        assert!(set.previous.is_none());
+    }
+
+    #[test]
+    fn keys_file_errors_never_show_the_key() {
+        for (text, want) in [
+            (&b""[..], KeySetError::Empty),
+            (b"nocolon-secret", KeySetError::Line(1)),
+            (b"1:a\n2:b\n3:c", KeySetError::TooMany),
+            (b"1:a\n1:b", KeySetError::Same),
+            (b"1:a\n2:a", KeySetError::Same),
+            (b"bad id:a", KeySetError::BadId("bad id".into())),
+            (b"1:", KeySetError::Line(1)),
+        ] {
+            let err = KeySet::parse_keys_file(text).unwrap_err();
+            assert_eq!(err, want);
+            assert!(!err.to_string().contains("secret"));
+        }
+    }
 
     #[test]
     fn unkeyed_is_plain_sha256() {
