@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use growth_schema::attributes::SERVICE_NAME;
 use growth_schema::limits::{MAX_APP_BYTES, is_valid_name};
-use growth_schema::user_hash::{KEY_ENV, UserHasher};
+use growth_schema::user_hash::{KEY_ENV, PREVIOUS_KEY_ENV, UserHasher};
 
 use crate::config::{Compression, ConfigError, EnvConfig, Protocol, export_target};
 use crate::delivery::{Delivery, LossCallback};
@@ -52,6 +52,7 @@ pub struct TrackerBuilder {
     compression: Option<Compression>,
     resource: Vec<(String, String)>,
     user_hash_key: Option<Result<Option<Vec<u8>>, &'static str>>,
+    user_hash_previous_key: Option<Result<Option<Vec<u8>>, &'static str>>,
     ca_certificate: Option<Vec<u8>>,
     disabled: Option<bool>,
     queue_capacity: usize,
@@ -80,6 +81,10 @@ impl fmt::Debug for TrackerBuilder {
             )
             .field("compression", &self.compression)
             .field("keyed", &matches!(self.user_hash_key, Some(Ok(Some(_)))))
+            .field(
+                "previous_key",
+                &matches!(self.user_hash_previous_key, Some(Ok(Some(_)))),
+            )
             .field("queue_capacity", &self.queue_capacity)
             .field("queue_max_bytes", &self.queue_max_bytes)
             .field("batch_size", &self.batch_size)
@@ -102,6 +107,7 @@ impl TrackerBuilder {
             compression: None,
             resource: Vec::new(),
             user_hash_key: None,
+            user_hash_previous_key: None,
             ca_certificate: None,
             disabled: None,
             queue_capacity: 4_000_000,
@@ -173,6 +179,27 @@ impl TrackerBuilder {
             Err(std::env::VarError::NotUnicode(_)) => Err(KEY_ENV),
         });
         self
+    }
+
+    /// During a key rotation's overlap (docs/contract.md, "Rotating the key"): the
+    /// previous HMAC key, the collector's `GROWTH_USER_HASH_PREVIOUS_KEY`. Every event
+    /// of a user then also carries `user.hash.previous`, the user hashed with it, so
+    /// the collector pairs the two hashes. `None` or empty: no overlap. Default:
+    /// `GROWTH_USER_HASH_PREVIOUS_KEY`.
+    pub fn user_hash_previous_key(mut self, key: Option<Vec<u8>>) -> Self {
+        self.user_hash_previous_key = Some(Ok(key));
+        self
+    }
+
+    /// Reads both keys now: [`user_hash_key_from_env`](Self::user_hash_key_from_env)
+    /// and `GROWTH_USER_HASH_PREVIOUS_KEY` (unset or empty: no overlap).
+    pub fn user_hash_keys_from_env(mut self) -> Self {
+        self.user_hash_previous_key = Some(match std::env::var(PREVIOUS_KEY_ENV) {
+            Ok(key) => Ok(Some(key.into_bytes())),
+            Err(std::env::VarError::NotPresent) => Ok(None),
+            Err(std::env::VarError::NotUnicode(_)) => Err(PREVIOUS_KEY_ENV),
+        });
+        self.user_hash_key_from_env()
     }
 
     /// An extra trusted root certificate (PEM) for an `https://` endpoint with a
@@ -306,6 +333,12 @@ impl TrackerBuilder {
             None => env.user_hash_key.clone(),
         };
         let hasher = UserHasher::new(key);
+        let previous = match self.user_hash_previous_key.clone() {
+            Some(key) => key.map_err(|var| SdkError::InvalidUserHashKey { var })?,
+            None => env.user_hash_previous_key.clone(),
+        }
+        .filter(|k| !k.is_empty())
+        .map(|k| UserHasher::new(Some(k)));
         if self.disabled.unwrap_or(env.disabled) {
             return Ok(Tracker::disabled(hasher, service_name));
         }
@@ -407,12 +440,12 @@ impl TrackerBuilder {
         let delivery = Delivery::start(
             settings,
             queue,
-            RequestTemplate::new(&resource, hasher.clone()),
+            RequestTemplate::with_previous(&resource, hasher.clone(), previous.clone()),
             transport,
             counters,
             self.on_loss.clone(),
         )?;
-        Ok(Tracker::new(hasher, delivery, service_name))
+        Ok(Tracker::new(hasher, delivery, service_name).with_previous_key(previous.is_some()))
     }
 }
 
@@ -478,6 +511,30 @@ mod tests {
             .build()
             .unwrap();
         assert_eq!(named.service_name(), "mine");
+    }
+
+    #[test]
+    fn a_previous_key_from_the_builder_or_the_environment_starts_an_overlap() {
+        let debug = |b: TrackerBuilder| format!("{:?}", b.build().expect("builds"));
+        let from_env = debug(builder().env_vars([
+            ("GROWTH_USER_HASH_KEY", "new-secret"),
+            ("GROWTH_USER_HASH_PREVIOUS_KEY", "old-secret"),
+        ]));
+        assert!(from_env.contains("previous: true"), "{from_env}");
+        assert!(!from_env.contains("secret"));
+        let set = debug(
+            builder()
+                .env_vars([("GROWTH_USER_HASH_KEY", "k")])
+                .user_hash_previous_key(Some(b"old".to_vec())),
+        );
+        assert!(set.contains("previous: true"));
+        // The builder wins over the environment; empty means no overlap.
+        let none = debug(
+            builder()
+                .env_vars([("GROWTH_USER_HASH_PREVIOUS_KEY", "old")])
+                .user_hash_previous_key(Some(Vec::new())),
+        );
+        assert!(none.contains("previous: false"));
     }
 
     #[test]

@@ -14,6 +14,7 @@
 //! | `OTEL_SERVICE_NAME` | the app (`service.name`) |
 //! | `OTEL_RESOURCE_ATTRIBUTES` | `key=value,…` resource attributes |
 //! | `GROWTH_USER_HASH_KEY` | the HMAC key for user hashing |
+//! | `GROWTH_USER_HASH_PREVIOUS_KEY` | during a key rotation's overlap, the previous key: users are also sent hashed with it |
 //! | `GROWTH_SDK_DISABLED` | `true` turns tracking into a no-op |
 
 use std::fmt;
@@ -21,7 +22,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use growth_schema::attributes::SERVICE_NAME;
-use growth_schema::user_hash::KEY_ENV;
+use growth_schema::user_hash::{KEY_ENV, PREVIOUS_KEY_ENV};
 
 /// Turns the SDK into a no-op when `true`.
 pub const DISABLED_ENV: &str = "GROWTH_SDK_DISABLED";
@@ -140,6 +141,7 @@ pub(crate) struct EnvConfig {
     pub(crate) service_name: Option<String>,
     pub(crate) resource_attributes: Vec<(String, String)>,
     pub(crate) user_hash_key: Option<Vec<u8>>,
+    pub(crate) user_hash_previous_key: Option<Vec<u8>>,
     pub(crate) disabled: bool,
 }
 
@@ -158,6 +160,7 @@ impl fmt::Debug for EnvConfig {
             .field("timeout", &self.timeout)
             .field("service_name", &self.service_name)
             .field("keyed", &self.user_hash_key.is_some())
+            .field("previous_key", &self.user_hash_previous_key.is_some())
             .field("disabled", &self.disabled)
             .finish()
     }
@@ -276,6 +279,7 @@ impl EnvConfig {
             service_name,
             resource_attributes,
             user_hash_key: get(KEY_ENV)?.map(String::into_bytes),
+            user_hash_previous_key: get(PREVIOUS_KEY_ENV)?.map(String::into_bytes),
             disabled,
         })
     }

@@ -18,7 +18,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use growth_schema::attributes::{EVENT_NAME, SOURCE, USER_HASH, is_reserved};
+use growth_schema::attributes::{EVENT_NAME, SOURCE, USER_HASH, USER_HASH_PREVIOUS, is_reserved};
 use growth_schema::limits::{
     MAX_EVENT_NAME_BYTES, MAX_PROPERTIES, MAX_PROPERTY_KEY_BYTES, MAX_PROPERTY_VALUE_BYTES,
     MAX_SOURCE_BYTES, is_valid_name, truncate_to,
@@ -72,6 +72,9 @@ pub(crate) struct EncodedRecord {
     /// Where the 64 hex placeholder bytes of `user.hash` start, while the raw
     /// id (in `bytes[end..]`) is not hashed yet.
     unhashed: Option<usize>,
+    /// During a key rotation's overlap: where the 64 placeholder bytes of
+    /// `user.hash.previous` start (hashed with the previous key when sealed).
+    unhashed_previous: Option<usize>,
 }
 
 impl std::fmt::Debug for EncodedRecord {
@@ -87,12 +90,30 @@ impl std::fmt::Debug for EncodedRecord {
 impl EncodedRecord {
     /// Hashes the user into the record (if it has one not hashed yet) and wipes
     /// the raw id; then returns the framed bytes. Idempotent.
+    #[cfg(test)]
     pub(crate) fn seal(&mut self, hasher: &UserHasher) -> &[u8] {
+        self.seal_with(hasher, None)
+    }
+
+    /// [`seal`](Self::seal), and during a key rotation's overlap also hashes the
+    /// user with `previous` into `user.hash.previous` (a record encoded without
+    /// that slot gets none; a slot without a previous hasher is filled with the
+    /// current hash, which the collector ignores).
+    pub(crate) fn seal_with(
+        &mut self,
+        hasher: &UserHasher,
+        previous: Option<&UserHasher>,
+    ) -> &[u8] {
         if let Some(slot) = self.unhashed.take() {
             let digest = hasher.digest_bytes(&self.bytes[self.end..]);
             // The slot holds exactly the 64 hex digits of the 32-byte digest.
             hex::encode_to_slice(digest, &mut self.bytes[slot..slot + 64])
                 .unwrap_or_else(|_| unreachable!("32 bytes fill 64 hex digits"));
+            if let Some(slot) = self.unhashed_previous.take() {
+                let digest = previous.map_or(digest, |p| p.digest_bytes(&self.bytes[self.end..]));
+                hex::encode_to_slice(digest, &mut self.bytes[slot..slot + 64])
+                    .unwrap_or_else(|_| unreachable!("32 bytes fill 64 hex digits"));
+            }
             self.bytes[self.end..].zeroize();
             self.bytes.truncate(self.end);
         }
@@ -140,9 +161,20 @@ pub(crate) struct InvalidEventName;
 /// Encodes one event, the user not hashed yet ([`EncodedRecord::seal`] does
 /// that). `now` is the observed time (and the event time unless the event
 /// carries its own).
+#[cfg(test)]
 pub(crate) fn encode<K: AsRef<str>>(
     event: &EventParts<'_, K>,
     now: SystemTime,
+) -> Result<Encoded, InvalidEventName> {
+    encode_with(event, now, false)
+}
+
+/// [`encode`]; with `previous` (a key rotation's overlap) a raw id also gets a
+/// `user.hash.previous` slot, filled by [`EncodedRecord::seal_with`].
+pub(crate) fn encode_with<K: AsRef<str>>(
+    event: &EventParts<'_, K>,
+    now: SystemTime,
+    previous: bool,
 ) -> Result<Encoded, InvalidEventName> {
     if !is_valid_name(event.name, MAX_EVENT_NAME_BYTES) {
         return Err(InvalidEventName);
@@ -150,6 +182,7 @@ pub(crate) fn encode<K: AsRef<str>>(
     let mut buf = Vec::with_capacity(estimate(event));
     buf.resize(FRAME_RESERVE, 0);
     let mut unhashed = None;
+    let mut unhashed_previous = None;
     let mut attributes_dropped = 0u64;
 
     wire::put_fixed64(
@@ -168,6 +201,10 @@ pub(crate) fn encode<K: AsRef<str>>(
         UserRef::Id(id) => {
             put_string_attribute(&mut buf, USER_HASH, &[0u8; 64]);
             unhashed = Some((buf.len() - 64, id));
+            if previous {
+                put_string_attribute(&mut buf, USER_HASH_PREVIOUS, &[0u8; 64]);
+                unhashed_previous = Some(buf.len() - 64);
+            }
         }
         UserRef::Hash(hash) => put_string_attribute(&mut buf, USER_HASH, hash.as_str().as_bytes()),
     }
@@ -230,6 +267,7 @@ pub(crate) fn encode<K: AsRef<str>>(
             start,
             end,
             unhashed,
+            unhashed_previous,
         },
         attributes_dropped,
     })
@@ -247,8 +285,11 @@ fn estimate<K: AsRef<str>>(event: &EventParts<'_, K>) -> usize {
         UserRef::Id(id) => id.len(),
         _ => 0,
     };
-    let fixed =
-        FRAME_RESERVE + 2 * 9 + 2 * (event.name.len() + 16) + (USER_HASH.len() + 64 + 16) + user;
+    let fixed = FRAME_RESERVE
+        + 2 * 9
+        + 2 * (event.name.len() + 16)
+        + 2 * (USER_HASH_PREVIOUS.len() + 64 + 16)
+        + user;
     let source = event.source.map_or(0, |s| s.len() + 24);
     let attributes: usize = event
         .attributes
@@ -507,6 +548,45 @@ mod tests {
                 Some(hasher.hash("u1").as_str())
             );
         }
+    }
+
+    #[test]
+    fn during_an_overlap_the_user_is_hashed_with_both_keys() {
+        let current = UserHasher::new(Some(b"new".to_vec()));
+        let previous = UserHasher::new(Some(b"old".to_vec()));
+        let mut encoded =
+            super::encode_with(&parts("x", UserRef::Id("u1"), &[]), SystemTime::now(), true)
+                .expect("valid event");
+        let len = encoded.record.len();
+        encoded.record.seal_with(&current, Some(&previous));
+        assert_eq!(encoded.record.len(), len, "the slots are filled in place");
+        assert!(!encoded.record.sealed_bytes().windows(2).any(|w| w == b"u1"));
+        let record = decode(&encoded);
+        assert_eq!(
+            text(attribute(&record, USER_HASH)),
+            Some(current.hash("u1").as_str())
+        );
+        assert_eq!(
+            text(attribute(&record, USER_HASH_PREVIOUS)),
+            Some(previous.hash("u1").as_str())
+        );
+        // No overlap: no slot, no attribute; an app's own hash gets none either.
+        let plain = encode(
+            &current,
+            &parts("x", UserRef::Id("u1"), &[]),
+            SystemTime::now(),
+        )
+        .expect("valid event");
+        assert!(attribute(&decode(&plain), USER_HASH_PREVIOUS).is_none());
+        let hash = current.hash("u2");
+        let mut own = super::encode_with(
+            &parts("x", UserRef::Hash(&hash), &[]),
+            SystemTime::now(),
+            true,
+        )
+        .expect("valid event");
+        own.record.seal_with(&current, Some(&previous));
+        assert!(attribute(&decode(&own), USER_HASH_PREVIOUS).is_none());
     }
 
     #[test]

@@ -32,11 +32,23 @@ pub(crate) struct RequestTemplate {
     scope: Vec<u8>,
     /// Hashes the users of the records as they are copied in.
     hasher: UserHasher,
+    /// During a key rotation's overlap, the previous key (`user.hash.previous`).
+    previous: Option<UserHasher>,
 }
 
 impl RequestTemplate {
     /// `resource` holds `service.name` and any other resource attributes.
+    #[cfg(test)]
     pub(crate) fn new(resource: &[(String, String)], hasher: UserHasher) -> Self {
+        Self::with_previous(resource, hasher, None)
+    }
+
+    /// [`new`](Self::new) with a key rotation's previous key.
+    pub(crate) fn with_previous(
+        resource: &[(String, String)],
+        hasher: UserHasher,
+        previous: Option<UserHasher>,
+    ) -> Self {
         let mut attributes = Vec::new();
         for (key, value) in resource {
             let any_value = wire::len_field(1, value.len());
@@ -69,6 +81,7 @@ impl RequestTemplate {
             resource,
             scope,
             hasher,
+            previous,
         }
     }
 
@@ -88,7 +101,7 @@ impl RequestTemplate {
         wire::put_len_prefix(&mut body, SCOPE_LOGS, scope_logs);
         body.extend_from_slice(&self.scope);
         for record in records {
-            body.extend_from_slice(record.seal(&self.hasher));
+            body.extend_from_slice(record.seal_with(&self.hasher, self.previous.as_ref()));
         }
         body
     }

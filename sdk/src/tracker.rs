@@ -22,6 +22,8 @@ use crate::report::DeliveryReport;
 #[derive(Debug)]
 pub struct Tracker {
     hasher: UserHasher,
+    /// A key rotation's overlap: records get a `user.hash.previous` slot.
+    previous: bool,
     /// `None` when the SDK is disabled: every call is a no-op.
     delivery: Option<Delivery>,
     service_name: String,
@@ -33,15 +35,24 @@ impl Tracker {
     pub(crate) fn new(hasher: UserHasher, delivery: Delivery, service_name: String) -> Self {
         Tracker {
             hasher,
+            previous: false,
             delivery: Some(delivery),
             service_name,
             lost_at_last_flush: AtomicU64::new(0),
         }
     }
 
+    /// During a key rotation's overlap: every event of a user also carries the
+    /// previous key's hash (the delivery thread computes it).
+    pub(crate) fn with_previous_key(mut self, previous: bool) -> Self {
+        self.previous = previous;
+        self
+    }
+
     pub(crate) fn disabled(hasher: UserHasher, service_name: String) -> Self {
         Tracker {
             hasher,
+            previous: false,
             delivery: None,
             service_name,
             lost_at_last_flush: AtomicU64::new(0),
@@ -144,7 +155,7 @@ impl Tracker {
         counters.tracked();
         // Belt and braces: a bug here must cost one event, never the app.
         let encoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            record::encode(event, SystemTime::now())
+            record::encode_with(event, SystemTime::now(), self.previous)
         }));
         match encoded {
             Ok(Ok(encoded)) => {

@@ -36,13 +36,16 @@ class Config:
     certificate_file: Optional[str] = None
     resource_attributes: List[Tuple[str, str]] = field(default_factory=list)
     user_hash_key: Optional[bytes] = None
+    #: During a key rotation's overlap: the previous key (user.hash.previous).
+    user_hash_previous_key: Optional[bytes] = None
     disabled: bool = False
 
     def __repr__(self) -> str:  # never shows header values (tokens) or the key
         return (
             f"Config(service_name={self.service_name!r}, protocol={self.protocol!r}, "
             f"url={self.url!r}, headers={[k for k, _ in self.headers]!r}, "
-            f"compression={self.compression!r}, keyed={self.user_hash_key is not None})"
+            f"compression={self.compression!r}, keyed={self.user_hash_key is not None}, "
+            f"previous_key={self.user_hash_previous_key is not None})"
         )
 
 
@@ -83,6 +86,7 @@ def read(
     timeout: Optional[float] = None,
     certificate_file: Optional[str] = None,
     user_hash_key=None,
+    user_hash_previous_key=None,
     disabled: Optional[bool] = None,
 ) -> Config:
     """The configuration: explicit arguments over `env` (default os.environ)."""
@@ -157,6 +161,12 @@ def read(
     elif isinstance(user_hash_key, str):
         user_hash_key = user_hash_key.encode("utf-8")
 
+    if user_hash_previous_key is None:
+        key = get("GROWTH_USER_HASH_PREVIOUS_KEY")
+        user_hash_previous_key = key.encode("utf-8") if key else None
+    elif isinstance(user_hash_previous_key, str):
+        user_hash_previous_key = user_hash_previous_key.encode("utf-8")
+
     if disabled is None:
         value = (get("GROWTH_SDK_DISABLED") or "false").strip().lower()
         if value not in ("true", "1", "yes", "false", "0", "no"):
@@ -173,5 +183,6 @@ def read(
         certificate_file=certificate_file,
         resource_attributes=[(k, v) for k, v in resource if k != "service.name"],
         user_hash_key=user_hash_key or None,
+        user_hash_previous_key=user_hash_previous_key or None,
         disabled=disabled,
     )

@@ -20,7 +20,8 @@ EVENT_NAME = "event.name"
 USER_HASH = "user.hash"
 USER_ID = "user.id"
 SOURCE = "source"
-RESERVED = {EVENT_NAME, USER_HASH, USER_ID, SOURCE}
+USER_HASH_PREVIOUS = "user.hash.previous"
+RESERVED = {EVENT_NAME, USER_HASH, USER_ID, SOURCE, USER_HASH_PREVIOUS}
 IDENTIFY_EVENT = "identify"
 ANONYMOUS_HASH = "anonymous.hash"
 MERGE_EVENT = "merge"
@@ -88,6 +89,7 @@ class Tracker:
         compression: Optional[str] = None,
         certificate_file: Optional[str] = None,
         user_hash_key=None,
+        user_hash_previous_key=None,
         disabled: Optional[bool] = None,
         env: Optional[Mapping[str, str]] = None,
         export_timeout: Optional[float] = None,
@@ -109,9 +111,14 @@ class Tracker:
             timeout=export_timeout,
             certificate_file=certificate_file,
             user_hash_key=user_hash_key,
+            user_hash_previous_key=user_hash_previous_key,
             disabled=disabled,
         )
         self._hasher = UserHasher(self.config.user_hash_key)
+        # A key rotation's overlap (docs/contract.md, "Rotating the key"): every user
+        # is also sent hashed with the previous key, so the collector pairs the two.
+        previous = self.config.user_hash_previous_key
+        self._previous_hasher = UserHasher(previous) if previous else None
         self._shutdown_timeout = shutdown_timeout
         self._lost_at_last_flush = 0
         self._processor = None
@@ -178,6 +185,8 @@ class Tracker:
             attrs = {EVENT_NAME: event}
             if user_id:
                 attrs[USER_HASH] = self._hasher.hash(str(user_id))
+                if self._previous_hasher is not None:
+                    attrs[USER_HASH_PREVIOUS] = self._previous_hasher.hash(str(user_id))
             elif user_hash:
                 attrs[USER_HASH] = str(user_hash)
             kept = 0
