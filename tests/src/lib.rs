@@ -317,6 +317,12 @@ impl Collector {
             .await;
     }
 
+    /// Replaces the environment the next [`Collector::start_again`] starts with
+    /// (e.g. a key rotation's keys).
+    pub fn set_envs(&mut self, envs: Vec<(&'static str, String)>) {
+        self.envs = envs;
+    }
+
     /// [`Collector::start_again`], for a collector whose process already exited.
     pub async fn restart(&mut self) {
         self.start_again().await;
