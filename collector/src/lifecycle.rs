@@ -116,7 +116,12 @@ impl Collector {
         let (admin_stop, admin_stop_rx) = watch::channel(false);
         let admin_task = spawn_server("admin", {
             let router = admin::router(telemetry.clone(), readiness.clone()).merge(
-                erasure::api::router(Some(erasures.clone()), admin_tokens, config.hasher.clone()),
+                erasure::api::router_with_previous(
+                    Some(erasures.clone()),
+                    admin_tokens,
+                    config.hasher.clone(),
+                    config.keys.previous_hasher().cloned(),
+                ),
             );
             async move {
                 axum::serve(admin, router)

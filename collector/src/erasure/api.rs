@@ -104,6 +104,8 @@ struct ApiState {
     erasures: Option<Erasures>,
     tokens: Option<AdminTokens>,
     hasher: UserHasher,
+    /// During a key rotation's overlap: raw ids are hashed with the previous key too.
+    previous: Option<UserHasher>,
 }
 
 /// The erasure routes: `erasures` is `None` until the spool is open (503 meanwhile);
@@ -113,6 +115,17 @@ pub fn router(
     tokens: Option<AdminTokens>,
     hasher: UserHasher,
 ) -> Router {
+    router_with_previous(erasures, tokens, hasher, None)
+}
+
+/// [`router`] during a key rotation's overlap: a raw id is erased under both its
+/// current and its previous hash.
+pub fn router_with_previous(
+    erasures: Option<Erasures>,
+    tokens: Option<AdminTokens>,
+    hasher: UserHasher,
+    previous: Option<UserHasher>,
+) -> Router {
     Router::new()
         .route("/admin/erasures", post(submit))
         .route("/admin/erasures/{id}", get(status))
@@ -121,6 +134,7 @@ pub fn router(
             erasures,
             tokens,
             hasher,
+            previous,
         })
 }
 
@@ -213,6 +227,9 @@ async fn submit(State(state): State<ApiState>, headers: HeaderMap, body: Bytes) 
             return refuse(StatusCode::BAD_REQUEST, &format!("user_ids[{n}] is empty"));
         }
         hashes.insert(state.hasher.hash(id).into_string());
+        if let Some(previous) = &state.previous {
+            hashes.insert(previous.hash(id).into_string());
+        }
     }
     drop(body);
     match erasures.submit(hashes) {
@@ -309,6 +326,27 @@ mod tests {
         assert!(!pending.contains("alice"), "no raw id is stored");
         let id = answer["id"].as_str().expect("id");
         assert_eq!(erasures.status(id).expect("known").hashes, 2);
+    }
+
+    #[tokio::test]
+    async fn during_a_key_rotation_a_raw_id_is_erased_under_both_hashes() {
+        let dir = crate::testing::temp_dir("erasure-api-rotation");
+        let erasures = Erasures::open(&dir).expect("open");
+        let (new, old) = (
+            UserHasher::new(Some(b"new".to_vec())),
+            UserHasher::new(Some(b"old".to_vec())),
+        );
+        let on = router_with_previous(
+            Some(erasures),
+            Some(AdminTokens::from_tokens(&["secret"])),
+            new.clone(),
+            Some(old.clone()),
+        );
+        let (status, body) = call(&on, Some("secret"), r#"{"user_ids":["alice"]}"#).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        let pending = std::fs::read_to_string(dir.join(super::super::PENDING_FILE)).expect("saved");
+        assert!(pending.contains(new.hash("alice").as_str()));
+        assert!(pending.contains(old.hash("alice").as_str()));
     }
 
     #[test]
