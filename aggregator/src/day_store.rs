@@ -170,7 +170,7 @@ impl DayStore {
     }
 }
 
-fn encode(saved: &SavedDays, database: &str) -> Vec<u8> {
+pub(crate) fn encode(saved: &SavedDays, database: &str) -> Vec<u8> {
     let header = Header {
         database: database.to_owned(),
         timezone: saved.timezone.clone(),
@@ -227,7 +227,7 @@ fn encode(saved: &SavedDays, database: &str) -> Vec<u8> {
     out
 }
 
-fn decode(bytes: &[u8], database: &str) -> Result<SavedDays, String> {
+pub(crate) fn decode(bytes: &[u8], database: &str) -> Result<SavedDays, String> {
     let body_len = bytes
         .len()
         .checked_sub(4)

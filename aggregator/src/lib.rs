@@ -47,6 +47,8 @@ pub mod day_sets;
 pub mod day_store;
 pub mod definitions;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod exposition;
 pub mod http;
 pub mod layer_parts;

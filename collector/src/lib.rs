@@ -61,6 +61,8 @@ pub mod clickhouse;
 pub mod config;
 pub mod deadletter;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod intake_config;
 pub mod lifecycle;
 pub mod map;

@@ -66,6 +66,8 @@ mod delivery;
 mod error;
 mod event;
 pub mod finance;
+#[doc(hidden)]
+pub mod fuzzing;
 mod loss;
 mod queue;
 mod record;
