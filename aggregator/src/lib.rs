@@ -47,9 +47,9 @@ pub mod day_sets;
 pub mod day_store;
 pub mod definitions;
 pub mod error;
+pub mod exposition;
 #[doc(hidden)]
 pub mod fuzzing;
-pub mod exposition;
 pub mod http;
 pub mod layer_parts;
 pub mod lifecycle;

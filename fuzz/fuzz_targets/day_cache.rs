@@ -37,7 +37,10 @@ fn seeds() -> Vec<Vec<u8>> {
             unsettled: i == 2,
             marker: BTreeMap::from([("rows".to_owned(), 10 + i as u64)]),
             users: BTreeMap::from([
-                ("shop".to_owned(), Arc::new(vec![1, 5, 9 + i as u64, u64::MAX])),
+                (
+                    "shop".to_owned(),
+                    Arc::new(vec![1, 5, 9 + i as u64, u64::MAX]),
+                ),
                 ("crm".to_owned(), Arc::new(vec![])),
             ]),
         })

@@ -11,7 +11,10 @@ use libfuzzer_sys::fuzz_target;
 /// Everything a visitor is shown, for comparing two readers.
 #[derive(Debug, Default)]
 struct Recorder<'a> {
-    seen: Vec<(Option<Vec<KeyValue<'a>>>, Option<(u64, u64, &'a str, Vec<KeyValue<'a>>)>)>,
+    seen: Vec<(
+        Option<Vec<KeyValue<'a>>>,
+        Option<(u64, u64, &'a str, Vec<KeyValue<'a>>)>,
+    )>,
     records: usize,
 }
 

@@ -26,7 +26,14 @@ use prost::Message;
 const MAX_VALUE_DEPTH: usize = 4;
 const MAX_VALUE_ELEMENTS: usize = 256;
 
-const NAMES: [&str; 6] = ["signup", "event.name", "user.id", "source", "amount", "user.hash"];
+const NAMES: [&str; 6] = [
+    "signup",
+    "event.name",
+    "user.id",
+    "source",
+    "amount",
+    "user.hash",
+];
 
 fn text(u: &mut Unstructured<'_>) -> Result<String> {
     Ok(match u.int_in_range(0..=3)? {
@@ -67,7 +74,11 @@ fn value(u: &mut Unstructured<'_>, depth: usize) -> Result<AttributeValue> {
 
 fn time(u: &mut Unstructured<'_>) -> Result<SystemTime> {
     let nanos = Duration::from_nanos(u.arbitrary()?);
-    Ok(if u.ratio(1, 8)? { UNIX_EPOCH - nanos } else { UNIX_EPOCH + nanos })
+    Ok(if u.ratio(1, 8)? {
+        UNIX_EPOCH - nanos
+    } else {
+        UNIX_EPOCH + nanos
+    })
 }
 
 fn unix_nanos(at: SystemTime) -> u64 {
@@ -90,7 +101,7 @@ fn kv(key: &str, value: AnyValue) -> KeyValue {
 
 /// What the receiver should see of `value`: the contract's bounds applied.
 fn model(value: &AttributeValue, depth: usize, budget: &mut usize, dropped: &mut u64) -> AnyValue {
-    let mut take = |budget: &mut usize| {
+    let take = |budget: &mut usize, dropped: &mut u64| {
         if depth >= MAX_VALUE_DEPTH || *budget == 0 {
             *dropped += 1;
             false
@@ -100,15 +111,19 @@ fn model(value: &AttributeValue, depth: usize, budget: &mut usize, dropped: &mut
         }
     };
     match value {
-        AttributeValue::String(s) => any(Value::StringValue(truncate_to(s, MAX_PROPERTY_VALUE_BYTES).to_owned())),
+        AttributeValue::String(s) => any(Value::StringValue(
+            truncate_to(s, MAX_PROPERTY_VALUE_BYTES).to_owned(),
+        )),
         AttributeValue::Int(n) => any(Value::IntValue(*n)),
         AttributeValue::Float(x) => any(Value::DoubleValue(*x)),
         AttributeValue::Bool(b) => any(Value::BoolValue(*b)),
-        AttributeValue::Bytes(b) => any(Value::BytesValue(b[..b.len().min(MAX_PROPERTY_VALUE_BYTES)].to_vec())),
+        AttributeValue::Bytes(b) => any(Value::BytesValue(
+            b[..b.len().min(MAX_PROPERTY_VALUE_BYTES)].to_vec(),
+        )),
         AttributeValue::Array(items) => {
             let mut values = Vec::new();
             for item in items {
-                if take(budget) {
+                if take(budget, dropped) {
                     values.push(model(item, depth + 1, budget, dropped));
                 }
             }
@@ -117,7 +132,7 @@ fn model(value: &AttributeValue, depth: usize, budget: &mut usize, dropped: &mut
         AttributeValue::Map(entries) => {
             let mut values = Vec::new();
             for (key, item) in entries {
-                if take(budget) {
+                if take(budget, dropped) {
                     let item = model(item, depth + 1, budget, dropped);
                     values.push(kv(truncate_to(key, MAX_PROPERTY_KEY_BYTES), item));
                 }
@@ -142,17 +157,30 @@ struct Input {
 }
 
 fn input(u: &mut Unstructured<'_>, hasher: &UserHasher) -> Result<Input> {
-    let name = if u.ratio(1, 4)? { text(u)? } else { (*u.choose(&NAMES)?).to_owned() };
+    let name = if u.ratio(1, 4)? {
+        text(u)?
+    } else {
+        (*u.choose(&NAMES)?).to_owned()
+    };
     let user = match u.int_in_range(0..=2)? {
         0 => User::None,
         1 => User::Id(text(u)?),
         _ => User::Hash(hasher.hash(&text(u)?).as_str().to_owned()),
     };
     let source = if u.arbitrary()? { Some(text(u)?) } else { None };
-    let n = u.int_in_range(0..=if u.ratio(1, 8)? { 80 } else { 6 })?;
-    let attributes = (0..n).map(|_| Ok((text(u)?, value(u, 0)?))).collect::<Result<_>>()?;
+    let most = if u.ratio(1, 8)? { 80 } else { 6 };
+    let n = u.int_in_range(0..=most)?;
+    let attributes = (0..n)
+        .map(|_| Ok((text(u)?, value(u, 0)?)))
+        .collect::<Result<_>>()?;
     let timestamp = if u.arbitrary()? { Some(time(u)?) } else { None };
-    Ok(Input { name, user, source, attributes, timestamp })
+    Ok(Input {
+        name,
+        user,
+        source,
+        attributes,
+        timestamp,
+    })
 }
 
 fn event(input: &Input) -> Event {
@@ -161,7 +189,8 @@ fn event(input: &Input) -> Event {
         User::None => {}
         User::Id(id) => event = event.user(id.clone()),
         User::Hash(hash) => {
-            event = event.user_hash(growth_schema::user_hash::UserHash::parse(hash).expect("a hash"))
+            event =
+                event.user_hash(growth_schema::user_hash::UserHash::parse(hash).expect("a hash"))
         }
     }
     if let Some(source) = &input.source {
@@ -178,11 +207,17 @@ fn event(input: &Input) -> Event {
 
 /// The attributes and dropped count a receiver should see for `input`.
 fn expected(input: &Input, hasher: &UserHasher) -> (Vec<KeyValue>, u32) {
-    let mut out = vec![kv("event.name", any(Value::StringValue(input.name.clone())))];
+    let mut out = vec![kv(
+        "event.name",
+        any(Value::StringValue(input.name.clone())),
+    )];
     match &input.user {
         User::None => {}
         User::Id(id) if id.is_empty() => {}
-        User::Id(id) => out.push(kv("user.hash", any(Value::StringValue(hasher.hash(id).as_str().to_owned())))),
+        User::Id(id) => out.push(kv(
+            "user.hash",
+            any(Value::StringValue(hasher.hash(id).as_str().to_owned())),
+        )),
         User::Hash(hash) => out.push(kv("user.hash", any(Value::StringValue(hash.clone())))),
     }
     let mut source = input.source.clone();
@@ -201,7 +236,10 @@ fn expected(input: &Input, hasher: &UserHasher) -> (Vec<KeyValue>, u32) {
             dropped += 1;
             continue;
         }
-        if input.attributes[i + 1..].iter().any(|(later, _)| later == key) {
+        if input.attributes[i + 1..]
+            .iter()
+            .any(|(later, _)| later == key)
+        {
             continue;
         }
         if kept == MAX_PROPERTIES {
@@ -224,25 +262,43 @@ fn expected(input: &Input, hasher: &UserHasher) -> (Vec<KeyValue>, u32) {
 }
 
 fn run(u: &mut Unstructured<'_>) -> Result<()> {
-    let hasher = UserHasher::new(if u.arbitrary()? { Some(u.arbitrary()?) } else { None });
+    let hasher = UserHasher::new(if u.arbitrary()? {
+        Some(u.arbitrary()?)
+    } else {
+        None
+    });
     let mut resource = vec![("service.name".to_owned(), text(u)?)];
     for _ in 0..u.int_in_range(0..=2)? {
         resource.push((text(u)?, text(u)?));
     }
     let now = time(u)?;
-    let inputs: Vec<Input> = (0..u.int_in_range(0..=4)?).map(|_| input(u, &hasher)).collect::<Result<_>>()?;
+    let inputs: Vec<Input> = (0..u.int_in_range(0..=4)?)
+        .map(|_| input(u, &hasher))
+        .collect::<Result<_>>()?;
     let events: Vec<Event> = inputs.iter().map(event).collect();
 
-    let (bytes, dropped) = growth_sdk::fuzzing::encode_request(&resource, hasher.clone(), &events, now);
-    let request = ExportLogsServiceRequest::decode(&bytes[..]).expect("prost decodes what the SDK encodes");
+    let (bytes, dropped) =
+        growth_sdk::fuzzing::encode_request(&resource, hasher.clone(), &events, now);
+    let request =
+        ExportLogsServiceRequest::decode(&bytes[..]).expect("prost decodes what the SDK encodes");
     assert_eq!(request.resource_logs.len(), 1);
     let resource_logs = &request.resource_logs[0];
-    let attributes = &resource_logs.resource.as_ref().expect("a resource").attributes;
-    let want: Vec<KeyValue> = resource.iter().map(|(k, v)| kv(k, any(Value::StringValue(v.clone())))).collect();
+    let attributes = &resource_logs
+        .resource
+        .as_ref()
+        .expect("a resource")
+        .attributes;
+    let want: Vec<KeyValue> = resource
+        .iter()
+        .map(|(k, v)| kv(k, any(Value::StringValue(v.clone()))))
+        .collect();
     assert_eq!(attributes, &want, "resource attributes");
     assert_eq!(resource_logs.scope_logs.len(), 1);
     let scope = &resource_logs.scope_logs[0];
-    assert_eq!(scope.scope.as_ref().map(|s| s.name.as_str()), Some("growth-sdk"));
+    assert_eq!(
+        scope.scope.as_ref().map(|s| s.name.as_str()),
+        Some("growth-sdk")
+    );
 
     let mut records = scope.log_records.iter();
     for (input, dropped) in inputs.iter().zip(&dropped) {
@@ -254,11 +310,20 @@ fn run(u: &mut Unstructured<'_>) -> Result<()> {
         let record = records.next().expect("one record per accepted event");
         let (attributes, dropped_count) = expected(input, &hasher);
         assert_eq!(record.event_name, input.name);
-        assert_eq!(record.time_unix_nano, unix_nanos(input.timestamp.unwrap_or(now)));
+        assert_eq!(
+            record.time_unix_nano,
+            unix_nanos(input.timestamp.unwrap_or(now))
+        );
         assert_eq!(record.observed_time_unix_nano, unix_nanos(now));
-        assert_eq!(format!("{:?}", record.attributes), format!("{attributes:?}"));
+        assert_eq!(
+            format!("{:?}", record.attributes),
+            format!("{attributes:?}")
+        );
         assert_eq!(record.dropped_attributes_count, dropped_count);
-        assert_eq!(u64::from(dropped_count), dropped.expect("accepted").min(u64::from(u32::MAX)));
+        assert_eq!(
+            u64::from(dropped_count),
+            dropped.expect("accepted").min(u64::from(u32::MAX))
+        );
         assert!(record.body.is_none() && record.severity_number == 0 && record.trace_id.is_empty());
     }
     assert!(records.next().is_none(), "no record beyond the events");

@@ -61,7 +61,10 @@ fn request(app: Option<&str>, records: Vec<LogRecord>) -> ExportLogsServiceReque
     ExportLogsServiceRequest {
         resource_logs: vec![ResourceLogs {
             resource: Some(Resource {
-                attributes: app.map(|a| kv("service.name", string(a))).into_iter().collect(),
+                attributes: app
+                    .map(|a| kv("service.name", string(a)))
+                    .into_iter()
+                    .collect(),
                 ..Default::default()
             }),
             scope_logs: vec![ScopeLogs {
@@ -110,7 +113,10 @@ pub fn requests() -> Vec<ExportLogsServiceRequest> {
         scope_logs: vec![
             ScopeLogs::default(),
             ScopeLogs {
-                log_records: vec![record("", vec![kv("event.name", string("checkout"))]), record("", vec![])],
+                log_records: vec![
+                    record("", vec![kv("event.name", string("checkout"))]),
+                    record("", vec![]),
+                ],
                 ..Default::default()
             },
         ],
@@ -195,7 +201,13 @@ pub fn sdk_request() -> Vec<u8> {
         Event::new("report_viewed").attr("email", "erin@example.com"),
     ];
     let resource = [("service.name".to_owned(), "budget".to_owned())];
-    growth_sdk::fuzzing::encode_request(&resource, UserHasher::new(Some(b"k".to_vec())), &events, at).0
+    growth_sdk::fuzzing::encode_request(
+        &resource,
+        UserHasher::new(Some(b"k".to_vec())),
+        &events,
+        at,
+    )
+    .0
 }
 
 /// The seed requests in protobuf.
