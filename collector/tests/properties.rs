@@ -184,7 +184,8 @@ proptest! {
         let mapped = map_request(&request, &MapRules::new(hasher.clone()), received_at);
         prop_assert_eq!(mapped.rows.len(), 1);
         let row = &mapped.rows[0];
-        prop_assert_eq!(row.user_hash.as_str(), hasher.hash(&id).as_str());
+        let hash = hasher.hash(&id);
+        prop_assert_eq!(row.user_hash.as_str(), hash.as_str());
         prop_assert!(row.properties.iter().all(|(k, v)| !k.contains(&id) && !v.contains(&id)));
     }
 }
