@@ -13,21 +13,94 @@
 //! microseconds. A slow hash costs tens of milliseconds per check and a page load
 //! makes several requests, so credentials that verified once are remembered by the
 //! SHA-256 of the `Authorization` header (in memory, bounded), never by the password.
+//!
+//! So that wrong passwords cannot burn the CPU, the slow checks are throttled per
+//! client address and per user name (`--admin-login-attempts` a minute each, in bursts
+//! of as many; [`LoginThrottle`]): past that the answer is 429 with `Retry-After`
+//! without hashing anything. Only checks that would run the slow hash count: bearer
+//! tokens, unknown users and remembered credentials cost microseconds and are not
+//! throttled.
 
 use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use argon2::{Argon2, PasswordVerifier};
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use sha2::{Digest, Sha256};
 
 /// How many verified `Authorization` values are remembered before the memory is reset.
 const REMEMBERED: usize = 256;
+
+/// Addresses and user names the throttle tracks before it forgets the idle ones.
+const THROTTLE_KEYS: usize = 10_000;
+
+/// The default of `--admin-login-attempts`.
+const DEFAULT_LOGIN_ATTEMPTS: u32 = 10;
+
+/// Counts slow password checks per client address and per user name.
+#[derive(Debug)]
+pub struct LoginThrottle {
+    by_address: DefaultKeyedRateLimiter<IpAddr>,
+    by_user: DefaultKeyedRateLimiter<String>,
+}
+
+impl LoginThrottle {
+    /// `per_minute` checks a minute per address and per user, in bursts of as many.
+    pub fn new(per_minute: u32) -> Self {
+        let per_minute = NonZeroU32::new(per_minute).unwrap_or(NonZeroU32::MIN);
+        let quota = Quota::per_minute(per_minute).allow_burst(per_minute);
+        Self {
+            by_address: RateLimiter::keyed(quota),
+            by_user: RateLimiter::keyed(quota),
+        }
+    }
+
+    /// Takes one check from the address's and the user's allowance; how long to wait
+    /// when either is spent.
+    fn admit(&self, address: Option<IpAddr>, user: &str) -> Result<(), Duration> {
+        let now = DefaultClock::default().now();
+        for (len, retain) in [
+            (
+                self.by_address.len(),
+                &(|| self.by_address.retain_recent()) as &dyn Fn(),
+            ),
+            (self.by_user.len(), &|| self.by_user.retain_recent()),
+        ] {
+            if len > THROTTLE_KEYS {
+                retain();
+            }
+        }
+        if let Some(address) = address {
+            self.by_address
+                .check_key(&address)
+                .map_err(|not_until| not_until.wait_time_from(now))?;
+        }
+        self.by_user
+            .check_key(&user.to_owned())
+            .map_err(|not_until| not_until.wait_time_from(now))
+    }
+}
+
+/// What a presented `Authorization` header gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// It carries accepted credentials.
+    Allowed,
+    /// It does not.
+    Refused,
+    /// Too many password checks for its address or user: try again after this long.
+    Throttled(Duration),
+}
 
 /// Why `hash-password` printed no credential line.
 #[derive(Debug, thiserror::Error)]
@@ -101,6 +174,7 @@ pub struct Credentials {
     users: HashMap<String, PasswordHash>,
     token_digests: HashSet<[u8; 32]>,
     verified: Mutex<HashSet<[u8; 32]>>,
+    throttle: LoginThrottle,
 }
 
 impl Credentials {
@@ -160,28 +234,47 @@ impl Credentials {
             users,
             token_digests,
             verified: Mutex::new(HashSet::new()),
+            throttle: LoginThrottle::new(DEFAULT_LOGIN_ATTEMPTS),
         })
     }
 
-    /// Whether the `Authorization` header carries an accepted credential. May take tens
-    /// of milliseconds of CPU the first time a password is seen: call it off the runtime.
+    /// The same credentials with `per_minute` slow checks a minute per client address
+    /// and per user (`--admin-login-attempts`).
+    pub fn with_login_attempts(mut self, per_minute: u32) -> Self {
+        self.throttle = LoginThrottle::new(per_minute);
+        self
+    }
+
+    /// Whether the `Authorization` header carries an accepted credential, for a
+    /// client at an unknown address.
     pub fn allows(&self, authorization: Option<&HeaderValue>) -> bool {
+        self.check(authorization, None) == Verdict::Allowed
+    }
+
+    /// What the `Authorization` header of a client at `address` gets. May take tens
+    /// of milliseconds of CPU the first time a password is seen: call it off the runtime.
+    pub fn check(&self, authorization: Option<&HeaderValue>, address: Option<IpAddr>) -> Verdict {
         let Some(value) = authorization.map(HeaderValue::as_bytes) else {
-            return false;
+            return Verdict::Refused;
         };
         let seen: [u8; 32] = Sha256::digest(value).into();
         if self.remembered().contains(&seen) {
-            return true;
+            return Verdict::Allowed;
         }
         let ok = match parse_authorization(value) {
             Some(Presented::Bearer(token)) => {
                 let digest: [u8; 32] = Sha256::digest(token).into();
                 self.token_digests.contains(&digest)
             }
-            Some(Presented::Basic { user, password }) => self
-                .users
-                .get(&user)
-                .is_some_and(|hash| hash.verify(password.as_bytes())),
+            Some(Presented::Basic { user, password }) => match self.users.get(&user) {
+                Some(hash) => {
+                    if let Err(wait) = self.throttle.admit(address, &user) {
+                        return Verdict::Throttled(wait);
+                    }
+                    hash.verify(password.as_bytes())
+                }
+                None => false,
+            },
             None => false,
         };
         if ok {
@@ -191,7 +284,11 @@ impl Credentials {
             }
             remembered.insert(seen);
         }
-        ok
+        if ok {
+            Verdict::Allowed
+        } else {
+            Verdict::Refused
+        }
     }
 
     fn remembered(&self) -> std::sync::MutexGuard<'_, HashSet<[u8; 32]>> {
@@ -274,14 +371,33 @@ pub async fn require_credentials(
         return next.run(request).await;
     };
     let authorization = request.headers().get(header::AUTHORIZATION).cloned();
-    let allowed = tokio::task::spawn_blocking(move || credentials.allows(authorization.as_ref()))
-        .await
-        .unwrap_or(false);
-    if allowed {
-        next.run(request).await
-    } else {
-        unauthorized()
+    let address = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|info| info.0.ip());
+    let verdict =
+        tokio::task::spawn_blocking(move || credentials.check(authorization.as_ref(), address))
+            .await
+            .unwrap_or(Verdict::Refused);
+    match verdict {
+        Verdict::Allowed => next.run(request).await,
+        Verdict::Refused => unauthorized(),
+        Verdict::Throttled(wait) => throttled(wait),
     }
+}
+
+/// 429: too many password checks; `Retry-After` in whole seconds, at least 1.
+fn throttled(wait: Duration) -> Response {
+    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    (
+        StatusCode::TOO_MANY_REQUESTS,
+        [
+            (header::RETRY_AFTER, seconds.max(1).to_string()),
+            (header::CACHE_CONTROL, "no-store".to_owned()),
+        ],
+        "too many password checks from this address or for this user; retry later\n",
+    )
+        .into_response()
 }
 
 fn unauthorized() -> Response {
@@ -389,6 +505,52 @@ mod tests {
         assert!(c.allows(Some(&basic("alice", "s3cret"))), "remembered");
         assert!(c.allows(Some(&basic("bob", "hunter2"))));
         assert!(c.allows(Some(&HeaderValue::from_static("Bearer tok-123"))));
+    }
+
+    #[test]
+    fn password_checks_are_throttled_per_address_and_per_user() {
+        let c = credentials().with_login_attempts(3);
+        let here = Some(IpAddr::from([192, 0, 2, 1]));
+        let there = Some(IpAddr::from([192, 0, 2, 2]));
+        for _ in 0..3 {
+            assert_eq!(
+                c.check(Some(&basic("alice", "wrong")), here),
+                Verdict::Refused
+            );
+        }
+        // The address's allowance is spent, for every user it tries…
+        assert!(matches!(
+            c.check(Some(&basic("bob", "wrong")), here),
+            Verdict::Throttled(wait) if wait > Duration::ZERO && wait <= Duration::from_secs(20)
+        ));
+        // …and alice's, from every address: even her right password waits.
+        assert!(matches!(
+            c.check(Some(&basic("alice", "s3cret")), there),
+            Verdict::Throttled(_)
+        ));
+        // Another user from another address is not held up, and what verified once
+        // is remembered, not checked (nor counted) again.
+        assert_eq!(
+            c.check(Some(&basic("bob", "hunter2")), there),
+            Verdict::Allowed
+        );
+        for _ in 0..10 {
+            assert_eq!(
+                c.check(Some(&basic("bob", "hunter2")), there),
+                Verdict::Allowed
+            );
+        }
+        // Bearer tokens and unknown users cost no slow hash: never throttled.
+        for _ in 0..10 {
+            assert_eq!(
+                c.check(Some(&HeaderValue::from_static("Bearer nope")), here),
+                Verdict::Refused
+            );
+            assert_eq!(
+                c.check(Some(&basic("mallory", "x")), here),
+                Verdict::Refused
+            );
+        }
     }
 
     #[test]

@@ -128,6 +128,13 @@ pub struct RunArgs {
     /// With --admin-auth-file: require the credentials on /metrics and /healthz too.
     #[arg(long, env = "GROWTH_ADMIN_AUTH_ALL")]
     pub admin_auth_all: bool,
+
+    /// With --admin-auth-file: password checks (argon2/bcrypt, tens of milliseconds of
+    /// CPU each) allowed per minute per client address and per user name, in bursts of
+    /// as many; beyond that the answer is 429 with Retry-After and nothing is hashed.
+    /// Credentials that verified once are remembered and never counted again.
+    #[arg(long, value_name = "N", env = "GROWTH_ADMIN_LOGIN_ATTEMPTS", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub admin_login_attempts: u32,
 }
 
 /// A duration flag: at least 100ms, so that a typo never spins the refresh loop.
@@ -229,6 +236,8 @@ pub struct AccessConfig {
     pub auth_file: Option<PathBuf>,
     /// Also protect /metrics and /healthz.
     pub protect_all: bool,
+    /// Slow password checks per minute per client address and per user.
+    pub login_attempts_per_minute: u32,
 }
 
 impl RunArgs {
@@ -270,6 +279,7 @@ impl RunArgs {
             access: AccessConfig {
                 auth_file: self.admin_auth_file,
                 protect_all: self.admin_auth_all,
+                login_attempts_per_minute: self.admin_login_attempts,
             },
         }
     }

@@ -13,7 +13,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
-use axum::serve::{Listener, ListenerExt};
+use axum::serve::ListenerExt;
 use tower_http::compression::CompressionLayer;
 use tower_http::set_header::SetResponseHeaderLayer;
 
@@ -43,14 +43,19 @@ pub fn listen(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
 
 /// Accepted connections send without Nagle's delay: a small response must not wait
 /// for the client's delayed ACK.
-pub fn no_delay(
-    listener: tokio::net::TcpListener,
-) -> impl Listener<Io = tokio::net::TcpStream, Addr = SocketAddr> {
-    listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "could not set TCP_NODELAY");
-        }
-    })
+/// The concrete type (not `impl Listener`) lets axum give handlers the client's
+/// address (`ConnectInfo<SocketAddr>`).
+pub fn no_delay(listener: tokio::net::TcpListener) -> NoDelay {
+    listener.tap_io(set_no_delay)
+}
+
+/// The listener [`no_delay`] returns.
+pub type NoDelay = axum::serve::TapIo<tokio::net::TcpListener, fn(&mut tokio::net::TcpStream)>;
+
+fn set_no_delay(tcp: &mut tokio::net::TcpStream) {
+    if let Err(e) = tcp.set_nodelay(true) {
+        tracing::debug!(error = %e, "could not set TCP_NODELAY");
+    }
 }
 
 /// The routes: `/metrics`, `/healthz`, `/api/v1/*`, and the dashboard's `/admin/*`.

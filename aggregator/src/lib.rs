@@ -51,9 +51,11 @@ pub mod exposition;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod http;
+pub mod identity;
 pub mod layer_parts;
 pub mod lifecycle;
 pub mod on_demand;
+pub mod people;
 pub mod queries;
 pub mod refresh;
 pub mod report;

@@ -113,6 +113,8 @@ impl Aggregator {
             state.health.clone(),
         ));
         let app = http::layered(http::router(state, dashboard), access);
+        // The client's address keys the password-check throttle (`access.rs`).
+        let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
         let server = axum::serve(http::no_delay(listener), app)
             .with_graceful_shutdown(stopped(stop_rx.clone()))
             .into_future();
@@ -156,7 +158,8 @@ async fn stopped(mut stop: watch::Receiver<bool>) {
 fn access_policy(config: &Config) -> Result<AccessPolicy, AggregatorError> {
     match &config.access.auth_file {
         Some(path) => {
-            let credentials = Credentials::load(path)?;
+            let credentials = Credentials::load(path)?
+                .with_login_attempts(config.access.login_attempts_per_minute);
             tracing::info!(file = %path.display(), all_paths = config.access.protect_all, "admin credentials required");
             Ok(AccessPolicy::new(credentials, config.access.protect_all))
         }

@@ -14,6 +14,7 @@ use growth_schema::connection::ClickHouseArgs;
 use growth_schema::service::duration::{parse_duration, parse_positive_duration};
 use growth_schema::user_hash::{KEY_ENV, UserHasher};
 
+pub use crate::delivery::DeliveryConfig;
 use crate::intake_config::{IntakeArgs, IntakeConfig};
 use crate::spool::{FsyncPolicy, SpoolConfig};
 
@@ -25,8 +26,9 @@ use crate::spool::{FsyncPolicy, SpoolConfig};
 /// RESOURCE_EXHAUSTED / UNAVAILABLE (HTTP 429 / 503) with a retry delay.
 ///
 /// The user-hash key is read from the environment variable GROWTH_USER_HASH_KEY or
-/// from --user-hash-key-file, never from a flag's value. Without a key, user ids are
-/// hashed with plain SHA-256 (a warning is logged at start-up).
+/// from --user-hash-key-file, never from a flag's value. Without a key the collector
+/// refuses to start, unless --allow-unkeyed-hash says to hash user ids with plain
+/// SHA-256 (a warning is logged at start-up). `migrate` needs no key.
 ///
 /// Logging is controlled by RUST_LOG (default: info).
 #[derive(Debug, Parser)]
@@ -84,6 +86,12 @@ pub struct RunArgs {
     /// Without it the key is read from the environment variable GROWTH_USER_HASH_KEY.
     #[arg(long, value_name = "FILE", env = "GROWTH_USER_HASH_KEY_FILE")]
     pub user_hash_key_file: Option<PathBuf>,
+
+    /// Without a user-hash key, hash raw user ids with plain SHA-256 instead of refusing
+    /// to start. Only for migrating from a system that stored unkeyed SHA-256 hashes:
+    /// anyone can reverse those for guessable ids (emails, phone numbers, small integers).
+    #[arg(long, env = "GROWTH_ALLOW_UNKEYED_HASH")]
+    pub allow_unkeyed_hash: bool,
 
     /// Largest accepted request, after decompression (bytes, or with a unit: 512KiB, 16MiB).
     #[arg(long, value_name = "BYTES", env = "GROWTH_MAX_REQUEST_BYTES", default_value = "16MiB", value_parser = parse_size)]
@@ -215,36 +223,6 @@ pub struct Config {
     pub delivery: DeliveryConfig,
 }
 
-/// Limits, readiness and shutdown of the delivery path.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DeliveryConfig {
-    /// Most bytes of requests in flight at once.
-    pub max_inflight_bytes: usize,
-    /// Most requests in flight at once.
-    pub max_concurrent_requests: usize,
-    /// Most open connections at once, over both receivers.
-    pub max_connections: usize,
-    /// /readyz is false above this many spooled bytes.
-    pub spool_high_water_bytes: u64,
-    /// /readyz is false when nothing could be inserted for this long.
-    pub write_stall_timeout: Duration,
-    /// Longest a graceful shutdown keeps inserting.
-    pub shutdown_timeout: Duration,
-}
-
-impl Default for DeliveryConfig {
-    fn default() -> Self {
-        Self {
-            max_inflight_bytes: 128 << 20,
-            max_concurrent_requests: 256,
-            max_connections: 1024,
-            spool_high_water_bytes: (1 << 30) / 10 * 8,
-            write_stall_timeout: Duration::from_secs(30),
-            shutdown_timeout: Duration::from_secs(10),
-        }
-    }
-}
-
 impl std::fmt::Debug for Config {
     // By hand, so that the ClickHouse password never reaches a log line.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -312,6 +290,13 @@ pub enum ConfigError {
     /// Two keys were given; hashing with the wrong one would split every user in two.
     #[error("both --user-hash-key-file and {KEY_ENV} are set: configure the user-hash key once")]
     TwoKeys,
+    /// No key, and plain SHA-256 was not asked for.
+    #[error(
+        "no user-hash key: set {KEY_ENV} or --user-hash-key-file to a secret (e.g. `openssl rand -hex 32`); \
+         --allow-unkeyed-hash (GROWTH_ALLOW_UNKEYED_HASH=true) hashes user ids with plain SHA-256 instead, \
+         only for data migrated from a system that used it"
+    )]
+    NoKey,
 }
 
 impl RunArgs {
@@ -323,7 +308,8 @@ impl RunArgs {
             (Some(_), Some(_)) => return Err(ConfigError::TwoKeys),
             (Some(path), None) => read_key_file(path)?,
             (None, Some(key)) => UserHasher::new(Some(key.into_bytes())),
-            (None, None) => UserHasher::new(None),
+            (None, None) if self.allow_unkeyed_hash => UserHasher::new(None),
+            (None, None) => return Err(ConfigError::NoKey),
         };
         Ok(Config {
             clickhouse: self.clickhouse,
@@ -367,7 +353,10 @@ impl Cli {
     /// Reads `GROWTH_USER_HASH_KEY` from the process environment and resolves the flags.
     pub fn into_config(self) -> Result<(Command, Config), ConfigError> {
         let command = self.command.unwrap_or(Command::Run);
-        let config = self.run.into_config(std::env::var(KEY_ENV).ok())?;
+        let mut run = self.run;
+        // `migrate` hashes nothing, so it needs no key.
+        run.allow_unkeyed_hash |= command == Command::Migrate;
+        let config = run.into_config(std::env::var(KEY_ENV).ok())?;
         Ok((command, config))
     }
 }
@@ -437,7 +426,9 @@ mod tests {
 
     #[test]
     fn defaults_follow_the_design() {
-        let config = args(&[]).into_config(None).expect("config");
+        let config = args(&["--allow-unkeyed-hash"])
+            .into_config(None)
+            .expect("config");
         assert_eq!(config.otlp_grpc_addr.to_string(), "127.0.0.1:4317");
         assert_eq!(config.otlp_http_addr.to_string(), "127.0.0.1:4318");
         assert_eq!(config.admin_addr.to_string(), "127.0.0.1:8888");
@@ -460,13 +451,10 @@ mod tests {
                 .hasher
                 .is_keyed()
         );
-        assert!(
-            !args(&[])
-                .into_config(Some(String::new()))
-                .expect("config")
-                .hasher
-                .is_keyed()
-        );
+        assert!(matches!(
+            args(&[]).into_config(Some(String::new())),
+            Err(ConfigError::NoKey)
+        ));
 
         let dir = std::env::temp_dir().join(format!("growth-collector-key-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
@@ -493,6 +481,32 @@ mod tests {
     }
 
     #[test]
+    fn a_missing_key_is_an_error_unless_plain_sha256_is_asked_for() {
+        let refused = args(&[]).into_config(None).map(drop);
+        assert!(matches!(refused, Err(ConfigError::NoKey)), "{refused:?}");
+        let message = ConfigError::NoKey.to_string();
+        for hint in [KEY_ENV, "--user-hash-key-file", "--allow-unkeyed-hash"] {
+            assert!(message.contains(hint), "{message}");
+        }
+        let unkeyed = args(&["--allow-unkeyed-hash"])
+            .into_config(None)
+            .expect("config");
+        assert!(!unkeyed.hasher.is_keyed());
+        assert_eq!(
+            unkeyed.hasher.hash("u").as_str(),
+            UserHasher::new(None).hash("u").as_str()
+        );
+        // A key, when there is one, is used even with the flag.
+        assert!(
+            args(&["--allow-unkeyed-hash"])
+                .into_config(Some("k".into()))
+                .expect("config")
+                .hasher
+                .is_keyed()
+        );
+    }
+
+    #[test]
     fn sizes_and_durations_parse() {
         assert_eq!(parse_size("16MiB"), Ok(16 << 20));
         assert_eq!(parse_size("512KiB"), Ok(512 << 10));
@@ -505,7 +519,7 @@ mod tests {
         assert_eq!(delay("200ms"), Ok(Duration::from_millis(200)));
         assert_eq!(duration("0s"), Ok(Duration::ZERO));
         let config = args(&["--batch-max-rows", "10", "--batch-max-delay", "50ms"])
-            .into_config(None)
+            .into_config(Some("k".into()))
             .expect("config");
         assert_eq!(config.batch.max_rows, 10);
         assert_eq!(config.batch.max_delay, Duration::from_millis(50));

@@ -364,6 +364,7 @@ mod tests {
             "--otlp-grpc-addr=127.0.0.1:0",
             "--otlp-http-addr=127.0.0.1:0",
             "--admin-addr=127.0.0.1:0",
+            "--allow-unkeyed-hash",
             "--startup-timeout",
             startup_timeout,
         ])

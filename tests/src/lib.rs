@@ -82,20 +82,27 @@ pub struct Running {
 
 impl Running {
     fn start(name: &str, args: &[String], envs: &[(&str, String)]) -> Self {
+        let mut cmd = Command::new(binary(name));
+        cmd.args(args)
+            .env_remove("GROWTH_USER_HASH_KEY")
+            .env_remove("GROWTH_ALLOW_UNKEYED_HASH")
+            .env("RUST_LOG", "info");
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        Self::spawn(name, cmd)
+    }
+
+    /// Spawns `cmd` (set up by the caller: program, arguments, environment, working
+    /// directory) with its output going to a log file; `name` names it in panics.
+    pub fn spawn(name: &str, mut cmd: Command) -> Self {
         let dir = std::env::temp_dir().join("growth-e2e");
         std::fs::create_dir_all(&dir).expect("temp dir");
         let log = dir.join(format!("{name}-{}-{}.log", std::process::id(), free_port()));
         let file = std::fs::File::create(&log).expect("log file");
-        let mut cmd = Command::new(binary(name));
-        cmd.args(args)
-            .env_remove("GROWTH_USER_HASH_KEY")
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
+        cmd.stdin(Stdio::null())
             .stdout(file.try_clone().expect("log file"))
             .stderr(file);
-        for (k, v) in envs {
-            cmd.env(k, v);
-        }
         let child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
@@ -220,7 +227,8 @@ pub fn temp_spool_dir(name: &str) -> PathBuf {
 }
 
 impl Collector {
-    /// Starts the collector; `hash_key` becomes `GROWTH_USER_HASH_KEY`.
+    /// Starts the collector; `hash_key` becomes `GROWTH_USER_HASH_KEY` (without one,
+    /// `GROWTH_ALLOW_UNKEYED_HASH=true`: plain SHA-256).
     pub async fn start(database: &str, hash_key: Option<&str>) -> Self {
         Self::start_with(database, hash_key, &[]).await
     }
@@ -272,9 +280,12 @@ impl Collector {
             args.extend(["--batch-max-delay".to_owned(), "100ms".to_owned()]);
         }
         args.extend(extra.iter().map(|s| s.to_string()));
-        let envs: Vec<(&'static str, String)> = hash_key
-            .map(|k| vec![("GROWTH_USER_HASH_KEY", k.to_owned())])
-            .unwrap_or_default();
+        // Without a key the collector refuses to start unless told to hash with plain
+        // SHA-256 (what tests without a key compare against).
+        let envs: Vec<(&'static str, String)> = match hash_key {
+            Some(k) => vec![("GROWTH_USER_HASH_KEY", k.to_owned())],
+            None => vec![("GROWTH_ALLOW_UNKEYED_HASH", "true".to_owned())],
+        };
         let mut process = Running::start("growth-collector", &args, &envs);
         let admin = format!("http://127.0.0.1:{admin}");
         process
@@ -579,31 +590,6 @@ where
             "timed out after {timeout:?} waiting for {what}"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-/// A small deterministic random source (SplitMix64) for generated test data: the same
-/// seed gives the same data set on every run and machine.
-pub struct Rng(pub u64);
-
-impl Rng {
-    /// The next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// A number in `0..n`.
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n
-    }
-
-    /// True `percent` times in 100.
-    pub fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
     }
 }
 

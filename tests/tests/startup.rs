@@ -15,6 +15,7 @@ fn run(bin: &str, args: &[&str]) -> Output {
         .args(args)
         .current_dir(std::env::temp_dir())
         .env_remove("GROWTH_USER_HASH_KEY")
+        .env_remove("GROWTH_ALLOW_UNKEYED_HASH")
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())
         .output()
@@ -112,4 +113,54 @@ async fn the_aggregator_stops_cleanly_on_sigterm() {
     for line in ["received SIGTERM", "shutting down", "stopped"] {
         assert!(log.contains(line), "no {line:?} in\n{log}");
     }
+}
+
+/// No user-hash key is a start-up error (exit code 2, before anything else), unless
+/// plain SHA-256 is asked for by flag or environment; `migrate` needs no key.
+#[test]
+fn the_collector_refuses_to_run_without_a_user_hash_key() {
+    let nowhere = format!("http://127.0.0.1:{}", free_port());
+    let spool = std::env::temp_dir().join(format!("growth-e2e-nokey-{}", free_port()));
+    let spool = spool.to_string_lossy().into_owned();
+    let base = [
+        "--clickhouse-url",
+        &nowhere,
+        "--startup-timeout",
+        "1s",
+        "--spool-dir",
+        &spool,
+        "--otlp-grpc-addr=127.0.0.1:0",
+        "--otlp-http-addr=127.0.0.1:0",
+        "--admin-addr=127.0.0.1:0",
+    ];
+    let without = run("growth-collector", &base);
+    let log = String::from_utf8_lossy(&without.stderr);
+    assert_eq!(without.status.code(), Some(2), "{log}");
+    for hint in [
+        "GROWTH_USER_HASH_KEY",
+        "--user-hash-key-file",
+        "--allow-unkeyed-hash",
+    ] {
+        assert!(log.contains(hint), "no {hint:?} in\n{log}");
+    }
+
+    // Told so, it starts (and gives up on the missing ClickHouse), with a warning.
+    let with_flag = run(
+        "growth-collector",
+        &[&base[..], &["--allow-unkeyed-hash"]].concat(),
+    );
+    let with_env = Command::new(binary("growth-collector"))
+        .args(base)
+        .current_dir(std::env::temp_dir())
+        .env_remove("GROWTH_USER_HASH_KEY")
+        .env("GROWTH_ALLOW_UNKEYED_HASH", "true")
+        .stdin(Stdio::null())
+        .output()
+        .expect("runs");
+    for out in [with_flag, with_env] {
+        let log = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{log}");
+        assert!(log.contains("plain SHA-256"), "{log}");
+    }
+    let _ = std::fs::remove_dir_all(&spool);
 }
