@@ -27,6 +27,7 @@ fn seeds() -> Vec<Vec<u8>> {
         parts: Default::default(),
         days: vec![],
         unions: vec![],
+        links: 0,
     }];
     let days: Vec<SavedDay> = layers
         .iter()
@@ -56,6 +57,7 @@ fn seeds() -> Vec<Vec<u8>> {
             last: day(3),
             users: Arc::new(vec![1, 5, 9, 10, 11, u64::MAX]),
         }],
+        links: 0x5eed,
     });
     caches
         .iter()

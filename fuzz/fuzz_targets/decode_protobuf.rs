@@ -8,29 +8,33 @@ use growth_collector::receiver::decode::{self, DecodeError, DecodeLimits};
 use growth_collector::view::{self, KeyValue, LogRecord, Visitor};
 use libfuzzer_sys::fuzz_target;
 
+/// One thing a visitor is shown (compared through `Debug`: a NaN is not equal to itself).
+#[derive(Debug)]
+#[allow(dead_code)]
+enum Seen<'a> {
+    Resource(Vec<KeyValue<'a>>),
+    Record(u64, u64, &'a str, Vec<KeyValue<'a>>),
+}
+
 /// Everything a visitor is shown, for comparing two readers.
 #[derive(Debug, Default)]
 struct Recorder<'a> {
-    seen: Vec<(
-        Option<Vec<KeyValue<'a>>>,
-        Option<(u64, u64, &'a str, Vec<KeyValue<'a>>)>,
-    )>,
+    seen: Vec<Seen<'a>>,
     records: usize,
 }
 
 impl<'a> Visitor<'a> for Recorder<'a> {
     fn resource(&mut self, attributes: &[KeyValue<'a>]) {
-        self.seen.push((Some(attributes.to_vec()), None));
+        self.seen.push(Seen::Resource(attributes.to_vec()));
     }
     fn record(&mut self, r: &LogRecord<'a, '_>) {
         self.records += 1;
-        let record = (
+        self.seen.push(Seen::Record(
             r.time_unix_nano,
             r.observed_time_unix_nano,
             r.event_name,
             r.attributes.to_vec(),
-        );
-        self.seen.push((None, Some(record)));
+        ));
     }
 }
 
