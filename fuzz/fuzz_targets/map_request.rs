@@ -1,6 +1,7 @@
 //! The mapping (`map::Mapper`, `map::map_request`): any decodable request maps without
 //! panicking, the intake's path (mapping while reading the bytes in place) and the
-//! owned path agree, every record is accounted for, no raw `user.id` value and no raw
+//! owned path agree, every record is accounted for, no raw `user.id` (nor
+//! `anonymous.id`, `merged.id`) value and no raw
 //! identifying attribute reaches a row, and every row is within the contract's bounds.
 #![no_main]
 
@@ -9,22 +10,26 @@ use growth_collector::auth::AppAccess;
 use growth_collector::map::{MapRules, Mapper, map_request};
 use growth_collector::privacy::{IdentifyingAction, Privacy};
 use growth_collector::receiver::decode::{self, DecodeLimits};
-use growth_schema::limits;
 use growth_schema::user_hash::UserHasher;
+use growth_schema::{attributes, limits};
 use libfuzzer_sys::fuzz_target;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 
-/// Strings a row must never hold: the `user.id` values of the request (as text,
-/// integers as decimal) that occur nowhere else in its bytes (else the same text
-/// may legitimately arrive as an event name or a property) and are not hex (a
-/// hash is hex).
+/// Strings a row must never hold: the text `user.id`, `anonymous.id` and `merged.id`
+/// values of the request that occur nowhere else in its bytes (else the same text
+/// may legitimately arrive as an event name or a property) and could not be derived
+/// text (see below).
 fn raw_ids(request: &ExportLogsServiceRequest, data: &[u8]) -> Vec<String> {
     let mut ids = Vec::new();
     for resource in &request.resource_logs {
         for scope in &resource.scope_logs {
             for record in &scope.log_records {
-                for kv in record.attributes.iter().filter(|kv| kv.key == "user.id") {
+                let raw = |key: &str| {
+                    key == attributes::USER_ID
+                        || attributes::HASHED_TWINS.iter().any(|(id, _)| *id == key)
+                };
+                for kv in record.attributes.iter().filter(|kv| raw(&kv.key)) {
                     if let Some(Value::StringValue(id)) =
                         kv.value.as_ref().and_then(|v| v.value.as_ref())
                     {

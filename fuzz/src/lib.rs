@@ -168,6 +168,25 @@ pub fn requests() -> Vec<ExportLogsServiceRequest> {
             )],
         ),
         request(Some("shop"), vec![record("bulk_import", many)]),
+        request(
+            Some("shop"),
+            vec![
+                record(
+                    "identify",
+                    vec![
+                        kv("user.id", string("grace-4321")),
+                        kv("anonymous.id", string("anon-device-77")),
+                    ],
+                ),
+                record(
+                    "merge",
+                    vec![
+                        kv("user.id", string("grace-4321")),
+                        kv("merged.id", string("grace-old-account")),
+                    ],
+                ),
+            ],
+        ),
         two,
         request(
             Some("bad"),
