@@ -44,7 +44,7 @@ fn last_offset_change(tz: Tz, now: DateTime<Utc>) -> NaiveDate {
 
 /// (events, links sent at first, the late link), none in the future.
 fn data_set(now: DateTime<Utc>) -> (Vec<Ev>, Vec<LinkEv>, LinkEv) {
-    let mut rng = Rng(2026_12_08);
+    let mut rng = Rng(20261208);
     let mut events = Vec::new();
     let mut links = Vec::new();
     let latest = now - chrono::Duration::seconds(5);
