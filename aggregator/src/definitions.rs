@@ -199,7 +199,7 @@ impl Period {
     }
 }
 
-/// Lifecycle of one period (docs/contract.md, "Lifecycle"): persons active in it,
+/// Lifecycle of one period (docs/contract.md, "Metric definitions"): persons active in it,
 /// split by how they stood before, and the persons active in the period before
 /// who were not in this one.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -111,7 +111,7 @@ pub struct KeyFirstDay {
     pub day: NaiveDate,
 }
 
-/// Lifecycle of one app's period (docs/contract.md, "Lifecycle"), as the SQL path
+/// Lifecycle of one app's period (docs/contract.md, "Metric definitions"), as the SQL path
 /// counts it: `start` is the period's first day.
 #[derive(Debug, Clone, PartialEq, clickhouse::Row, Deserialize)]
 pub struct LifecycleRow {

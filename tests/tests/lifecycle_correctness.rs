@@ -1,4 +1,4 @@
-//! Lifecycle (docs/contract.md, "Lifecycle"): new, returning, resurrecting and dormant
+//! Lifecycle (docs/contract.md, "Metric definitions"): new, returning, resurrecting and dormant
 //! persons per day and per ISO week, on `/metrics` (the last complete period) and on
 //! `/api/v1/lifecycle` (series: from the refresh's cached days, and asked in SQL for a
 //! longer range), compared with the independent reference (`reference/mod.rs`) exactly,
