@@ -1,6 +1,7 @@
 //! One test (or a few) per row of the event contract in docs/contract.md.
 
 use super::*;
+use growth_testkit::otlp::{kv, s};
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, ArrayValue, KeyValue, KeyValueList};
 use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
@@ -11,18 +12,6 @@ const RECEIVED_NANOS: i64 = 1_700_000_100_123_000_000;
 
 fn received() -> DateTime<Utc> {
     DateTime::from_timestamp_nanos(RECEIVED_NANOS)
-}
-
-fn kv(key: &str, value: Value) -> KeyValue {
-    KeyValue {
-        key: key.to_owned(),
-        value: Some(AnyValue { value: Some(value) }),
-        ..Default::default()
-    }
-}
-
-fn s(text: &str) -> Value {
-    Value::StringValue(text.to_owned())
 }
 
 fn record(event_name: &str, attrs: Vec<KeyValue>) -> LogRecord {

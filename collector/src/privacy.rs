@@ -270,6 +270,7 @@ fn double_text(d: f64) -> String {
 
 #[cfg(test)]
 mod tests {
+    use growth_testkit::otlp::{kv, s};
     use opentelemetry_proto::tonic::common::v1::any_value::Value;
     use opentelemetry_proto::tonic::common::v1::{AnyValue, ArrayValue, KeyValue, KeyValueList};
 
@@ -300,18 +301,6 @@ mod tests {
             truncated: props.truncated,
             redacted: props.redacted,
         }
-    }
-
-    fn kv(key: &str, value: Value) -> KeyValue {
-        KeyValue {
-            key: key.to_owned(),
-            value: Some(AnyValue { value: Some(value) }),
-            ..Default::default()
-        }
-    }
-
-    fn s(text: &str) -> Value {
-        Value::StringValue(text.to_owned())
     }
 
     fn kvlist(entries: Vec<KeyValue>) -> Value {

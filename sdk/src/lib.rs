@@ -65,6 +65,7 @@ mod config;
 mod delivery;
 mod error;
 mod event;
+#[cfg(feature = "finance")]
 pub mod finance;
 mod loss;
 mod queue;
@@ -85,6 +86,7 @@ pub use config::{
 };
 pub use error::SdkError;
 pub use event::{AttributeValue, Event};
+#[cfg(feature = "finance")]
 pub use finance::Source;
 pub use growth_schema::user_hash::{UserHash, UserHasher};
 pub use report::{DeliveryReport, Loss};
