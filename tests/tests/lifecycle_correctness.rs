@@ -19,7 +19,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Days, NaiveDate, Offset, TimeZone, Utc};
 use chrono_tz::Tz;
-use growth_e2e::{Aggregator, Collector, Exposition, Rng, labels, unique_database};
+use growth_e2e::{Aggregator, Collector, Exposition, labels, unique_database};
+use growth_testkit::Rng;
 use reference::{Ev, LinkEv, Reference, as_persons};
 use serde_json::Value;
 
