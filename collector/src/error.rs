@@ -16,6 +16,12 @@ pub enum CollectorError {
     /// The auth tokens file is not usable.
     #[error(transparent)]
     Tokens(#[from] crate::auth::TokensFileError),
+    /// The admin token file or the erasure queue is not usable.
+    #[error(transparent)]
+    Erasure(#[from] crate::erasure::ErasureError),
+    /// `erase` failed.
+    #[error(transparent)]
+    Erase(#[from] crate::erasure::cli::EraseError),
     /// A listen address could not be bound.
     #[error("cannot listen on {addr} for {what}: {source}")]
     Bind {
