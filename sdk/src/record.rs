@@ -161,7 +161,6 @@ pub(crate) struct InvalidEventName;
 /// Encodes one event, the user not hashed yet ([`EncodedRecord::seal`] does
 /// that). `now` is the observed time (and the event time unless the event
 /// carries its own).
-#[cfg(test)]
 pub(crate) fn encode<K: AsRef<str>>(
     event: &EventParts<'_, K>,
     now: SystemTime,

@@ -38,7 +38,6 @@ pub(crate) struct RequestTemplate {
 
 impl RequestTemplate {
     /// `resource` holds `service.name` and any other resource attributes.
-    #[cfg(test)]
     pub(crate) fn new(resource: &[(String, String)], hasher: UserHasher) -> Self {
         Self::with_previous(resource, hasher, None)
     }
