@@ -12,6 +12,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use growth_schema::connection::ClickHouseArgs;
 use growth_schema::service::duration::{parse_duration, parse_positive_duration};
+use growth_schema::service::tls::{TlsArgs, TlsFiles};
 use growth_schema::user_hash::{KEY_ENV, UserHasher};
 
 use crate::intake_config::{IntakeArgs, IntakeConfig};
@@ -102,6 +103,22 @@ pub struct RunArgs {
 
     #[command(flatten)]
     pub intake: IntakeArgs,
+
+    // ---- TLS (growth_schema::service::tls); README "TLS" ----
+    // --tls-cert, --tls-key: TLS on the OTLP/gRPC, OTLP/HTTP and admin ports.
+    #[command(flatten)]
+    pub tls: TlsArgs,
+
+    /// With --tls-cert: OTLP senders must present a client certificate signed by a CA
+    /// in this PEM file (mTLS); a connection without one is refused during the
+    /// handshake. The admin port never asks for one. Re-read on SIGHUP.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "GROWTH_TLS_CLIENT_CA",
+        requires = "tls_cert"
+    )]
+    pub tls_client_ca: Option<PathBuf>,
     // ---- Delivery: spool, batches, backpressure, shutdown (collector/src/{spool,writer}.rs) ----
     /// Directory of the write-ahead spool (created if missing). A request is
     /// acknowledged once its events are written (and synced) here.
@@ -220,6 +237,9 @@ pub struct Config {
     pub spool: SpoolConfig,
     /// Limits, readiness and shutdown of the delivery path.
     pub delivery: DeliveryConfig,
+    /// TLS files of the OTLP ports (the admin port uses them without `client_ca`);
+    /// `None`: plain text.
+    pub tls: Option<TlsFiles>,
 }
 
 /// Limits, readiness and shutdown of the delivery path.
@@ -269,6 +289,7 @@ impl std::fmt::Debug for Config {
             .field("intake", &self.intake)
             .field("spool", &self.spool)
             .field("delivery", &self.delivery)
+            .field("tls", &self.tls)
             .finish_non_exhaustive()
     }
 }
@@ -374,6 +395,10 @@ impl RunArgs {
                 write_stall_timeout: self.write_stall_timeout,
                 shutdown_timeout: self.shutdown_timeout,
             },
+            tls: self.tls.files().map(|files| TlsFiles {
+                client_ca: self.tls_client_ca,
+                ..files
+            }),
         })
     }
 }
