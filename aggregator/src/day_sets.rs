@@ -29,7 +29,9 @@ use chrono_tz::Tz;
 
 use crate::day_store::{DayStore, SavedDay, SavedDays, SavedUnion};
 use crate::definitions::{MetricDefinitions, RefreshPlan, days_range};
+use crate::identity;
 use crate::layer_parts::LayerParts;
+use crate::people::People;
 use crate::queries::Queries;
 use crate::rows::{ActiveUsers, CohortSize, DayUsers, Layer, Retained};
 
@@ -51,7 +53,10 @@ struct Day {
     unsettled: bool,
     /// Changes whenever the users change; keys the cached unions.
     version: u64,
+    /// Each app's persons ([`crate::identity`]): `raw` with linked keys mapped.
     users: BTreeMap<String, Users>,
+    /// Each app's user keys as read.
+    raw: BTreeMap<String, Users>,
 }
 
 /// A union of consecutive active days, kept while none of them changes.
@@ -78,6 +83,15 @@ pub struct DaySets {
     dirty: bool,
     /// The write in progress, if any (one at a time, off the runtime).
     writing: Option<tokio::task::JoinHandle<()>>,
+    /// The links and their resolution.
+    people: People,
+    /// The links' fingerprint the loaded unions were built under (until checked).
+    loaded_links: Option<u64>,
+    /// Member days whose persons are to be mapped again (all of an app's: `apps`).
+    settle_days: BTreeSet<NaiveDate>,
+    settle_apps: BTreeSet<String>,
+    /// Linked keys that left a cohort day: their first day is asked again.
+    requery: BTreeMap<String, Vec<u64>>,
 }
 
 /// What a refresh needs from the layer, as the SQL path returns it.
@@ -85,6 +99,18 @@ pub struct Counts {
     pub active: Vec<ActiveUsers>,
     pub sizes: Vec<CohortSize>,
     pub retained: Vec<Retained>,
+    /// Per app: identify pairs refused (claimed by another, known as anonymous) and
+    /// keys joined to another person.
+    pub identity: BTreeMap<String, IdentityCounts>,
+}
+
+/// What the links of one app did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IdentityCounts {
+    pub claimed_by_another: u64,
+    pub known_as_anonymous: u64,
+    /// Keys whose person is another key.
+    pub joined: u64,
 }
 
 fn before(d: NaiveDate, n: u64) -> NaiveDate {
@@ -167,12 +193,34 @@ impl DaySets {
             .unwrap_or(today)
             .min(member_days.first().copied().unwrap_or(today));
         let just_today = [today];
-        let (markers, parts, today_active, today_new) = tokio::try_join!(
+        let (markers, parts, today_active, today_new, mut links) = tokio::try_join!(
             source.layer_markers(defs, first, today),
             source.layer_parts(),
             source.active_day_users(defs, &just_today),
             source.cohort_day_users(defs, &just_today),
+            source.identity_links(self.people.since()),
         )?;
+        // Links deleted or rewritten: read them all again.
+        let full = self.people.loaded()
+            && self
+                .parts
+                .as_ref()
+                .is_some_and(|before| parts.links_changed(before));
+        if full {
+            tracing::info!("identity links deleted or rewritten; reading them all again");
+            links = source.identity_links(None).await?;
+        }
+        let changed = self.people.apply(source, defs, links, full).await?;
+        if let Some(saved) = self.loaded_links.take() {
+            // The loaded days hold keys as read: map them under the links read now;
+            // the saved unions hold only under the same links.
+            if saved != self.people.fingerprint() {
+                self.unions.clear();
+            }
+            self.remap_all();
+        } else {
+            self.patch(&changed);
+        }
         self.store(Layer::Activity, &[today], today_active, &markers);
         self.store(Layer::FirstSeen, &[today], today_new, &markers);
         // Read beside its markers, not after them: once today is yesterday, its marker
@@ -236,7 +284,111 @@ impl DaySets {
                 self.dirty = true;
             }
         }
+        for (app, keys) in std::mem::take(&mut self.requery) {
+            self.people.ask_first_days(source, defs, &app, keys).await?;
+            self.settle_apps.insert(app);
+        }
+        self.settle_members();
         Ok(())
+    }
+
+    /// Maps every cached day's keys to persons again (after a load), keeping each
+    /// day's version: the persons are what the saved unions were built from when
+    /// the links are the same.
+    fn remap_all(&mut self) {
+        let people = &self.people;
+        for day in self.activity.values_mut() {
+            for (app, raw) in &day.raw {
+                let persons = match people.persons(app) {
+                    Some(p) => identity::persons_of(raw, &p.resolution.persons, |_| true),
+                    None => raw.clone(),
+                };
+                day.users.insert(app.clone(), persons);
+            }
+        }
+        self.settle_apps
+            .extend(self.members.values().flat_map(|d| d.raw.keys().cloned()));
+    }
+
+    /// After new links: maps again each active day holding a key whose person
+    /// changed (found by binary search), and every cohort day of those apps.
+    fn patch(&mut self, changed: &BTreeMap<String, Vec<u64>>) {
+        for (app, keys) in changed {
+            let Some(people) = self.people.persons(app) else {
+                continue;
+            };
+            for day in self.activity.values_mut() {
+                let Some(raw) = day.raw.get(app) else {
+                    continue;
+                };
+                if !identity::holds_any(raw, keys) {
+                    continue;
+                }
+                let persons = identity::persons_of(raw, &people.resolution.persons, |_| true);
+                if day.users.get(app).is_none_or(|u| *u != persons) {
+                    day.users.insert(app.clone(), persons);
+                    self.next_version += 1;
+                    day.version = self.next_version;
+                }
+            }
+            self.settle_apps.insert(app.clone());
+        }
+    }
+
+    /// Maps the cohort days to be settled: a linked person counts on the day that is
+    /// the earliest first day of any of their keys. A linked key found on a cohort
+    /// day has that first day; when that moves a person's first day, every cohort
+    /// day of the app is mapped again.
+    fn settle_members(&mut self) {
+        let days = std::mem::take(&mut self.settle_days);
+        let mut apps = std::mem::take(&mut self.settle_apps);
+        // First days seen on the cohort days read.
+        for d in &days {
+            let Some(day) = self.members.get(d) else {
+                continue;
+            };
+            for (app, raw) in &day.raw {
+                let Some(people) = self.people.apps.get_mut(app) else {
+                    continue;
+                };
+                let mut moved = false;
+                for k in raw.iter() {
+                    if people.resolution.persons.contains_key(k) {
+                        let old = people.first_days.insert(*k, Some(*d));
+                        moved |= old != Some(Some(*d));
+                    }
+                }
+                if moved {
+                    people.person_first = Arc::new(identity::person_first_days(
+                        &people.resolution.persons,
+                        &people.first_days,
+                    ));
+                    apps.insert(app.clone());
+                }
+            }
+        }
+        for (d, day) in self.members.iter_mut() {
+            let whole_day = days.contains(d);
+            for (app, raw) in &day.raw {
+                if !whole_day && !apps.contains(app) {
+                    continue;
+                }
+                let persons = match self.people.persons(app) {
+                    Some(p) => {
+                        let first = &p.person_first;
+                        identity::persons_of(raw, &p.resolution.persons, |person| {
+                            first.get(&person) == Some(d)
+                        })
+                    }
+                    None => raw.clone(),
+                };
+                if day.users.get(app).is_none_or(|u| *u != persons) {
+                    day.users.insert(app.clone(), persons);
+                    self.next_version += 1;
+                    day.version = self.next_version;
+                }
+            }
+        }
     }
 
     /// Marks for reading every cached day of a partition changed by anything other
@@ -306,7 +458,8 @@ impl DaySets {
                 marker: d.marker,
                 unsettled: d.unsettled,
                 version: self.next_version,
-                users: d.users,
+                users: d.users.clone(),
+                raw: d.users,
             };
             match d.layer {
                 Layer::Activity => self.activity.insert(d.day, day),
@@ -325,6 +478,7 @@ impl DaySets {
             );
         }
         self.parts = Some(saved.parts);
+        self.loaded_links = Some(saved.links);
         self.built_for = Some((defs.timezone, defs.active_events.clone()));
         tracing::info!(
             path = %path.display(),
@@ -354,7 +508,7 @@ impl DaySets {
                     day: *d,
                     unsettled: day.unsettled,
                     marker: day.marker.clone(),
-                    users: day.users.clone(),
+                    users: day.raw.clone(),
                 })
                 .collect::<Vec<_>>()
         };
@@ -377,6 +531,7 @@ impl DaySets {
             parts: self.parts.clone().unwrap_or_default(),
             days: saved_days,
             unions,
+            links: self.people.fingerprint(),
         };
         self.writing = Some(tokio::task::spawn_blocking(move || {
             let started = Instant::now();
@@ -417,7 +572,19 @@ impl DaySets {
             active: Vec::new(),
             sizes: Vec::new(),
             retained: Vec::new(),
+            identity: BTreeMap::new(),
         };
+        for (app, p) in &self.people.apps {
+            let r = &p.resolution;
+            counts.identity.insert(
+                app.clone(),
+                IdentityCounts {
+                    claimed_by_another: r.claimed_by_another,
+                    known_as_anonymous: r.known_as_anonymous,
+                    joined: r.persons.iter().filter(|(k, p)| k != p).count() as u64,
+                },
+            );
+        }
         for app in &apps {
             if let Some(a) = self.active_users(app, today) {
                 counts.active.push(a);
@@ -500,8 +667,45 @@ impl DaySets {
         };
         for d in chunk {
             let marker = markers.get(&(layer, *d)).cloned().unwrap_or_default();
-            let users = by_day.remove(d).unwrap_or_default();
+            let raw = by_day.remove(d).unwrap_or_default();
             let previous = days.get(d);
+            let users: BTreeMap<String, Users> = match layer {
+                Layer::Activity => raw
+                    .iter()
+                    .map(|(app, keys)| {
+                        let persons = match self.people.persons(app) {
+                            Some(p) => identity::persons_of(keys, &p.resolution.persons, |_| true),
+                            None => keys.clone(),
+                        };
+                        (app.clone(), persons)
+                    })
+                    .collect(),
+                Layer::FirstSeen => {
+                    // Mapped once the first days are known (settle_members); a
+                    // linked key that left the day has its first day asked again.
+                    self.settle_days.insert(*d);
+                    if let Some(p) = previous {
+                        for (app, old) in &p.raw {
+                            let Some(people) = self.people.persons(app) else {
+                                continue;
+                            };
+                            let new = raw.get(app).cloned().unwrap_or_default();
+                            let gone: Vec<u64> = old
+                                .iter()
+                                .filter(|k| {
+                                    people.resolution.persons.contains_key(k)
+                                        && new.binary_search(k).is_err()
+                                })
+                                .copied()
+                                .collect();
+                            if !gone.is_empty() {
+                                self.requery.entry(app.clone()).or_default().extend(gone);
+                            }
+                        }
+                    }
+                    raw.clone()
+                }
+            };
             let changed_marker = previous.is_none_or(|p| p.marker != marker);
             let version = match previous {
                 Some(p) if p.users == users => p.version,
@@ -521,6 +725,7 @@ impl DaySets {
                     unsettled,
                     version,
                     users,
+                    raw,
                 },
             );
         }

@@ -34,7 +34,9 @@ use crate::rows::Layer;
 
 const MAGIC: &[u8; 16] = b"growth-day-sets\n";
 /// Bumped whenever the layout or the meaning of a field changes.
-const FORMAT: u32 = 1;
+/// 2: the days hold the user keys as read (before identity), and the header the
+/// links' fingerprint the unions were built under.
+const FORMAT: u32 = 2;
 
 /// Why the file could not be used or written.
 #[derive(Debug, thiserror::Error)]
@@ -57,7 +59,7 @@ pub struct SavedDay {
     /// To be read again (its marker had just changed, or a deletion touched it).
     pub unsettled: bool,
     pub marker: BTreeMap<String, u64>,
-    /// App → sorted, distinct user keys.
+    /// App → sorted, distinct user keys, as read (persons are derived at load).
     pub users: BTreeMap<String, Arc<Vec<u64>>>,
 }
 
@@ -79,7 +81,10 @@ pub struct SavedDays {
     /// The deletion check's view of the layer at the last refresh.
     pub parts: LayerParts,
     pub days: Vec<SavedDay>,
+    /// Unions of persons, valid under the links of [`SavedDays::links`].
     pub unions: Vec<SavedUnion>,
+    /// The links' fingerprint ([`crate::people::People::fingerprint`]).
+    pub links: u64,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -91,6 +96,7 @@ struct Header {
     days: Vec<DayHeader>,
     /// Their keys follow the days' keys, in this order.
     unions: Vec<UnionHeader>,
+    links: u64,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -172,6 +178,7 @@ impl DayStore {
 
 fn encode(saved: &SavedDays, database: &str) -> Vec<u8> {
     let header = Header {
+        links: saved.links,
         database: database.to_owned(),
         timezone: saved.timezone.clone(),
         active_events: saved.active_events.clone(),
@@ -298,6 +305,7 @@ fn decode(bytes: &[u8], database: &str) -> Result<SavedDays, String> {
         parts: header.parts,
         days,
         unions,
+        links: header.links,
     })
 }
 
@@ -338,6 +346,7 @@ mod tests {
             timezone: "Europe/Berlin".into(),
             active_events: vec!["expense_logged".into()],
             parts: LayerParts::default(),
+            links: 7,
             days: vec![
                 SavedDay {
                     layer: Layer::Activity,

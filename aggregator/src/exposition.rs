@@ -239,6 +239,40 @@ pub fn render(
     let mut f = header(
         &mut out,
         format,
+        "growth_identity_conflicts",
+        "gauge",
+        "Identify links refused, ever: reason=claimed (the anonymous id belongs to an earlier identify of another known id), reason=known (the anonymous id is a known id).",
+    );
+    for &(app, m) in &apps {
+        if m.identity.claimed_by_another + m.identity.known_as_anonymous + m.identity.joined == 0 {
+            continue;
+        }
+        f.sample(
+            &[("app", app), ("reason", "claimed")],
+            m.identity.claimed_by_another as f64,
+        );
+        f.sample(
+            &[("app", app), ("reason", "known")],
+            m.identity.known_as_anonymous as f64,
+        );
+    }
+    let mut f = header(
+        &mut out,
+        format,
+        "growth_identity_linked_ids",
+        "gauge",
+        "User ids counted as part of another person (an identified anonymous id, a merged known id).",
+    );
+    for &(app, m) in &apps {
+        if m.identity.joined > 0
+            || m.identity.claimed_by_another + m.identity.known_as_anonymous > 0
+        {
+            f.sample(&[("app", app)], m.identity.joined as f64);
+        }
+    }
+    let mut f = header(
+        &mut out,
+        format,
         "growth_events_total",
         "counter",
         "Events received per app and event name, ever.",

@@ -37,7 +37,7 @@ use std::ops::Range;
 
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use clickhouse::Client;
-use growth_schema::tables::{FIRST_SEEN_CHANGES, USER_QUARTER_HOURS};
+use growth_schema::tables::{FIRST_SEEN_CHANGES, IDENTITY_LINKS, USER_QUARTER_HOURS};
 use serde::{Deserialize, Serialize};
 
 use crate::rows::Layer;
@@ -125,7 +125,8 @@ const WATCHED: [(Layer, &str); 2] = [
 impl LayerParts {
     /// Reads the active parts of the layer tables (a few dozen rows).
     pub async fn read(client: &Client) -> clickhouse::error::Result<Self> {
-        let tables: Vec<&str> = WATCHED.iter().map(|(_, t)| *t).collect();
+        let mut tables: Vec<&str> = WATCHED.iter().map(|(_, t)| *t).collect();
+        tables.push(IDENTITY_LINKS);
         let parts = client
             .query(
                 "SELECT table, partition_id, min_block_number AS min_block, max_block_number AS max_block,
@@ -167,6 +168,18 @@ impl LayerParts {
             }
         }
         Self { uuids, parts }
+    }
+
+    /// Whether `identity_links` changed since `before` by anything but an insert (the
+    /// links are then read again in full).
+    pub fn links_changed(&self, before: &LayerParts) -> bool {
+        let empty = BTreeMap::new();
+        before.uuids.get(IDENTITY_LINKS) != self.uuids.get(IDENTITY_LINKS)
+            || changed_partitions(
+                before.parts.get(IDENTITY_LINKS).unwrap_or(&empty),
+                self.parts.get(IDENTITY_LINKS).unwrap_or(&empty),
+            )
+            .is_some()
     }
 
     /// Per layer, what may differ from `before` other than inserted rows; layers

@@ -12,7 +12,9 @@ use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Datelike, Days, NaiveDate, Utc};
 use clickhouse::sql::Identifier;
-use growth_schema::tables::{EVENT_COUNTS, EVENTS, FIRST_SEEN_CHANGES, USER_QUARTER_HOURS};
+use growth_schema::tables::{
+    EVENT_COUNTS, EVENTS, FIRST_SEEN_CHANGES, PERSON_KEYS, USER_QUARTER_HOURS,
+};
 use serde::Deserialize;
 
 use crate::definitions::{CellStatus, MetricDefinitions, cell_status, day_start, days_range};
@@ -67,18 +69,21 @@ pub async fn active_series(
                               arrayFilter(i -> i = length(ds) OR dateDiff('day', ds[i], ds[i + 1]) >= w, arrayEnumerate(ds)))
                  )) AS point, point.1 AS day, point.2 AS delta
                  FROM (
-                     SELECT user_key, arraySort(groupUniqArray(toDate(bucket, {tz:String}))) AS ds
-                     FROM ?
-                     WHERE app = {app:String}
-                       AND bucket >= toDateTime({from:Int64}, 'UTC') AND bucket < toDateTime({to:Int64}, 'UTC')
-                       AND (empty({active:Array(String)}) OR hasAny(event_names, {active:Array(String)}))
-                     GROUP BY user_key
+                     SELECT if(p.person_key = 0, u.user_key, p.person_key) AS person,
+                            arraySort(groupUniqArray(toDate(u.bucket, {tz:String}))) AS ds
+                     FROM ? AS u LEFT JOIN (SELECT user_key, person_key FROM ? WHERE app = {app:String}) AS p
+                          ON p.user_key = u.user_key
+                     WHERE u.app = {app:String}
+                       AND u.bucket >= toDateTime({from:Int64}, 'UTC') AND u.bucket < toDateTime({to:Int64}, 'UTC')
+                       AND (empty({active:Array(String)}) OR hasAny(u.event_names, {active:Array(String)}))
+                     GROUP BY person
                  )
                  ARRAY JOIN [1, 7, 30] AS w
              )
              GROUP BY window, day ORDER BY window, day",
         )
         .bind(Identifier(USER_QUARTER_HOURS))
+        .bind(Identifier(PERSON_KEYS))
         .param("tz", defs.timezone.name())
         .param("app", app)
         .param("from", range.start.timestamp())
@@ -215,21 +220,37 @@ pub async fn retention(
     let counts: Vec<CohortCount> = source
         .client()
         .query(
-            "WITH members AS (
-                 SELECT user_key, if({week:UInt8} = 1, toMonday(toDate(first_bucket, {tz:String})), toDate(first_bucket, {tz:String})) AS cohort
-                 FROM ?
-                 WHERE app = {app:String}
-                   AND first_bucket >= toDateTime({from:Int64}, 'UTC') AND first_bucket < toDateTime({to:Int64}, 'UTC')
-                 GROUP BY first_bucket, user_key HAVING sum(sign) > 0
+            "WITH links AS (SELECT user_key, person_key FROM person_keys WHERE app = {app:String}),
+             members AS (
+                 SELECT person AS user_key,
+                        if({week:UInt8} = 1, toMonday(toDate(min(first_bucket), {tz:String})), toDate(min(first_bucket), {tz:String})) AS cohort
+                 FROM (
+                     SELECT if(p.person_key = 0, c.user_key, p.person_key) AS person, c.first_bucket AS first_bucket
+                     FROM (
+                         SELECT first_bucket, user_key FROM ?
+                         WHERE app = {app:String}
+                           AND first_bucket >= toDateTime({from:Int64}, 'UTC') AND first_bucket < toDateTime({to:Int64}, 'UTC')
+                         GROUP BY first_bucket, user_key HAVING sum(sign) > 0
+                     ) AS c LEFT JOIN links AS p ON p.user_key = c.user_key
+                     UNION ALL
+                     SELECT p.person_key AS person, f.first_bucket AS first_bucket
+                     FROM (
+                         SELECT user_key, min(first_bucket) AS first_bucket FROM first_seen_latest
+                         WHERE app = {app:String} AND user_key IN (SELECT user_key FROM links)
+                         GROUP BY user_key
+                     ) AS f INNER JOIN links AS p ON p.user_key = f.user_key
+                 )
+                 GROUP BY person
+                 HAVING min(first_bucket) >= toDateTime({from:Int64}, 'UTC') AND min(first_bucket) < toDateTime({to:Int64}, 'UTC')
              ),
              activity AS (
-                 SELECT user_key,
-                        groupUniqArray(if({week:UInt8} = 1, toMonday(toDate(bucket, {tz:String})), toDate(bucket, {tz:String}))) AS periods
-                 FROM ?
-                 WHERE app = {app:String}
-                   AND bucket >= toDateTime({activity_from:Int64}, 'UTC') AND bucket < toDateTime({activity_to:Int64}, 'UTC')
-                   AND (empty({active:Array(String)}) OR hasAny(event_names, {active:Array(String)}))
-                   AND user_key IN (SELECT user_key FROM members)
+                 SELECT if(p.person_key = 0, u.user_key, p.person_key) AS user_key,
+                        groupUniqArray(if({week:UInt8} = 1, toMonday(toDate(u.bucket, {tz:String})), toDate(u.bucket, {tz:String}))) AS periods
+                 FROM ? AS u LEFT JOIN links AS p ON p.user_key = u.user_key
+                 WHERE u.app = {app:String}
+                   AND u.bucket >= toDateTime({activity_from:Int64}, 'UTC') AND u.bucket < toDateTime({activity_to:Int64}, 'UTC')
+                   AND (empty({active:Array(String)}) OR hasAny(u.event_names, {active:Array(String)}))
+                   AND if(p.person_key = 0, u.user_key, p.person_key) IN (SELECT user_key FROM members)
                  GROUP BY user_key
              )
              SELECT cohort, n, count() AS users FROM (

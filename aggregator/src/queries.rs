@@ -15,13 +15,42 @@
 use chrono::{DateTime, NaiveDate, Utc};
 use clickhouse::Client;
 use clickhouse::sql::Identifier;
-use growth_schema::tables::{EVENT_COUNTS, FIRST_SEEN_CHANGES, LAYER_CHANGES, USER_QUARTER_HOURS};
+use growth_schema::tables::{
+    EVENT_COUNTS, FIRST_SEEN_CHANGES, FIRST_SEEN_LATEST, IDENTITY_LINKS, LAYER_CHANGES,
+    PERSON_KEYS, USER_QUARTER_HOURS,
+};
 
 use crate::definitions::{MetricDefinitions, RefreshPlan, Window, days_range};
 use crate::layer_parts::LayerParts;
 use crate::rows::{
-    ActiveUsers, CohortSize, DayUsers, EventTotal, Layer, LayerMarker, Markers, Retained,
+    ActiveUsers, CohortSize, DayUsers, EventTotal, KeyFirstDay, Layer, LayerMarker, LinkRow,
+    Markers, Retained,
 };
+
+/// Keys asked by value in one first-day question (bound as an array parameter).
+const KEYS_PER_QUERY: usize = 5_000;
+
+/// The persons first seen in `[from, to)` and their cohort day: the keys first seen
+/// there mapped to their person, joined with every key of the linked persons (a
+/// person's first day is the earliest of any of their keys'). Used by the SQL path.
+const PERSON_MEMBERS: &str = "
+    SELECT app, person AS user_key, toDate(min(first_bucket), {tz:String}) AS cohort FROM (
+        SELECT c.app AS app, if(p.person_key = 0, c.user_key, p.person_key) AS person, c.first_bucket AS first_bucket
+        FROM (
+            SELECT app, first_bucket, user_key FROM first_seen_changes
+            WHERE first_bucket >= toDateTime({from:Int64}, 'UTC') AND first_bucket < toDateTime({to:Int64}, 'UTC')
+            GROUP BY app, first_bucket, user_key HAVING sum(sign) > 0
+        ) AS c LEFT JOIN person_keys AS p ON p.app = c.app AND p.user_key = c.user_key
+        UNION ALL
+        SELECT f.app AS app, p.person_key AS person, f.first_bucket AS first_bucket
+        FROM (
+            SELECT app, user_key, min(first_bucket) AS first_bucket FROM first_seen_latest
+            WHERE (app, user_key) IN (SELECT app, user_key FROM person_keys)
+            GROUP BY app, user_key
+        ) AS f INNER JOIN person_keys AS p ON p.app = f.app AND p.user_key = f.user_key
+    )
+    GROUP BY app, person
+    HAVING min(first_bucket) >= toDateTime({from:Int64}, 'UTC') AND min(first_bucket) < toDateTime({to:Int64}, 'UTC')";
 
 /// Memory one query may use on the server (`max_memory_usage`): far above what a
 /// refresh question takes (tens of MB at millions of users, docs/benchmarks.md), low
@@ -164,6 +193,75 @@ impl Queries {
             .await
     }
 
+    /// The identify and merge links inserted at or after `since_ms` (all: `None`).
+    pub async fn identity_links(
+        &self,
+        since_ms: Option<i64>,
+    ) -> clickhouse::error::Result<Vec<LinkRow>> {
+        self.client
+            .query(
+                "SELECT app, kind = 'merge' AS merge, linked_key, known_key,
+                        toUnixTimestamp64Milli(event_time) AS time_ms,
+                        toUnixTimestamp64Milli(inserted_at) AS inserted_ms
+                 FROM ?
+                 WHERE inserted_at >= fromUnixTimestamp64Milli({since:Int64}, 'UTC')",
+            )
+            .bind(Identifier(IDENTITY_LINKS))
+            .param("since", since_ms.unwrap_or(0))
+            .fetch_all()
+            .await
+    }
+
+    /// The first calendar day of each of `keys` of `app` that has an event.
+    pub async fn first_days(
+        &self,
+        defs: &MetricDefinitions,
+        app: &str,
+        keys: &[u64],
+    ) -> clickhouse::error::Result<Vec<KeyFirstDay>> {
+        let mut out = Vec::new();
+        for chunk in keys.chunks(KEYS_PER_QUERY) {
+            let rows: Vec<KeyFirstDay> = self
+                .client
+                .query(
+                    "SELECT app, user_key, toDate(min(first_bucket), {tz:String}) AS day
+                     FROM ?
+                     WHERE app = {app:String} AND user_key IN {keys:Array(UInt64)}
+                     GROUP BY app, user_key",
+                )
+                .bind(Identifier(FIRST_SEEN_LATEST))
+                .param("tz", defs.timezone.name())
+                .param("app", app)
+                .param("keys", chunk)
+                .fetch_all()
+                .await?;
+            out.extend(rows);
+        }
+        Ok(out)
+    }
+
+    /// The first calendar day of every key the links name (a cold start).
+    pub async fn all_linked_first_days(
+        &self,
+        defs: &MetricDefinitions,
+    ) -> clickhouse::error::Result<Vec<KeyFirstDay>> {
+        self.client
+            .query(
+                "SELECT app, user_key, toDate(min(first_bucket), {tz:String}) AS day
+                 FROM ?
+                 WHERE (app, user_key) IN (
+                     SELECT app, linked_key FROM ? UNION ALL SELECT app, known_key FROM ?
+                 )
+                 GROUP BY app, user_key",
+            )
+            .bind(Identifier(FIRST_SEEN_LATEST))
+            .bind(Identifier(IDENTITY_LINKS))
+            .bind(Identifier(IDENTITY_LINKS))
+            .param("tz", defs.timezone.name())
+            .fetch_all()
+            .await
+    }
+
     /// The client, for the on-demand questions of the JSON API.
     pub fn client(&self) -> &Client {
         &self.client
@@ -209,12 +307,16 @@ impl Queries {
                     uniqExactIf(user_key, bucket >= toDateTime({prev_week_from:Int64}, 'UTC') AND bucket < toDateTime({week_from:Int64}, 'UTC')) AS previous_week,
                     uniqExactIf(user_key, bucket < toDateTime({month_from:Int64}, 'UTC')) AS previous_month,
                     uniqExactIf(user_key, bucket >= toDateTime({yesterday_month_from:Int64}, 'UTC') AND bucket < toDateTime({day_from:Int64}, 'UTC')) AS month_to_yesterday
-                 FROM ?
-                 WHERE bucket >= toDateTime({prev_month_from:Int64}, 'UTC') AND bucket < toDateTime({end:Int64}, 'UTC')
-                   AND (empty({active:Array(String)}) OR hasAny(event_names, {active:Array(String)}))
+                 FROM (
+                     SELECT a.app AS app, a.bucket AS bucket, if(p.person_key = 0, a.user_key, p.person_key) AS user_key
+                     FROM ? AS a LEFT JOIN ? AS p ON p.app = a.app AND p.user_key = a.user_key
+                     WHERE a.bucket >= toDateTime({prev_month_from:Int64}, 'UTC') AND a.bucket < toDateTime({end:Int64}, 'UTC')
+                       AND (empty({active:Array(String)}) OR hasAny(a.event_names, {active:Array(String)}))
+                 )
                  GROUP BY app ORDER BY app",
             )
             .bind(Identifier(USER_QUARTER_HOURS))
+            .bind(Identifier(PERSON_KEYS))
             .param("day_from", day_from)
             .param("week_from", week_from)
             .param("month_from", month_from)
@@ -235,16 +337,11 @@ impl Queries {
         plan: &RefreshPlan,
     ) -> clickhouse::error::Result<Vec<CohortSize>> {
         self.client
-            .query(
-                "SELECT app, toDate(first_bucket, {tz:String}) AS cohort, uniqExact(user_key) AS users
-                 FROM (
-                     SELECT app, first_bucket, user_key FROM ?
-                     WHERE first_bucket >= toDateTime({from:Int64}, 'UTC') AND first_bucket < toDateTime({to:Int64}, 'UTC')
-                     GROUP BY app, first_bucket, user_key HAVING sum(sign) > 0
-                 )
-                 GROUP BY app, cohort ORDER BY app, cohort",
-            )
-            .bind(Identifier(FIRST_SEEN_CHANGES))
+            .query(&format!(
+                "SELECT app, cohort, uniqExact(user_key) AS users
+                     FROM ({PERSON_MEMBERS})
+                     GROUP BY app, cohort ORDER BY app, cohort"
+            ))
             .param("tz", defs.timezone.name())
             .param("from", unix(plan.cohort_range.start))
             .param("to", unix(plan.cohort_range.end))
@@ -266,30 +363,26 @@ impl Queries {
         }
         self.client
             .query(
-                "WITH members AS (
-                     SELECT app, user_key, toDate(first_bucket, {tz:String}) AS cohort
-                     FROM ?
-                     WHERE first_bucket >= toDateTime({from:Int64}, 'UTC') AND first_bucket < toDateTime({to:Int64}, 'UTC')
-                     GROUP BY app, first_bucket, user_key HAVING sum(sign) > 0
-                 )
-                 SELECT c.app AS app, c.cohort AS cohort,
-                        toUInt32(dateDiff('day', c.cohort, a.day)) AS day_n,
-                        uniqExact(a.user_key) AS users
-                 FROM (
-                     SELECT DISTINCT app, user_key, toDate(bucket, {tz:String}) AS day
-                     FROM ?
-                     WHERE bucket >= toDateTime({activity_from:Int64}, 'UTC') AND bucket < toDateTime({activity_to:Int64}, 'UTC')
-                       AND (empty({active:Array(String)}) OR hasAny(event_names, {active:Array(String)}))
-                       AND user_key IN (SELECT user_key FROM members)
-                 ) AS a
-                 INNER JOIN members AS c ON a.app = c.app AND a.user_key = c.user_key
-                 WHERE a.day > c.cohort
-                 GROUP BY app, cohort, day_n
-                 HAVING has({days:Array(UInt32)}, day_n)
-                 ORDER BY app, cohort, day_n",
+                &format!(
+                    "WITH members AS ({PERSON_MEMBERS})
+                     SELECT c.app AS app, c.cohort AS cohort,
+                            toUInt32(dateDiff('day', c.cohort, a.day)) AS day_n,
+                            uniqExact(a.user_key) AS users
+                     FROM (
+                         SELECT DISTINCT u.app AS app, if(p.person_key = 0, u.user_key, p.person_key) AS user_key,
+                                toDate(u.bucket, {{tz:String}}) AS day
+                         FROM user_quarter_hours AS u LEFT JOIN person_keys AS p ON p.app = u.app AND p.user_key = u.user_key
+                         WHERE u.bucket >= toDateTime({{activity_from:Int64}}, 'UTC') AND u.bucket < toDateTime({{activity_to:Int64}}, 'UTC')
+                           AND (empty({{active:Array(String)}}) OR hasAny(u.event_names, {{active:Array(String)}}))
+                           AND if(p.person_key = 0, u.user_key, p.person_key) IN (SELECT user_key FROM members)
+                     ) AS a
+                     INNER JOIN members AS c ON a.app = c.app AND a.user_key = c.user_key
+                     WHERE a.day > c.cohort
+                     GROUP BY app, cohort, day_n
+                     HAVING has({{days:Array(UInt32)}}, day_n)
+                     ORDER BY app, cohort, day_n"
+                ),
             )
-            .bind(Identifier(FIRST_SEEN_CHANGES))
-            .bind(Identifier(USER_QUARTER_HOURS))
             .param("tz", defs.timezone.name())
             .param("from", unix(plan.cohort_range.start))
             .param("to", unix(plan.cohort_range.end))

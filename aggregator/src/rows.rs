@@ -90,3 +90,23 @@ pub struct LayerMarker {
 /// Change markers: per layer and calendar day, rows ever written per app.
 pub type Markers =
     std::collections::HashMap<(Layer, NaiveDate), std::collections::BTreeMap<String, u64>>;
+
+/// One row of `identity_links` (an identify or a merge), as the refresh reads it.
+#[derive(Debug, Clone, PartialEq, clickhouse::Row, Deserialize)]
+pub struct LinkRow {
+    pub app: String,
+    pub merge: bool,
+    pub linked_key: u64,
+    pub known_key: u64,
+    pub time_ms: i64,
+    pub inserted_ms: i64,
+}
+
+/// The first calendar day (in the configured zone) of one user key that has an event.
+#[derive(Debug, Clone, PartialEq, clickhouse::Row, Deserialize)]
+pub struct KeyFirstDay {
+    pub app: String,
+    pub user_key: u64,
+    #[serde(with = "clickhouse::serde::chrono::date")]
+    pub day: NaiveDate,
+}

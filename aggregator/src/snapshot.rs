@@ -6,7 +6,7 @@ use std::sync::{Arc, RwLock};
 use chrono::{DateTime, NaiveDate, Utc};
 use chrono_tz::Tz;
 
-use crate::day_sets::Counts;
+use crate::day_sets::{Counts, IdentityCounts};
 use crate::definitions::{
     CohortReport, MetricDefinitions, RecentRetention, RefreshPlan, Window, cohort_reports,
     recent_retention,
@@ -42,6 +42,8 @@ pub struct AppMetrics {
     pub recent_retention: BTreeMap<u32, RecentRetention>,
     /// Event name → events ever.
     pub totals: BTreeMap<String, u64>,
+    /// What the app's identify and merge links did.
+    pub identity: IdentityCounts,
 }
 
 impl AppMetrics {
@@ -112,16 +114,42 @@ pub async fn compute_in_sql(
     now: DateTime<Utc>,
 ) -> clickhouse::error::Result<MetricsSnapshot> {
     let plan = defs.plan(now);
-    let (totals, active, sizes, retained) = tokio::try_join!(
+    let (totals, active, sizes, retained, links) = tokio::try_join!(
         source.queries().event_totals(),
         source.queries().active_users(defs, &plan),
         source.queries().cohort_sizes(defs, &plan),
         source.queries().retained(defs, &plan),
+        source.queries().identity_links(None),
     )?;
+    let mut by_app: BTreeMap<String, Vec<crate::identity::Link>> = BTreeMap::new();
+    for r in links {
+        by_app
+            .entry(r.app)
+            .or_default()
+            .push(crate::identity::Link {
+                merge: r.merge,
+                linked: r.linked_key,
+                known: r.known_key,
+                time_ms: r.time_ms,
+            });
+    }
+    let identity = by_app
+        .into_iter()
+        .map(|(app, links)| {
+            let r = crate::identity::resolve(&links);
+            let counts = IdentityCounts {
+                claimed_by_another: r.claimed_by_another,
+                known_as_anonymous: r.known_as_anonymous,
+                joined: r.persons.iter().filter(|(k, p)| k != p).count() as u64,
+            };
+            (app, counts)
+        })
+        .collect();
     let counts = Counts {
         active,
         sizes,
         retained,
+        identity,
     };
     Ok(assemble(defs, plan, now, totals, counts))
 }
@@ -137,6 +165,7 @@ fn assemble(
         active,
         sizes,
         retained,
+        identity,
     } = counts;
 
     let mut apps: BTreeMap<String, AppMetrics> = BTreeMap::new();
@@ -173,6 +202,11 @@ fn assemble(
             .entry(r.app)
             .or_default()
             .insert((r.cohort, r.day_n), r.users);
+    }
+    for (app, counts) in identity {
+        if let Some(m) = apps.get_mut(&app) {
+            m.identity = counts;
+        }
     }
     let empty_sizes = BTreeMap::new();
     let empty_retained = BTreeMap::new();

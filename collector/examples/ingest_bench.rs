@@ -36,7 +36,7 @@
 use std::hint::black_box;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow, bail, ensure};
 use bytes::Bytes;
@@ -44,20 +44,17 @@ use chrono::Utc;
 use clap::{Parser, ValueEnum};
 use growth_collector::auth::AppAccess;
 use growth_collector::catalog::Catalog;
-use growth_collector::map::{MapRules, Mapper, RowBinarySink, map_request};
+use growth_collector::map::{MapRules, Mapper, map_request};
 use growth_collector::receiver::decode::{DecodeLimits, protobuf, protobuf_visit};
-use growth_collector::rowbinary::encode_request;
+use growth_collector::rowbinary::{RowBinarySink, encode_request};
 use growth_collector::{Cli, Collector};
 use growth_schema::service::ServiceCli;
 use growth_schema::user_hash::UserHasher;
+use growth_testkit::finance::{FinanceEvents, UserIds};
 use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
 use opentelemetry_proto::tonic::collector::logs::v1::{
     ExportLogsServiceRequest, ExportLogsServiceResponse,
 };
-use opentelemetry_proto::tonic::common::v1::any_value::Value;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue};
-use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
-use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message as _;
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
@@ -288,192 +285,7 @@ fn parse_variant(text: &str) -> Result<Variant, String> {
 // Realistic records
 // ---------------------------------------------------------------------------
 
-/// splitmix64: deterministic, dependency-free.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    fn chance(&mut self, p: f64) -> bool {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64 <= p
-    }
-
-    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
-        items[self.below(items.len() as u64) as usize]
-    }
-}
-
-/// How records name their user.
-#[derive(Debug, Clone, Copy)]
-enum Users {
-    /// This share sends `user.hash` (hashed by the app), the rest `user.id`.
-    Mix(f64),
-    /// Every record sends a raw `user.id`.
-    AllRaw,
-    /// Every record sends `user.hash`.
-    AllHashed,
-}
-
-struct RecordSource {
-    rng: Rng,
-    users: u64,
-    mode: Users,
-    app_hasher: UserHasher,
-    now_nanos: u64,
-}
-
-fn kv(key: &str, value: Value) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: Some(AnyValue { value: Some(value) }),
-        ..Default::default()
-    }
-}
-
-fn text(key: &str, value: &str) -> KeyValue {
-    kv(key, Value::StringValue(value.into()))
-}
-
-impl RecordSource {
-    fn new(seed: u64, users: u64, mode: Users) -> Self {
-        let now_nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
-        Self {
-            rng: Rng(seed),
-            users: users.max(1),
-            mode,
-            app_hasher: UserHasher::new(Some(BENCH_KEY.as_bytes().to_vec())),
-            now_nanos,
-        }
-    }
-
-    /// One finance-app event: expense_logged 55 %, expense_edited 15 %,
-    /// report_requested 15 %, challenge_started 10 %, pwa_installed 5 % (anonymous).
-    /// Half name the event in `LogRecord.event_name`, half in the `event.name` attribute.
-    fn record(&mut self) -> LogRecord {
-        let rng = &mut self.rng;
-        let roll = rng.below(100);
-        let event = match roll {
-            0..55 => "expense_logged",
-            55..70 => "expense_edited",
-            70..85 => "report_requested",
-            85..95 => "challenge_started",
-            _ => "pwa_installed",
-        };
-        let mut attributes = Vec::with_capacity(7);
-        let in_field = rng.chance(0.5);
-        if !in_field {
-            attributes.push(text("event.name", event));
-        }
-        if event != "pwa_installed" {
-            let id = format!("tg-{}", 100_000_000 + rng.below(self.users));
-            let hashed = match self.mode {
-                Users::Mix(share) => rng.chance(share),
-                Users::AllRaw => false,
-                Users::AllHashed => true,
-            };
-            if hashed {
-                attributes.push(text("user.hash", self.app_hasher.hash(&id).as_str()));
-            } else {
-                attributes.push(text("user.id", &id));
-            }
-        }
-        let source = rng.pick(&["messenger", "messenger", "form", "pwa"]);
-        attributes.push(text("source", source));
-        match event {
-            "expense_logged" | "expense_edited" => {
-                let cents = 50 + rng.below(50_000);
-                attributes.push(kv("amount", Value::DoubleValue(cents as f64 / 100.0)));
-                attributes.push(text(
-                    "category",
-                    rng.pick(&[
-                        "groceries",
-                        "transport",
-                        "eating_out",
-                        "rent",
-                        "utilities",
-                        "health",
-                        "entertainment",
-                        "other",
-                    ]),
-                ));
-                attributes.push(text("currency", rng.pick(&["EUR", "EUR", "USD", "GBP"])));
-            }
-            "report_requested" => {
-                attributes.push(text(
-                    "report_type",
-                    rng.pick(&["monthly", "weekly", "by_category"]),
-                ));
-                attributes.push(text("period", rng.pick(&["2026-10", "2026-11"])));
-            }
-            "challenge_started" => {
-                attributes.push(text(
-                    "challenge",
-                    rng.pick(&["no_takeaway_week", "save_100", "coffee_at_home"]),
-                ));
-                attributes.push(kv("stake", Value::IntValue(rng.below(5) as i64 * 50)));
-            }
-            _ => {
-                attributes.push(text("platform", rng.pick(&["android", "ios", "desktop"])));
-                attributes.push(text("locale", rng.pick(&["en-GB", "de-DE", "ru-RU"])));
-            }
-        }
-        // Events of the last ten minutes, as a live app sends them.
-        let time = self.now_nanos - rng.below(600_000_000_000);
-        LogRecord {
-            time_unix_nano: time,
-            observed_time_unix_nano: time + 1_000_000,
-            severity_number: 9,
-            severity_text: "INFO".into(),
-            event_name: if in_field {
-                event.into()
-            } else {
-                String::new()
-            },
-            attributes,
-            ..Default::default()
-        }
-    }
-
-    fn request(&mut self, records: u64) -> ExportLogsServiceRequest {
-        let log_records = (0..records).map(|_| self.record()).collect();
-        ExportLogsServiceRequest {
-            resource_logs: vec![ResourceLogs {
-                resource: Some(Resource {
-                    attributes: vec![
-                        text("service.name", "finbrain"),
-                        text("service.version", "2.14.0"),
-                        text("telemetry.sdk.name", "opentelemetry"),
-                        text("telemetry.sdk.language", "rust"),
-                        text("telemetry.sdk.version", "0.33.0"),
-                    ],
-                    ..Default::default()
-                }),
-                scope_logs: vec![ScopeLogs {
-                    scope: Some(InstrumentationScope {
-                        name: "growth".into(),
-                        version: "0.1.0".into(),
-                        ..Default::default()
-                    }),
-                    log_records,
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }],
-        }
-    }
-}
+// The records: the finance app's events (growth_testkit::finance).
 
 // ---------------------------------------------------------------------------
 // 1. Mapping on one core
@@ -520,9 +332,10 @@ fn mapping_section(args: &Args) -> anyhow::Result<()> {
     let unkeyed = UserHasher::new(None);
     let keyed_rules = MapRules::new(keyed.clone());
     let unkeyed_rules = MapRules::new(unkeyed.clone());
-    let mix = RecordSource::new(1, args.users, Users::Mix(args.hashed_share)).request(r);
-    let raw = RecordSource::new(1, args.users, Users::AllRaw).request(r);
-    let hashed = RecordSource::new(1, args.users, Users::AllHashed).request(r);
+    let mix =
+        FinanceEvents::new(1, args.users, UserIds::Mix(args.hashed_share), BENCH_KEY).request(r);
+    let raw = FinanceEvents::new(1, args.users, UserIds::AllRaw, BENCH_KEY).request(r);
+    let hashed = FinanceEvents::new(1, args.users, UserIds::AllHashed, BENCH_KEY).request(r);
     let mix_bytes = mix.encode_to_vec();
     let bytes_per_record = mix_bytes.len() as f64 / r as f64;
 
@@ -711,7 +524,8 @@ impl Workload {
     fn new(args: &Args, records: u64, per_request: u64) -> Self {
         let total_requests = records.div_ceil(per_request);
         let distinct = (args.distinct_requests.max(1) as u64).min(total_requests.max(1));
-        let mut source = RecordSource::new(7, args.users, Users::Mix(args.hashed_share));
+        let mut source =
+            FinanceEvents::new(7, args.users, UserIds::Mix(args.hashed_share), BENCH_KEY);
         let requests: Vec<_> = (0..distinct).map(|_| source.request(per_request)).collect();
         let bodies = requests
             .iter()

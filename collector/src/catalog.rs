@@ -18,6 +18,11 @@ use std::sync::Mutex;
 
 use crate::map::{MappedRequest, RejectReason};
 
+/// Default `--max-apps`.
+pub const DEFAULT_MAX_APPS: usize = 100;
+/// Default `--max-events-per-app`.
+pub const DEFAULT_MAX_EVENTS_PER_APP: usize = 1_000;
+
 /// Known apps and event names, bounded.
 #[derive(Debug)]
 pub struct Catalog {

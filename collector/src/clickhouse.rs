@@ -19,6 +19,7 @@ pub use growth_schema::service::describe;
 use growth_schema::tables::EVENTS;
 
 use crate::rows::Rows;
+use crate::telemetry::ErrorClass;
 use crate::{native, rowbinary};
 
 /// Longest a chunk of an insert may take to send.
@@ -40,26 +41,6 @@ pub enum SinkError {
     /// The spooled rows of an insert cannot be read back (a disk fault after the scan).
     #[error("cannot read spooled rows back: {0}")]
     SpoolRead(#[from] std::io::Error),
-}
-
-/// Whether retrying a failed insert can succeed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ErrorClass {
-    /// The server is away, slow, busy or short of memory: retry the same insert later.
-    Transient,
-    /// The rows themselves are refused (types, constraints, a poison row): retrying
-    /// the same rows fails the same way.
-    Permanent,
-}
-
-impl ErrorClass {
-    /// The label value of the `class` label.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorClass::Transient => "transient",
-            ErrorClass::Permanent => "permanent",
-        }
-    }
 }
 
 /// ClickHouse error codes that reject the data rather than the moment: parse and

@@ -15,6 +15,7 @@ use growth_schema::service::duration::{parse_duration, parse_positive_duration};
 use growth_schema::service::tls::{TlsArgs, TlsFiles};
 use growth_schema::user_hash::{KEY_ENV, UserHasher};
 
+pub use crate::delivery::DeliveryConfig;
 use crate::intake_config::{IntakeArgs, IntakeConfig};
 use crate::spool::{FsyncPolicy, SpoolConfig};
 
@@ -240,36 +241,6 @@ pub struct Config {
     /// TLS files of the OTLP ports (the admin port uses them without `client_ca`);
     /// `None`: plain text.
     pub tls: Option<TlsFiles>,
-}
-
-/// Limits, readiness and shutdown of the delivery path.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DeliveryConfig {
-    /// Most bytes of requests in flight at once.
-    pub max_inflight_bytes: usize,
-    /// Most requests in flight at once.
-    pub max_concurrent_requests: usize,
-    /// Most open connections at once, over both receivers.
-    pub max_connections: usize,
-    /// /readyz is false above this many spooled bytes.
-    pub spool_high_water_bytes: u64,
-    /// /readyz is false when nothing could be inserted for this long.
-    pub write_stall_timeout: Duration,
-    /// Longest a graceful shutdown keeps inserting.
-    pub shutdown_timeout: Duration,
-}
-
-impl Default for DeliveryConfig {
-    fn default() -> Self {
-        Self {
-            max_inflight_bytes: 128 << 20,
-            max_concurrent_requests: 256,
-            max_connections: 1024,
-            spool_high_water_bytes: (1 << 30) / 10 * 8,
-            write_stall_timeout: Duration::from_secs(30),
-            shutdown_timeout: Duration::from_secs(10),
-        }
-    }
 }
 
 impl std::fmt::Debug for Config {

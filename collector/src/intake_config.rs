@@ -12,16 +12,12 @@ use growth_schema::service::duration;
 use growth_schema::user_hash::UserHasher;
 
 use crate::auth::{Auth, TokensFileError};
-use crate::catalog::Catalog;
+use crate::catalog::{Catalog, DEFAULT_MAX_APPS, DEFAULT_MAX_EVENTS_PER_APP};
 use crate::map::{MapRules, TimeWindow};
 use crate::privacy::{IdentifyingAction, Privacy};
 use crate::receiver::EdgeRules;
 use crate::receiver::decode::DecodeLimits;
-
-/// Default `--max-apps`.
-pub const DEFAULT_MAX_APPS: usize = 100;
-/// Default `--max-events-per-app`.
-pub const DEFAULT_MAX_EVENTS_PER_APP: usize = 1_000;
+use crate::receiver::serve::Timeouts;
 
 /// What the collector lets in.
 #[derive(Debug, Clone, Args)]
@@ -87,27 +83,6 @@ pub struct IntakeArgs {
     /// A connection that sends nothing for this long is closed (both receivers).
     #[arg(long, value_name = "DURATION", env = "GROWTH_IDLE_TIMEOUT", default_value = "30s", value_parser = parse_timeout)]
     pub idle_timeout: Duration,
-}
-
-/// How long the receivers wait for a sender.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Timeouts {
-    /// HTTP/1 request headers.
-    pub header_read: Duration,
-    /// A request body (and, over gRPC, the whole call).
-    pub request_read: Duration,
-    /// No bytes received on a connection.
-    pub idle: Duration,
-}
-
-impl Default for Timeouts {
-    fn default() -> Self {
-        Self {
-            header_read: Duration::from_secs(10),
-            request_read: Duration::from_secs(30),
-            idle: Duration::from_secs(30),
-        }
-    }
 }
 
 /// The resolved edge configuration.

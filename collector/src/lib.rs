@@ -60,6 +60,7 @@ pub mod catalog;
 pub mod clickhouse;
 pub mod config;
 pub mod deadletter;
+pub mod delivery;
 pub mod error;
 pub mod intake_config;
 pub mod lifecycle;

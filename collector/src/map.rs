@@ -27,9 +27,7 @@ use growth_schema::user_hash::{UserHash, UserHasher};
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 
 use crate::auth::AppAccess;
-use crate::catalog::Catalog;
 use crate::privacy::{Privacy, Properties, properties_of};
-use crate::rowbinary::{self, EncodedRows};
 use crate::view::{KeyValue, LogRecord, Value, Visitor};
 
 /// The app of events whose resource has no `service.name` (OpenTelemetry's default).
@@ -153,7 +151,7 @@ impl MapRules {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct MappedRequest {
     /// One row per accepted growth event, in request order, when mapped into rows
-    /// ([`map_request`]); empty when mapped straight into RowBinary ([`RowBinarySink`]).
+    /// ([`map_request`]); empty when mapped straight into RowBinary ([`crate::rowbinary::RowBinarySink`]).
     pub rows: Vec<EventRow>,
     /// Growth events accepted (rows, or rows encoded).
     pub stored: u64,
@@ -259,7 +257,7 @@ pub fn map_request_as(
 /// Maps records as they are read ([`Visitor`]): the receivers feed it straight
 /// from a request's protobuf bytes, [`map_request_as`] from a decoded request.
 /// Accepted events go to a [`RowSink`]: owned rows by default ([`map_request`]),
-/// or straight into RowBinary ([`RowBinarySink`], the intake's hot path).
+/// or straight into RowBinary ([`crate::rowbinary::RowBinarySink`], the intake's hot path).
 #[derive(Debug)]
 pub struct Mapper<'a, 'r, S = Vec<EventRow>> {
     rules: &'r MapRules,
@@ -416,71 +414,6 @@ impl<'a> RowSink<'a> for Vec<EventRow> {
 
     fn push(&mut self, event: &Event<'a>) {
         self.push(event.to_row());
-    }
-}
-
-/// Events written straight into RowBinary (the spool's and ClickHouse's format,
-/// [`crate::rowbinary`]) as they are mapped: no owned row, no string copied twice.
-/// Admission asks the [`Catalog`], remembering its answers for the (app, event)
-/// pairs of this request so that the catalog's lock is taken once per pair.
-#[derive(Debug)]
-pub struct RowBinarySink<'a, 'c> {
-    catalog: &'c Catalog,
-    answers: Vec<(&'a str, &'a str, Result<(), RejectReason>)>,
-    /// Pairs this request taught the catalog (with whether the app was new too).
-    learned: Vec<(&'a str, &'a str, bool)>,
-    encoder: rowbinary::RequestEncoder,
-}
-
-/// Pairs remembered per request; a request with more asks the catalog each time.
-const ANSWERS_KEPT: usize = 64;
-
-impl<'c> RowBinarySink<'_, 'c> {
-    /// A sink admitting against `catalog`, its buffer sized for `capacity` bytes.
-    pub fn new(catalog: &'c Catalog, capacity: usize) -> Self {
-        Self {
-            catalog,
-            answers: Vec::new(),
-            learned: Vec::new(),
-            encoder: rowbinary::RequestEncoder::with_capacity(capacity),
-        }
-    }
-
-    /// The rows encoded, with the request's digest.
-    pub fn finish(self) -> EncodedRows {
-        self.encoder.finish()
-    }
-
-    /// The request is refused whole: the catalog forgets the names it learned from it.
-    pub fn forget_learned(self) {
-        if !self.learned.is_empty() {
-            self.catalog.forget(&self.learned);
-        }
-    }
-}
-
-impl<'a> RowSink<'a> for RowBinarySink<'a, '_> {
-    fn admit(&mut self, app: &'a str, event: &'a str) -> Result<(), RejectReason> {
-        if let Some((_, _, answer)) = self
-            .answers
-            .iter()
-            .find(|(a, e, _)| *a == app && *e == event)
-        {
-            return *answer;
-        }
-        let answer = self.catalog.admit_learning(app, event).map(|learned| {
-            if let Some(app_was_new) = learned {
-                self.learned.push((app, event, app_was_new));
-            }
-        });
-        if self.answers.len() < ANSWERS_KEPT {
-            self.answers.push((app, event, answer));
-        }
-        answer
-    }
-
-    fn push(&mut self, event: &Event<'a>) {
-        self.encoder.push(event);
     }
 }
 

@@ -1,6 +1,7 @@
 //! One test (or a few) per row of the event contract in docs/contract.md.
 
 use super::*;
+use growth_testkit::otlp::{kv, s};
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, ArrayValue, KeyValue, KeyValueList};
 use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
@@ -11,18 +12,6 @@ const RECEIVED_NANOS: i64 = 1_700_000_100_123_000_000;
 
 fn received() -> DateTime<Utc> {
     DateTime::from_timestamp_nanos(RECEIVED_NANOS)
-}
-
-fn kv(key: &str, value: Value) -> KeyValue {
-    KeyValue {
-        key: key.to_owned(),
-        value: Some(AnyValue { value: Some(value) }),
-        ..Default::default()
-    }
-}
-
-fn s(text: &str) -> Value {
-    Value::StringValue(text.to_owned())
 }
 
 fn record(event_name: &str, attrs: Vec<KeyValue>) -> LogRecord {
@@ -610,4 +599,47 @@ fn resources_keep_their_own_app() {
     let mapped = map_request(&req, &MapRules::new(UserHasher::new(None)), received());
     let apps: Vec<&str> = mapped.rows.iter().map(|r| r.app.as_str()).collect();
     assert_eq!(apps, vec!["finbrain", "other_app"]);
+}
+
+#[test]
+fn people_raw_ids_are_stored_only_as_their_hash() {
+    let rec = record(
+        "identify",
+        vec![
+            kv("user.id", s("known-user")),
+            kv("anonymous.id", s("raw-visitor")),
+        ],
+    );
+    let merge = record(
+        "merge",
+        vec![
+            kv("user.id", s("known-user")),
+            kv("merged.id", s("raw-other")),
+            // A hash sent alongside wins; the raw id is dropped.
+            kv("merged.hash", s(&"b".repeat(64))),
+            kv("anonymous.id", s("raw-second")),
+            kv("anonymous.hash", s(&"a".repeat(64))),
+        ],
+    );
+    let mapped = map(vec![rec, merge]);
+    let text = format!("{:?}", mapped.rows);
+    for raw in [
+        "raw-visitor",
+        "raw-other",
+        "raw-second",
+        "anonymous.id",
+        "merged.id",
+    ] {
+        assert!(!text.contains(raw), "{raw} in {text}");
+    }
+    let props: std::collections::BTreeMap<_, _> =
+        mapped.rows[0].properties.iter().cloned().collect();
+    let hashed = &props["anonymous.hash"];
+    assert_eq!(hashed, UserHasher::new(None).hash("raw-visitor").as_str());
+    assert_ne!(hashed, &mapped.rows[0].user_hash);
+    let second: std::collections::BTreeMap<_, _> =
+        mapped.rows[1].properties.iter().cloned().collect();
+    assert_eq!(second["merged.hash"], "b".repeat(64));
+    assert_eq!(second["anonymous.hash"], "a".repeat(64));
+    assert_eq!(mapped.identifying_redacted, 3);
 }

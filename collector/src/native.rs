@@ -24,7 +24,7 @@
 
 use hashbrown::HashMap;
 
-use crate::rowbinary::{DecodeError, Reader};
+use crate::rowbinary::{DecodeError, Reader, put_varuint};
 
 /// Rows per Native block. ClickHouse squashes the blocks of one insert back into one
 /// (`min_insert_block_size_rows`), so this bounds only our memory, not the parts.
@@ -228,14 +228,6 @@ fn put_string(out: &mut Vec<u8>, bytes: &[u8]) {
     out.extend_from_slice(bytes);
 }
 
-fn put_varuint(out: &mut Vec<u8>, mut n: u64) {
-    while n >= 0x80 {
-        out.push((n as u8) | 0x80);
-        n >>= 7;
-    }
-    out.push(n as u8);
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -351,18 +343,14 @@ mod tests {
         assert_eq!(blocks(&[]).count(), 0);
     }
 
+    /// The bytes of hex digits written with spaces and line breaks between them.
     fn hex(text: &str) -> Vec<u8> {
-        let digits: Vec<u8> = text.bytes().filter(u8::is_ascii_hexdigit).collect();
-        digits
-            .chunks(2)
-            .map(|pair| {
-                u8::from_str_radix(std::str::from_utf8(pair).expect("ascii"), 16).expect("hex")
-            })
-            .collect()
+        let digits: String = text.chars().filter(char::is_ascii_hexdigit).collect();
+        hex::decode(digits).expect("hex")
     }
 
     fn to_hex(bytes: &[u8]) -> String {
-        bytes.iter().map(|b| format!("{b:02x}")).collect()
+        hex::encode(bytes)
     }
 
     fn find(haystack: &[u8], needle: &[u8]) -> bool {

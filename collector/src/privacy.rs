@@ -110,6 +110,16 @@ pub(crate) fn properties_of<'a>(
             continue;
         }
         let value = kv.value.as_ref();
+        // A raw id of the people contract (anonymous.id, merged.id): stored only as
+        // its hash, under the `*.hash` twin; a twin sent alongside wins.
+        if let Some((_, twin)) = attributes::HASHED_TWINS.iter().find(|(raw, _)| *raw == key) {
+            out.redacted += 1;
+            if attrs.iter().any(|other| other.key == *twin) {
+                continue;
+            }
+            out.text.push((twin, Cow::Owned(redactor.hash(value))));
+            continue;
+        }
         let mut text = if privacy.is_identifying(key) {
             out.redacted += 1;
             match privacy.action {
@@ -260,6 +270,7 @@ fn double_text(d: f64) -> String {
 
 #[cfg(test)]
 mod tests {
+    use growth_testkit::otlp::{kv, s};
     use opentelemetry_proto::tonic::common::v1::any_value::Value;
     use opentelemetry_proto::tonic::common::v1::{AnyValue, ArrayValue, KeyValue, KeyValueList};
 
@@ -290,18 +301,6 @@ mod tests {
             truncated: props.truncated,
             redacted: props.redacted,
         }
-    }
-
-    fn kv(key: &str, value: Value) -> KeyValue {
-        KeyValue {
-            key: key.to_owned(),
-            value: Some(AnyValue { value: Some(value) }),
-            ..Default::default()
-        }
-    }
-
-    fn s(text: &str) -> Value {
-        Value::StringValue(text.to_owned())
     }
 
     fn kvlist(entries: Vec<KeyValue>) -> Value {

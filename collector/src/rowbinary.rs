@@ -14,6 +14,9 @@
 use chrono::{DateTime, Utc};
 use growth_schema::tables::EventRow;
 
+use crate::catalog::Catalog;
+use crate::map::{Event, RejectReason, RowSink};
+
 /// The column list of every insert, in the order rows are encoded.
 pub const COLUMNS: &str =
     "app, event, event_time, user_hash, source, properties, numbers, received_at";
@@ -106,7 +109,7 @@ pub fn encode_request(rows: &[EventRow]) -> EncodedRows {
 }
 
 /// A request's rows encoded one at a time, as they are mapped
-/// ([`crate::map::RowBinarySink`]); the same bytes and digest as [`encode_request`].
+/// ([`RowBinarySink`]); the same bytes and digest as [`encode_request`].
 pub struct RequestEncoder {
     bytes: Vec<u8>,
     hasher: twox_hash::XxHash3_128,
@@ -130,7 +133,7 @@ impl RequestEncoder {
     }
 
     /// Appends one mapped event.
-    pub fn push(&mut self, event: &crate::map::Event<'_>) {
+    pub fn push(&mut self, event: &Event<'_>) {
         let start = self.bytes.len();
         encode_fields(
             &mut self.bytes,
@@ -160,6 +163,71 @@ impl RequestEncoder {
             bytes: self.bytes,
             digest: self.hasher.finish_128(),
         }
+    }
+}
+
+/// Events written straight into RowBinary as they are mapped ([`crate::map::Mapper`]
+/// with this sink): no owned row, no string copied twice.
+/// Admission asks the [`Catalog`], remembering its answers for the (app, event)
+/// pairs of this request so that the catalog's lock is taken once per pair.
+#[derive(Debug)]
+pub struct RowBinarySink<'a, 'c> {
+    catalog: &'c Catalog,
+    answers: Vec<(&'a str, &'a str, Result<(), RejectReason>)>,
+    /// Pairs this request taught the catalog (with whether the app was new too).
+    learned: Vec<(&'a str, &'a str, bool)>,
+    encoder: RequestEncoder,
+}
+
+/// Pairs remembered per request; a request with more asks the catalog each time.
+const ANSWERS_KEPT: usize = 64;
+
+impl<'c> RowBinarySink<'_, 'c> {
+    /// A sink admitting against `catalog`, its buffer sized for `capacity` bytes.
+    pub fn new(catalog: &'c Catalog, capacity: usize) -> Self {
+        Self {
+            catalog,
+            answers: Vec::new(),
+            learned: Vec::new(),
+            encoder: RequestEncoder::with_capacity(capacity),
+        }
+    }
+
+    /// The rows encoded, with the request's digest.
+    pub fn finish(self) -> EncodedRows {
+        self.encoder.finish()
+    }
+
+    /// The request is refused whole: the catalog forgets the names it learned from it.
+    pub fn forget_learned(self) {
+        if !self.learned.is_empty() {
+            self.catalog.forget(&self.learned);
+        }
+    }
+}
+
+impl<'a> RowSink<'a> for RowBinarySink<'a, '_> {
+    fn admit(&mut self, app: &'a str, event: &'a str) -> Result<(), RejectReason> {
+        if let Some((_, _, answer)) = self
+            .answers
+            .iter()
+            .find(|(a, e, _)| *a == app && *e == event)
+        {
+            return *answer;
+        }
+        let answer = self.catalog.admit_learning(app, event).map(|learned| {
+            if let Some(app_was_new) = learned {
+                self.learned.push((app, event, app_was_new));
+            }
+        });
+        if self.answers.len() < ANSWERS_KEPT {
+            self.answers.push((app, event, answer));
+        }
+        answer
+    }
+
+    fn push(&mut self, event: &Event<'a>) {
+        self.encoder.push(event);
     }
 }
 
@@ -208,8 +276,14 @@ pub fn decode_row(bytes: &[u8]) -> Result<EventRow, DecodeError> {
     Ok(row)
 }
 
-fn put_len(out: &mut Vec<u8>, mut n: usize) {
-    // LEB128, as RowBinary encodes lengths.
+fn put_len(out: &mut Vec<u8>, n: usize) {
+    put_varuint(out, n as u64);
+}
+
+/// Appends `n` as LEB128 (ClickHouse's `VarUInt`): how RowBinary and the Native
+/// format ([`crate::native`]) encode lengths.
+#[inline]
+pub(crate) fn put_varuint(out: &mut Vec<u8>, mut n: u64) {
     while n >= 0x80 {
         out.push((n as u8) | 0x80);
         n >>= 7;

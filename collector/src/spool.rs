@@ -49,7 +49,7 @@ pub use cursor::Cursor;
 pub use segment::{Frame, Position};
 
 use crate::rowbinary::EncodedRows;
-use crate::telemetry::Telemetry;
+use crate::telemetry::{SpoolSize, Telemetry};
 
 /// Largest group written with one write + fsync; more waits for the next group.
 const GROUP_MAX_BYTES: usize = 16 << 20;
@@ -155,12 +155,13 @@ pub struct SpoolUsage {
     reserved: AtomicU64,
 }
 
-impl SpoolUsage {
-    /// Bytes on disk plus bytes on their way there.
-    pub fn used(&self) -> u64 {
+impl SpoolSize for SpoolUsage {
+    fn used(&self) -> u64 {
         self.disk.load(Ordering::Relaxed) + self.reserved.load(Ordering::Relaxed)
     }
+}
 
+impl SpoolUsage {
     /// A segment of `bytes` was deleted.
     pub fn released(&self, bytes: u64) {
         let _ = self

@@ -21,10 +21,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::clickhouse::ErrorClass;
 use crate::map::{MappedRequest, RejectReason};
-use crate::receiver::Refusal;
-use crate::spool::SpoolUsage;
 
 /// Prefix of every metric name.
 pub const PREFIX: &str = "growth_collector";
@@ -102,6 +99,74 @@ impl Backpressure {
     }
 }
 
+/// Why a request was refused as a whole (a metric label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Refusal {
+    /// No token, or an unknown one.
+    Unauthenticated,
+    /// A token that may write none of the request's apps.
+    Forbidden,
+    /// A body that does not decode, or over the decoding limits.
+    Undecodable,
+    /// A body over `--max-request-bytes`.
+    TooLarge,
+    /// A content type or encoding OTLP/HTTP does not define.
+    UnsupportedMedia,
+    /// A body that did not arrive within `--request-read-timeout`.
+    ReadTimeout,
+}
+
+impl Refusal {
+    /// Every refusal, for pre-creating metric series.
+    pub const ALL: [Refusal; 6] = [
+        Refusal::Unauthenticated,
+        Refusal::Forbidden,
+        Refusal::Undecodable,
+        Refusal::TooLarge,
+        Refusal::UnsupportedMedia,
+        Refusal::ReadTimeout,
+    ];
+
+    /// The metric label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::Unauthenticated => "unauthenticated",
+            Refusal::Forbidden => "forbidden",
+            Refusal::Undecodable => "undecodable",
+            Refusal::TooLarge => "too_large",
+            Refusal::UnsupportedMedia => "unsupported_media",
+            Refusal::ReadTimeout => "read_timeout",
+        }
+    }
+}
+
+/// Whether retrying a failed insert can succeed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorClass {
+    /// The server is away, slow, busy or short of memory: retry the same insert later.
+    Transient,
+    /// The rows themselves are refused (types, constraints, a poison row): retrying
+    /// the same rows fails the same way.
+    Permanent,
+}
+
+impl ErrorClass {
+    /// The label value of the `class` label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorClass::Transient => "transient",
+            ErrorClass::Permanent => "permanent",
+        }
+    }
+}
+
+/// The spool's size as `/metrics` reports it: bytes on disk plus bytes on their way
+/// there ([`crate::spool`] implements it).
+pub trait SpoolSize: std::fmt::Debug + Send + Sync {
+    /// Bytes used.
+    fn used(&self) -> u64;
+}
+
 /// The counters; cheap to share behind an `Arc`.
 #[derive(Debug)]
 pub struct Telemetry {
@@ -134,7 +199,7 @@ pub struct Telemetry {
     spool_tail_cuts: Counter,
     spool_bytes_cut: Counter,
     spool_unreadable: Counter,
-    usage: OnceLock<Arc<SpoolUsage>>,
+    usage: OnceLock<Arc<dyn SpoolSize>>,
     oldest: Mutex<Option<std::time::Instant>>,
 }
 
@@ -431,7 +496,7 @@ impl Telemetry {
     }
 
     /// Lets `/metrics` report the spool's size.
-    pub fn watch_spool(&self, usage: Arc<SpoolUsage>) {
+    pub fn watch_spool(&self, usage: Arc<dyn SpoolSize>) {
         let _ = self.usage.set(usage);
     }
 

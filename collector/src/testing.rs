@@ -11,7 +11,7 @@ use growth_schema::tables::EventRow;
 use growth_schema::user_hash::UserHasher;
 
 use crate::clickhouse::{EventStore, SinkError};
-use crate::config::DeliveryConfig;
+use crate::delivery::DeliveryConfig;
 use crate::receiver::Intake;
 use crate::rowbinary;
 use crate::rows::Rows;

@@ -33,13 +33,13 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::clickhouse::{ErrorClass, EventStore, SinkError, describe};
+use crate::clickhouse::{EventStore, SinkError, describe};
 use crate::config::BatchConfig;
 use crate::deadletter::DeadLetters;
 use crate::rowbinary;
 use crate::rows::Rows;
 use crate::spool::{Cursor, Frame, FsyncPolicy, Position, SpoolTail, Spooled, cursor, segment};
-use crate::telemetry::Telemetry;
+use crate::telemetry::{ErrorClass, Telemetry};
 
 /// Wait before the first retry of a transient failure; doubled up to the maximum.
 const FIRST_RETRY_DELAY: Duration = Duration::from_millis(250);

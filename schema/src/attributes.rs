@@ -19,6 +19,22 @@ pub const SERVICE_NAME: &str = "service.name";
 pub const IDENTIFY_EVENT: &str = "identify";
 /// Attribute of [`IDENTIFY_EVENT`]: the hashed anonymous (pre-sign-up) id.
 pub const ANONYMOUS_HASH: &str = "anonymous.hash";
+/// Attribute of [`IDENTIFY_EVENT`]: the raw anonymous id; the collector hashes it
+/// (with the user-hash key) into [`ANONYMOUS_HASH`] and never stores it raw.
+pub const ANONYMOUS_ID: &str = "anonymous.id";
+/// Name of the event that merges two known users into one person: `user.hash` is the
+/// surviving user, [`MERGED_HASH`] the one merged into it (docs/contract.md, "People").
+pub const MERGE_EVENT: &str = "merge";
+/// Attribute of [`MERGE_EVENT`]: the hashed known id merged into the event's user.
+pub const MERGED_HASH: &str = "merged.hash";
+/// Attribute of [`MERGE_EVENT`]: the raw merged id; hashed by the collector into
+/// [`MERGED_HASH`], never stored raw.
+pub const MERGED_ID: &str = "merged.id";
+
+/// Raw-id attributes the collector hashes into their `*.hash` twin (which wins when
+/// both are sent): `(raw, hashed)`.
+pub const HASHED_TWINS: [(&str, &str); 2] =
+    [(ANONYMOUS_ID, ANONYMOUS_HASH), (MERGED_ID, MERGED_HASH)];
 
 /// Attributes that map to dedicated columns and are therefore not kept as properties.
 pub const RESERVED: [&str; 4] = [EVENT_NAME, USER_HASH, USER_ID, SOURCE];

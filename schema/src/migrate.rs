@@ -46,6 +46,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!(13, "0013_layer_changes.sql"),
     migration!(20, "0020_ingest_cost.sql"),
     migration!(21, "0021_fewer_merges.sql"),
+    migration!(30, "0030_identity_links.sql"),
 ];
 
 const CREATE_SCHEMA_MIGRATIONS: &str = "CREATE TABLE IF NOT EXISTS schema_migrations

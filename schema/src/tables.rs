@@ -23,6 +23,11 @@ pub const FIRST_SEEN_LATEST: &str = "first_seen_latest";
 /// Per app, layer table and UTC quarter-hour: rows ever written, the change markers
 /// the aggregator's day cache reads (migration 0013).
 pub const LAYER_CHANGES: &str = "layer_changes";
+/// Per app: every identify and merge link ever sent (migration 0030).
+pub const IDENTITY_LINKS: &str = "identity_links";
+/// View: per app, every user key of a person of two or more keys and the person's
+/// key, the people rules in SQL (migration 0030).
+pub const PERSON_KEYS: &str = "person_keys";
 /// Per app, event and UTC quarter-hour event counts (migration 0004).
 pub const EVENT_COUNTS: &str = "event_counts";
 /// Applied migration versions, written by [`crate::migrate`].

@@ -5,7 +5,7 @@
 //! lies in the past; the same `--seed` gives the same users and events.
 //!
 //! ```text
-//! cargo run -p growth-sdk --example finance_demo -- --users 300 --days 30 --seed 42
+//! cargo run -p growth-sdk --example finance_demo -- --users 300 --days 31 --seed 42
 //! cargo run -p growth-sdk --example finance_demo -- --protocol http --endpoint http://127.0.0.1:4318
 //! ```
 //!
@@ -51,8 +51,9 @@ struct Args {
     /// Number of users signing up over the period.
     #[arg(long, default_value_t = 300)]
     users: u32,
-    /// Number of days, ending today.
-    #[arg(long, default_value_t = 30)]
+    /// Number of days, ending today. 31 by default: the report shows the 31 latest
+    /// cohorts (D30 needs them), so the oldest one reaches its day 30 today.
+    #[arg(long, default_value_t = 31)]
     days: u32,
     /// Seed of the simulation: the same seed sends the same users and events.
     #[arg(long, default_value_t = 42)]

@@ -11,17 +11,36 @@ use growth_schema::limits::{MAX_APP_BYTES, is_valid_name};
 use growth_schema::user_hash::{KEY_ENV, UserHasher};
 
 use crate::config::{Compression, ConfigError, EnvConfig, Protocol, export_target};
-use crate::delivery::{Delivery, DeliverySettings, LossCallback};
+use crate::delivery::{Delivery, LossCallback};
 use crate::error::SdkError;
 use crate::queue::{Queue, QueueLimits};
 use crate::report::{Counters, Loss};
 use crate::request::RequestTemplate;
 use crate::tracker::Tracker;
 use crate::transport::TransportSettings;
+use crate::worker::DeliverySettings;
 
 /// The app name when neither the builder nor the environment gives one (the
 /// OpenTelemetry default).
 const UNKNOWN_SERVICE: &str = "unknown_service";
+
+/// The tracker's entry points live here, beside what they return, so that
+/// `tracker` does not import its builder back.
+impl Tracker {
+    /// Starts configuring a tracker for the app `service_name` (the resource
+    /// attribute `service.name`, the `app` of every metric; it wins over
+    /// `OTEL_SERVICE_NAME`).
+    pub fn builder(service_name: impl Into<String>) -> TrackerBuilder {
+        TrackerBuilder::new(Some(service_name.into()))
+    }
+
+    /// Starts configuring a tracker entirely from the environment: the app from
+    /// `OTEL_SERVICE_NAME` (or `service.name` in `OTEL_RESOURCE_ATTRIBUTES`,
+    /// else `unknown_service`), the rest as [`builder`](Self::builder) reads it.
+    pub fn from_env() -> TrackerBuilder {
+        TrackerBuilder::new(None)
+    }
+}
 
 /// Configures a [`Tracker`]; start with [`Tracker::builder`] or [`Tracker::from_env`].
 #[derive(Clone)]

@@ -38,37 +38,13 @@ use crate::record::EncodedRecord;
 use crate::report::Counters;
 use crate::request::RequestTemplate;
 use crate::transport::{Transport, TransportSettings};
-use crate::worker::Worker;
+use crate::worker::{Command, DeliverySettings, Worker};
 
 /// Extra time a caller waits for the delivery thread beyond its own deadline, so
 /// that the thread's reply (not the caller's timer) normally ends the wait.
 const REPLY_GRACE: Duration = Duration::from_millis(500);
 
 pub(crate) use crate::loss::LossCallback;
-
-/// How the delivery thread batches, sends and retries.
-#[derive(Debug, Clone)]
-pub(crate) struct DeliverySettings {
-    pub(crate) batch_max_events: usize,
-    pub(crate) batch_max_bytes: usize,
-    pub(crate) batch_delay: Duration,
-    pub(crate) max_concurrent_exports: usize,
-    pub(crate) export_timeout: Duration,
-    pub(crate) shutdown_timeout: Duration,
-    pub(crate) backoff_initial: Duration,
-    pub(crate) backoff_max: Duration,
-}
-
-pub(crate) enum Command {
-    Flush {
-        deadline: Instant,
-        done: std_mpsc::Sender<bool>,
-    },
-    Shutdown {
-        deadline: Instant,
-        done: Option<std_mpsc::Sender<bool>>,
-    },
-}
 
 /// The app side of delivery: the queue, the command channel and the thread.
 pub(crate) struct Delivery {

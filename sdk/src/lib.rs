@@ -67,6 +67,7 @@ mod config;
 mod delivery;
 mod error;
 mod event;
+#[cfg(feature = "finance")]
 pub mod finance;
 mod loss;
 mod queue;
@@ -87,6 +88,7 @@ pub use config::{
 };
 pub use error::SdkError;
 pub use event::{AttributeValue, Event};
+#[cfg(feature = "finance")]
 pub use finance::Source;
 pub use growth_schema::user_hash::{UserHash, UserHasher};
 pub use report::{DeliveryReport, Loss};

@@ -89,8 +89,10 @@ impl EncodedRecord {
     /// the raw id; then returns the framed bytes. Idempotent.
     pub(crate) fn seal(&mut self, hasher: &UserHasher) -> &[u8] {
         if let Some(slot) = self.unhashed.take() {
-            let hex = wire::hex(&hasher.digest_bytes(&self.bytes[self.end..]));
-            self.bytes[slot..slot + hex.len()].copy_from_slice(&hex);
+            let digest = hasher.digest_bytes(&self.bytes[self.end..]);
+            // The slot holds exactly the 64 hex digits of the 32-byte digest.
+            hex::encode_to_slice(digest, &mut self.bytes[slot..slot + 64])
+                .unwrap_or_else(|_| unreachable!("32 bytes fill 64 hex digits"));
             self.bytes[self.end..].zeroize();
             self.bytes.truncate(self.end);
         }

@@ -5,10 +5,9 @@ use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
-use growth_schema::attributes::{ANONYMOUS_HASH, IDENTIFY_EVENT};
+use growth_schema::attributes::{ANONYMOUS_HASH, IDENTIFY_EVENT, MERGE_EVENT, MERGED_HASH};
 use growth_schema::user_hash::{UserHash, UserHasher};
 
-use crate::builder::TrackerBuilder;
 use crate::delivery::Delivery;
 use crate::error::SdkError;
 use crate::event::{AttributeValue, Event, User};
@@ -31,20 +30,6 @@ pub struct Tracker {
 }
 
 impl Tracker {
-    /// Starts configuring a tracker for the app `service_name` (the resource
-    /// attribute `service.name`, the `app` of every metric; it wins over
-    /// `OTEL_SERVICE_NAME`).
-    pub fn builder(service_name: impl Into<String>) -> TrackerBuilder {
-        TrackerBuilder::new(Some(service_name.into()))
-    }
-
-    /// Starts configuring a tracker entirely from the environment: the app from
-    /// `OTEL_SERVICE_NAME` (or `service.name` in `OTEL_RESOURCE_ATTRIBUTES`,
-    /// else `unknown_service`), the rest as [`builder`](Self::builder) reads it.
-    pub fn from_env() -> TrackerBuilder {
-        TrackerBuilder::new(None)
-    }
-
     pub(crate) fn new(hasher: UserHasher, delivery: Delivery, service_name: String) -> Self {
         Tracker {
             hasher,
@@ -120,8 +105,7 @@ impl Tracker {
         let anonymous: Vec<(&str, AttributeValue)> = if anonymous_id.is_empty() {
             Vec::new()
         } else {
-            let hash = crate::wire::hex(&self.hasher.digest(anonymous_id));
-            let hash = String::from_utf8_lossy(&hash).into_owned();
+            let hash = self.hasher.hash(anonymous_id).into_string();
             vec![(ANONYMOUS_HASH, AttributeValue::String(hash))]
         };
         self.track_parts(&EventParts {
@@ -129,6 +113,25 @@ impl Tracker {
             user: UserRef::Id(user_id),
             source: None,
             attributes: &anonymous,
+            timestamp: None,
+        });
+    }
+
+    /// Records that the known user `other_user_id` is the same person as `user_id`
+    /// (two accounts merged): a `merge` event of `user_id` carrying the other id's
+    /// hash in `merged.hash`. From then on `other_user_id` and every anonymous id
+    /// identified to it count as `user_id`'s person (docs/contract.md, "People").
+    pub fn merge(&self, user_id: &str, other_user_id: &str) {
+        if self.delivery.is_none() || other_user_id.is_empty() {
+            return;
+        }
+        let hash = self.hasher.hash(other_user_id).into_string();
+        let merged = vec![(MERGED_HASH, AttributeValue::String(hash))];
+        self.track_parts(&EventParts {
+            name: MERGE_EVENT,
+            user: UserRef::Id(user_id),
+            source: None,
+            attributes: &merged,
             timestamp: None,
         });
     }

@@ -77,27 +77,9 @@ pub(crate) fn frame_in_place(buf: &mut [u8], field: u32) -> usize {
     start
 }
 
-/// Lowercase hex of a 32-byte digest, without allocating.
-pub(crate) fn hex(digest: &[u8; 32]) -> [u8; 64] {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = [0u8; 64];
-    for (i, byte) in digest.iter().enumerate() {
-        out[2 * i] = DIGITS[usize::from(byte >> 4)];
-        out[2 * i + 1] = DIGITS[usize::from(byte & 0x0f)];
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn hex_matches_the_hex_crate_convention() {
-        let digest: [u8; 32] = std::array::from_fn(|i| (i * 37) as u8);
-        let expected: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-        assert_eq!(&hex(&digest)[..], expected.as_bytes());
-    }
 
     #[test]
     fn varints_and_keys_match_prost() {

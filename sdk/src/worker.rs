@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, mpsc as std_mpsc};
+use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
@@ -11,13 +12,37 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::backoff::Backoff;
-use crate::delivery::{Command, DeliverySettings};
 use crate::loss::{LOSS_CHECK, LossCallback, LossWatch};
 use crate::queue::Queue;
 use crate::record::EncodedRecord;
 use crate::report::Counters;
 use crate::request::RequestTemplate;
 use crate::transport::{Outcome, Transport};
+
+/// How the delivery thread batches, sends and retries.
+#[derive(Debug, Clone)]
+pub(crate) struct DeliverySettings {
+    pub(crate) batch_max_events: usize,
+    pub(crate) batch_max_bytes: usize,
+    pub(crate) batch_delay: Duration,
+    pub(crate) max_concurrent_exports: usize,
+    pub(crate) export_timeout: Duration,
+    pub(crate) shutdown_timeout: Duration,
+    pub(crate) backoff_initial: Duration,
+    pub(crate) backoff_max: Duration,
+}
+
+/// What the app side asks of the delivery thread.
+pub(crate) enum Command {
+    Flush {
+        deadline: Instant,
+        done: std_mpsc::Sender<bool>,
+    },
+    Shutdown {
+        deadline: Instant,
+        done: Option<std_mpsc::Sender<bool>>,
+    },
+}
 
 /// One export request and what it carries.
 struct Batch {

@@ -10,6 +10,10 @@
 //! be had from the real collector on demand. `tests/tests/sdk_*.rs` cover the
 //! real collector.
 
+// A test file: its helpers (not only its #[test] functions) may unwrap; a panic is
+// the failure report.
+#![allow(clippy::unwrap_used)]
+
 use std::io::Read as _;
 use std::net::TcpListener as StdListener;
 use std::sync::atomic::{AtomicUsize, Ordering};

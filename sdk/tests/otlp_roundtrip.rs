@@ -3,6 +3,10 @@
 //! with prost). Checks the event contract field by field, and that the raw user id
 //! appears nowhere in the bytes on the wire.
 
+// A test file: its helpers (not only its #[test] functions) may unwrap; a panic is
+// the failure report.
+#![allow(clippy::unwrap_used)]
+
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

@@ -15,7 +15,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use chrono_tz::Tz;
-use growth_e2e::{Aggregator, Collector, Rng, clickhouse, eventually, unique_database};
+use growth_e2e::{Aggregator, Collector, clickhouse, eventually, unique_database};
+use growth_testkit::Rng;
 use reference::{Cell, Ev, Mode, Reference};
 use serde_json::Value;
 

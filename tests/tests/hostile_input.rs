@@ -12,10 +12,12 @@
 use std::io::Write as _;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
 use flate2::Compression;
 use flate2::write::GzEncoder;
 use growth_e2e::{Collector, clickhouse, unique_database};
 use growth_schema::user_hash::UserHasher;
+use growth_testkit::otlp::{RawCodec, kv, s};
 use opentelemetry_proto::tonic::collector::logs::v1::{
     ExportLogsServiceRequest, ExportLogsServiceResponse,
 };
@@ -49,18 +51,6 @@ fn now_nanos() -> i128 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos() as i128)
         .unwrap_or_default()
-}
-
-fn s(text: &str) -> AnyKind {
-    AnyKind::StringValue(text.to_owned())
-}
-
-fn kv(key: &str, value: AnyKind) -> KeyValue {
-    KeyValue {
-        key: key.to_owned(),
-        value: Some(AnyValue { value: Some(value) }),
-        ..Default::default()
-    }
 }
 
 /// A growth record of `case`, `offset_s` seconds from now (a minute ago by default).
@@ -104,21 +94,9 @@ fn pb(request: &ExportLogsServiceRequest) -> Vec<u8> {
     request.encode_to_vec()
 }
 
-fn varint(out: &mut Vec<u8>, mut n: usize) {
-    loop {
-        let byte = (n & 0x7f) as u8;
-        n >>= 7;
-        if n == 0 {
-            out.push(byte);
-            return;
-        }
-        out.push(byte | 0x80);
-    }
-}
-
 fn len_field(out: &mut Vec<u8>, tag: u8, body: &[u8]) {
     out.push(tag);
-    varint(out, body.len());
+    prost::encoding::encode_varint(body.len() as u64, out);
     out.extend_from_slice(body);
 }
 
@@ -921,53 +899,6 @@ fn rpc_status_message(bytes: &[u8]) -> String {
         .unwrap_or_else(|e| format!("undecodable status: {e}"))
 }
 
-mod raw_grpc {
-    //! A gRPC client that sends bytes as they are: the hostile messages are not
-    //! valid requests, so no generated client could send them.
-    use bytes::{Buf as _, BufMut as _};
-    use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceResponse;
-    use prost::Message as _;
-    use tonic::Status;
-    use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
-
-    pub struct RawCodec;
-    pub struct RawEncoder;
-    pub struct ResponseDecoder;
-
-    impl Codec for RawCodec {
-        type Encode = Vec<u8>;
-        type Decode = ExportLogsServiceResponse;
-        type Encoder = RawEncoder;
-        type Decoder = ResponseDecoder;
-        fn encoder(&mut self) -> RawEncoder {
-            RawEncoder
-        }
-        fn decoder(&mut self) -> ResponseDecoder {
-            ResponseDecoder
-        }
-    }
-
-    impl Encoder for RawEncoder {
-        type Item = Vec<u8>;
-        type Error = Status;
-        fn encode(&mut self, item: Vec<u8>, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-            dst.put_slice(&item);
-            Ok(())
-        }
-    }
-
-    impl Decoder for ResponseDecoder {
-        type Item = ExportLogsServiceResponse;
-        type Error = Status;
-        fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Self::Item>, Status> {
-            let bytes = src.copy_to_bytes(src.remaining());
-            ExportLogsServiceResponse::decode(bytes)
-                .map(Some)
-                .map_err(|e| Status::internal(e.to_string()))
-        }
-    }
-}
-
 async fn grpc_send(endpoint: &str, token: Token, messages: Vec<Vec<u8>>, gzip: bool) -> Answer {
     let channel = tonic::transport::Endpoint::from_shared(endpoint.to_owned())
         .expect("endpoint")
@@ -979,7 +910,8 @@ async fn grpc_send(endpoint: &str, token: Token, messages: Vec<Vec<u8>>, gzip: b
         client = client.send_compressed(tonic::codec::CompressionEncoding::Gzip);
     }
     client.ready().await.expect("ready");
-    let mut request = tonic::Request::new(tokio_stream::iter(messages));
+    let mut request =
+        tonic::Request::new(tokio_stream::iter(messages.into_iter().map(Bytes::from)));
     if let Some(auth) = token.header() {
         request
             .metadata_mut()
@@ -989,10 +921,7 @@ async fn grpc_send(endpoint: &str, token: Token, messages: Vec<Vec<u8>>, gzip: b
         .parse()
         .expect("path");
     // Client streaming, so that zero or two messages can be sent on a unary method.
-    match client
-        .client_streaming(request, path, raw_grpc::RawCodec)
-        .await
-    {
+    match client.client_streaming(request, path, RawCodec).await {
         Ok(response) => {
             let partial = response.into_inner().partial_success.unwrap_or_default();
             Answer {

@@ -16,8 +16,9 @@ use chrono::{DateTime, Days, NaiveDate, TimeZone, Timelike, Utc};
 use chrono_tz::Tz;
 use common::{PlannedEvent, send_with_sdk};
 use growth_e2e::{
-    Aggregator, Collector, Exposition, Rng, clickhouse, eventually, labels, unique_database,
+    Aggregator, Collector, Exposition, clickhouse, eventually, labels, unique_database,
 };
+use growth_testkit::Rng;
 
 const APP: &str = "finbrain";
 const EVENTS: [&str; 5] = [

@@ -10,11 +10,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow};
-use bytes::{BufMut as _, Bytes};
-use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceResponse;
-use prost::Message as _;
+use growth_testkit::otlp::RawCodec;
 use tokio::task::JoinSet;
-use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
@@ -175,44 +172,4 @@ fn retryable(status: &Status) -> bool {
 
 fn backoff(attempt: u32) -> Duration {
     Duration::from_millis((25u64 << attempt.min(7)).min(2_000))
-}
-
-/// Sends pre-encoded request bytes as they are; decodes the answer.
-#[derive(Debug, Clone, Copy)]
-struct RawCodec;
-
-impl Codec for RawCodec {
-    type Encode = Bytes;
-    type Decode = ExportLogsServiceResponse;
-    type Encoder = RawCodec;
-    type Decoder = RawCodec;
-
-    fn encoder(&mut self) -> Self::Encoder {
-        RawCodec
-    }
-
-    fn decoder(&mut self) -> Self::Decoder {
-        RawCodec
-    }
-}
-
-impl Encoder for RawCodec {
-    type Item = Bytes;
-    type Error = Status;
-
-    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        dst.put(item);
-        Ok(())
-    }
-}
-
-impl Decoder for RawCodec {
-    type Item = ExportLogsServiceResponse;
-    type Error = Status;
-
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Self::Item>, Status> {
-        ExportLogsServiceResponse::decode(src)
-            .map(Some)
-            .map_err(|e| Status::internal(format!("undecodable answer: {e}")))
-    }
 }

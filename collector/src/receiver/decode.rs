@@ -948,8 +948,9 @@ mod borrowed_tests {
     use super::*;
     use crate::auth::AppAccess;
     use crate::catalog::Catalog;
-    use crate::map::{MapRules, MappedRequest, Mapper, RowBinarySink, map_request_as};
+    use crate::map::{MapRules, MappedRequest, Mapper, map_request_as};
     use crate::privacy::{IdentifyingAction, Privacy};
+    use crate::rowbinary::RowBinarySink;
     use crate::rowbinary::encode_request;
 
     const NOW_NANOS: u64 = 1_700_000_100_000_000_000;

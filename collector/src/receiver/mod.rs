@@ -26,7 +26,7 @@ use tokio::sync::Semaphore;
 pub use rules::{EdgeRules, ExportError, Refusal};
 
 use crate::auth::{AppAccess, AuthError};
-use crate::config::DeliveryConfig;
+use crate::delivery::DeliveryConfig;
 use crate::map;
 use crate::spool::{Spool, SpoolError};
 use crate::telemetry::{Backpressure, Telemetry};
@@ -211,7 +211,7 @@ impl Intake {
         // Rows go straight into RowBinary as they are mapped, admitted against the
         // catalog on the way; RowBinary is about the size of the protobuf it came from.
         let capacity = size + size / 4 + 1024;
-        let sink = map::RowBinarySink::new(&self.rules.catalog, capacity);
+        let sink = crate::rowbinary::RowBinarySink::new(&self.rules.catalog, capacity);
         let mut mapper = map::Mapper::with_sink(&self.rules.map, access, Utc::now(), sink);
         match &request {
             Payload::Protobuf(bytes) => {

@@ -7,8 +7,9 @@ use growth_schema::user_hash::UserHasher;
 use super::DeliveryError;
 use super::decode::DecodeLimits;
 use crate::auth::Auth;
-use crate::catalog::Catalog;
+use crate::catalog::{Catalog, DEFAULT_MAX_APPS, DEFAULT_MAX_EVENTS_PER_APP};
 use crate::map::MapRules;
+pub use crate::telemetry::Refusal;
 
 /// The rules of the edge: mapping (hashing, time window, privacy), how far a request
 /// may expand, who may write which app, and how many apps and event names exist.
@@ -31,10 +32,7 @@ impl EdgeRules {
             map: MapRules::new(hasher),
             decode: DecodeLimits::default(),
             auth: Auth::off(),
-            catalog: Arc::new(Catalog::new(
-                crate::intake_config::DEFAULT_MAX_APPS,
-                crate::intake_config::DEFAULT_MAX_EVENTS_PER_APP,
-            )),
+            catalog: Arc::new(Catalog::new(DEFAULT_MAX_APPS, DEFAULT_MAX_EVENTS_PER_APP)),
         }
     }
 }
@@ -51,45 +49,4 @@ pub enum ExportError {
     /// The body is not a request, or expands past the limits: do not retry it.
     #[error(transparent)]
     Invalid(#[from] super::decode::DecodeError),
-}
-
-/// Why a request was refused as a whole (a metric label).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Refusal {
-    /// No token, or an unknown one.
-    Unauthenticated,
-    /// A token that may write none of the request's apps.
-    Forbidden,
-    /// A body that does not decode, or over the decoding limits.
-    Undecodable,
-    /// A body over `--max-request-bytes`.
-    TooLarge,
-    /// A content type or encoding OTLP/HTTP does not define.
-    UnsupportedMedia,
-    /// A body that did not arrive within `--request-read-timeout`.
-    ReadTimeout,
-}
-
-impl Refusal {
-    /// Every refusal, for pre-creating metric series.
-    pub const ALL: [Refusal; 6] = [
-        Refusal::Unauthenticated,
-        Refusal::Forbidden,
-        Refusal::Undecodable,
-        Refusal::TooLarge,
-        Refusal::UnsupportedMedia,
-        Refusal::ReadTimeout,
-    ];
-
-    /// The metric label value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Refusal::Unauthenticated => "unauthenticated",
-            Refusal::Forbidden => "forbidden",
-            Refusal::Undecodable => "undecodable",
-            Refusal::TooLarge => "too_large",
-            Refusal::UnsupportedMedia => "unsupported_media",
-            Refusal::ReadTimeout => "read_timeout",
-        }
-    }
 }

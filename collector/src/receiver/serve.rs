@@ -50,8 +50,28 @@ use tonic::transport::server::{Connected, TcpConnectInfo};
 use tower::ServiceExt as _;
 
 use super::grpc::LogsServer;
-use crate::intake_config::Timeouts;
 use crate::telemetry::{Backpressure, Telemetry};
+
+/// How long the receivers wait for a sender.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// HTTP/1 request headers.
+    pub header_read: Duration,
+    /// A request body (and, over gRPC, the whole call).
+    pub request_read: Duration,
+    /// No bytes received on a connection.
+    pub idle: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            header_read: Duration::from_secs(10),
+            request_read: Duration::from_secs(30),
+            idle: Duration::from_secs(30),
+        }
+    }
+}
 
 /// The bound on open connections, shared by both receivers.
 #[derive(Debug, Clone)]

@@ -23,6 +23,8 @@ SOURCE = "source"
 RESERVED = {EVENT_NAME, USER_HASH, USER_ID, SOURCE}
 IDENTIFY_EVENT = "identify"
 ANONYMOUS_HASH = "anonymous.hash"
+MERGE_EVENT = "merge"
+MERGED_HASH = "merged.hash"
 MAX_EVENT_NAME_BYTES = 128
 MAX_SOURCE_BYTES = 64
 MAX_PROPERTIES = 64
@@ -216,6 +218,18 @@ class Tracker:
         except Exception:
             attrs = {}
         self.track(IDENTIFY_EVENT, user_id, attrs)
+
+    def merge(self, user_id: str, other_user_id: str) -> None:
+        """The known user `other_user_id` is the same person as `user_id` (two
+        accounts merged): a `merge` event of `user_id` with the other id's hash in
+        `merged.hash`; both are hashed here."""
+        if not other_user_id:
+            return
+        try:
+            attrs = {MERGED_HASH: self._hasher.hash(other_user_id)}
+        except Exception:
+            return
+        self.track(MERGE_EVENT, user_id, attrs)
 
     # The finance app's events (names and properties the dashboards count).
     def expense_logged(self, user_id: str, amount: float, category: str, source: str = "form") -> None:

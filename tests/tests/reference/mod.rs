@@ -210,3 +210,93 @@ impl Reference {
         out
     }
 }
+
+/// An identify (`merge = false`: `linked` is the anonymous id) or a merge (`linked` is
+/// the known id merged into `known`), as sent, with raw ids.
+#[derive(Debug, Clone)]
+pub struct LinkEv {
+    pub merge: bool,
+    pub linked: String,
+    pub known: String,
+    pub at: DateTime<Utc>,
+}
+
+/// docs/contract.md's people rules, naively: each id → a name for its person (ids the
+/// links do not name are their own person). Ties between identifies at the same
+/// instant are not exercised (the contract breaks them by the smaller user key).
+pub fn persons(links: &[LinkEv]) -> BTreeMap<String, String> {
+    let mut known: BTreeSet<&str> = BTreeSet::new();
+    for l in links {
+        known.insert(&l.known);
+        if l.merge {
+            known.insert(&l.linked);
+        }
+    }
+    // Merge components: grow each until nothing changes.
+    let mut group: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for l in links.iter().filter(|l| l.merge) {
+        for k in [&l.known, &l.linked] {
+            group
+                .entry(k)
+                .or_insert_with(|| BTreeSet::from([k.as_str()]));
+        }
+    }
+    loop {
+        let mut grew = false;
+        for l in links.iter().filter(|l| l.merge) {
+            let joined: BTreeSet<&str> = group[l.known.as_str()]
+                .union(&group[l.linked.as_str()])
+                .copied()
+                .collect();
+            for k in joined.clone() {
+                if group[k] != joined {
+                    group.insert(k, joined.clone());
+                    grew = true;
+                }
+            }
+        }
+        if !grew {
+            break;
+        }
+    }
+    let person_of_known = |k: &str| -> String {
+        group
+            .get(k)
+            .map(|g| format!("person:{}", g.iter().next().copied().unwrap_or(k)))
+            .unwrap_or_else(|| format!("person:{k}"))
+    };
+    let mut out = BTreeMap::new();
+    for k in &known {
+        out.insert(k.to_string(), person_of_known(k));
+    }
+    let mut owner: BTreeMap<&str, (DateTime<Utc>, &str)> = BTreeMap::new();
+    for l in links.iter().filter(|l| !l.merge && l.linked != l.known) {
+        if known.contains(l.linked.as_str()) {
+            continue;
+        }
+        let claim = (l.at, l.known.as_str());
+        let e = owner.entry(&l.linked).or_insert(claim);
+        if claim.0 < e.0 {
+            *e = claim;
+        }
+    }
+    for (anonymous, (_, o)) in owner {
+        out.insert(anonymous.to_owned(), person_of_known(o));
+    }
+    out
+}
+
+/// The events with each user replaced by their person.
+pub fn as_persons(events: &[Ev], links: &[LinkEv]) -> Vec<Ev> {
+    let persons = persons(links);
+    events
+        .iter()
+        .map(|e| Ev {
+            user: e
+                .user
+                .as_ref()
+                .map(|u| persons.get(u).cloned().unwrap_or_else(|| u.clone())),
+            ..e.clone()
+        })
+        .collect()
+}
