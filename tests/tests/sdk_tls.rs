@@ -132,7 +132,7 @@ fn s(path: &Path) -> String {
 fn https_client(pki: &Pki) -> reqwest::Client {
     reqwest::Client::builder()
         .use_rustls_tls()
-        .add_root_certificate(reqwest::Certificate::from_pem(pki.ca_pem().as_bytes()).unwrap())
+        .add_root_certificate(reqwest::Certificate::from_pem(pki.ca_pem().as_bytes()).expect("CA"))
         .build()
         .expect("client")
 }
@@ -567,7 +567,7 @@ async fn served_leaf(pki: &Pki, addr: &str) -> CertificateDer<'static> {
     let host = addr.trim_start_matches("https://");
     let tcp = TcpStream::connect(host).await.expect("connect");
     let tls = TlsConnector::from(Arc::new(config))
-        .connect(ServerName::try_from("127.0.0.1").unwrap(), tcp)
+        .connect(ServerName::try_from("127.0.0.1").expect("name"), tcp)
         .await
         .expect("handshake");
     tls.get_ref().1.peer_certificates().expect("certificates")[0].clone()
