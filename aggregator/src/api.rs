@@ -14,7 +14,7 @@ use axum::routing::get;
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 use serde::Serialize;
 
-use crate::definitions::{CellStatus, Window};
+use crate::definitions::{CellStatus, Lifecycle, Window};
 use crate::on_demand::{
     self, CohortRetention, Mode, Period, RetentionQuestion, Split, active_series, events_per_day,
 };
@@ -29,6 +29,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/active", get(active))
         .route("/api/v1/retention", get(retention))
         .route("/api/v1/events", get(events))
+        .route("/api/v1/lifecycle", get(lifecycle))
 }
 
 /// Why a request got no answer.
@@ -589,6 +590,89 @@ async fn events(State(state): State<AppState>, params: Params) -> Result<Respons
                 })
                 .collect(),
         })
+    };
+    cached(&state, &snapshot, key, compute).await
+}
+
+#[derive(Serialize)]
+struct LifecycleBody {
+    app: String,
+    timezone: &'static str,
+    today: NaiveDate,
+    period: &'static str,
+    periods: Vec<LifecyclePeriodBody>,
+}
+
+#[derive(Serialize)]
+struct LifecyclePeriodBody {
+    start: NaiveDate,
+    new: u64,
+    returning: u64,
+    resurrecting: u64,
+    /// Negative (or 0): persons of the period before who are not active in this one.
+    dormant: i64,
+    active: u64,
+    in_progress: bool,
+}
+
+fn lifecycle_body(
+    app: &str,
+    snapshot: &MetricsSnapshot,
+    period: Period,
+    series: &[(NaiveDate, Lifecycle)],
+) -> LifecycleBody {
+    let current = period.start_of(snapshot.today);
+    LifecycleBody {
+        app: app.to_owned(),
+        timezone: snapshot.timezone.name(),
+        today: snapshot.today,
+        period: period.label(),
+        periods: series
+            .iter()
+            .map(|(start, l)| LifecyclePeriodBody {
+                start: *start,
+                new: l.new,
+                returning: l.returning,
+                resurrecting: l.resurrecting,
+                dormant: -(l.dormant as i64),
+                active: l.active(),
+                in_progress: *start == current,
+            })
+            .collect(),
+    }
+}
+
+async fn lifecycle(State(state): State<AppState>, params: Params) -> Result<Response, ApiError> {
+    let request = Request::new(params)?;
+    let period = request.choice(
+        "period",
+        &[("day", Period::Day), ("week", Period::Week)],
+        Period::Day,
+    )?;
+    let periods = match period {
+        Period::Day => request.number("periods", 1..=366)?.unwrap_or(30),
+        Period::Week => request.number("periods", 1..=104)?.unwrap_or(8),
+    };
+    let snapshot = snapshot(&state)?;
+    let (app, m) = resolve_app(&snapshot, &request)?;
+    // From the snapshot when the cached days cover the range; else asked on demand.
+    if let Some(series) = m.lifecycle.get(&period)
+        && series.len() >= periods as usize
+    {
+        let body = lifecycle_body(
+            app,
+            &snapshot,
+            period,
+            &series[series.len() - periods as usize..],
+        );
+        return Ok(json_response(StatusCode::OK, &body));
+    }
+    let key = format!("lifecycle\u{0}{app}\u{0}{period:?}\u{0}{periods}");
+    let defs = &state.config.definitions;
+    let today = snapshot.today;
+    let compute = async {
+        let series = on_demand::lifecycle(&state.source, defs, app, today, period, periods).await?;
+        Ok(lifecycle_body(app, &snapshot, period, &series))
     };
     cached(&state, &snapshot, key, compute).await
 }

@@ -28,12 +28,14 @@ use chrono::{Days, NaiveDate};
 use chrono_tz::Tz;
 
 use crate::day_store::{DayStore, SavedDay, SavedDays, SavedUnion};
-use crate::definitions::{MetricDefinitions, RefreshPlan, days_range};
+use crate::definitions::{
+    CACHED_DAYS, Lifecycle, MetricDefinitions, Period, RefreshPlan, days_range, lifecycle_periods,
+};
 use crate::identity;
 use crate::layer_parts::LayerParts;
 use crate::people::People;
 use crate::queries::Queries;
-use crate::rows::{ActiveUsers, CohortSize, DayUsers, Layer, Retained};
+use crate::rows::{ActiveUsers, CohortSize, DayUsers, Layer, LifecycleRow, Retained};
 
 /// Days asked in one query: bounds a query's memory and lets a slow first refresh
 /// keep what it read if it is cut short.
@@ -92,6 +94,9 @@ pub struct DaySets {
     settle_apps: BTreeSet<String>,
     /// Linked keys that left a cohort day: their first day is asked again.
     requery: BTreeMap<String, Vec<u64>>,
+    /// Each (app, period, first day)'s lifecycle and the versions of the days it was
+    /// counted from (its active days, the period before's, its cohort days).
+    lifecycles: HashMap<(String, Period, NaiveDate), (Vec<u64>, Lifecycle)>,
 }
 
 /// What a refresh needs from the layer, as the SQL path returns it.
@@ -102,6 +107,10 @@ pub struct Counts {
     /// Per app: identify pairs refused (claimed by another, known as anonymous) and
     /// keys joined to another person.
     pub identity: BTreeMap<String, IdentityCounts>,
+    /// Per period, the lifecycle of each app's periods
+    /// ([`crate::definitions::lifecycle_periods`]; periods where nobody was active
+    /// or dormant may be left out).
+    pub lifecycle: BTreeMap<Period, Vec<LifecycleRow>>,
 }
 
 /// What the links of one app did.
@@ -121,22 +130,30 @@ fn after(d: NaiveDate, n: u64) -> Option<NaiveDate> {
     d.checked_add_days(Days::new(n))
 }
 
-/// The days of the windows: today and the 59 before (the 30-day window and the one before it).
+/// The days of the windows: today and the 59 before (the 30-day window and the one
+/// before it); the lifecycle's periods lie within them.
 fn window_days(today: NaiveDate) -> impl Iterator<Item = NaiveDate> {
-    before(today, 59)
+    before(today, CACHED_DAYS - 1)
         .iter_days()
         .take_while(move |d| *d <= today)
 }
 
-/// The days a refresh at `plan` needs: active days (windows and every C+N) and cohort days.
+/// The days a refresh at `plan` needs: active days (windows and every C+N) and cohort
+/// days (the reported cohorts, and the window days: a period's new persons for the
+/// lifecycle).
 fn needed_days(
     defs: &MetricDefinitions,
     plan: &RefreshPlan,
 ) -> (BTreeSet<NaiveDate>, BTreeSet<NaiveDate>) {
     let today = plan.today;
-    let member_days: BTreeSet<NaiveDate> = plan.cohort_days.iter().copied().collect();
+    let member_days: BTreeSet<NaiveDate> = plan
+        .cohort_days
+        .iter()
+        .copied()
+        .chain(window_days(today))
+        .collect();
     let mut activity_days: BTreeSet<NaiveDate> = window_days(today).collect();
-    for &c in &member_days {
+    for &c in &plan.cohort_days {
         for &n in &defs.retention_days {
             if let Some(d) = after(c, u64::from(n)).filter(|d| *d <= today) {
                 activity_days.insert(d);
@@ -561,7 +578,6 @@ impl DaySets {
     /// CPU only: a first refresh sorts millions of keys, so run it off the runtime.
     pub fn count(&mut self, defs: &MetricDefinitions, plan: &RefreshPlan) -> Counts {
         let today = plan.today;
-        let (_, member_days) = needed_days(defs, plan);
         let apps: BTreeSet<String> = self
             .activity
             .values()
@@ -573,6 +589,7 @@ impl DaySets {
             sizes: Vec::new(),
             retained: Vec::new(),
             identity: BTreeMap::new(),
+            lifecycle: BTreeMap::new(),
         };
         for (app, p) in &self.people.apps {
             let r = &p.resolution;
@@ -589,7 +606,24 @@ impl DaySets {
             if let Some(a) = self.active_users(app, today) {
                 counts.active.push(a);
             }
-            for &c in &member_days {
+            for period in Period::ALL {
+                for start in lifecycle_periods(period, today) {
+                    let l = self.lifecycle(app, period, start, today);
+                    counts
+                        .lifecycle
+                        .entry(period)
+                        .or_default()
+                        .push(LifecycleRow {
+                            app: app.clone(),
+                            start,
+                            new: l.new,
+                            returning: l.returning,
+                            resurrecting: l.resurrecting,
+                            dormant: l.dormant,
+                        });
+                }
+            }
+            for &c in &plan.cohort_days {
                 let members = self.users(Layer::FirstSeen, app, c);
                 if members.is_empty() {
                     continue;
@@ -615,10 +649,19 @@ impl DaySets {
                 }
             }
         }
-        // Keep only the unions today's windows use.
+        // Keep only the unions today's windows and this week's lifecycle use, and the
+        // lifecycles of the periods reported.
         let keep = window_unions(today);
-        self.unions
-            .retain(|(_, first, last), _| keep.contains(&(*first, *last)));
+        let keep_weeks = week_unions(today);
+        self.unions.retain(|(_, first, last), _| {
+            keep.contains(&(*first, *last)) || keep_weeks.contains(&(*first, *last))
+        });
+        let reported: BTreeSet<(Period, NaiveDate)> = Period::ALL
+            .iter()
+            .flat_map(|p| lifecycle_periods(*p, today).into_iter().map(|d| (*p, d)))
+            .collect();
+        self.lifecycles
+            .retain(|(_, p, d), _| reported.contains(&(*p, *d)));
         counts
     }
 
@@ -775,6 +818,64 @@ impl DaySets {
         users
     }
 
+    /// The lifecycle of `app`'s period starting `start` (docs/contract.md): set sizes
+    /// of its active persons, the period before's and its new persons (the cohort
+    /// days' sets), counted again only when one of those days changed.
+    fn lifecycle(
+        &mut self,
+        app: &str,
+        period: Period,
+        start: NaiveDate,
+        today: NaiveDate,
+    ) -> Lifecycle {
+        let previous = period.back(start, 1);
+        let last = period.last_day(start).min(today);
+        let mut versions = self.versions(previous, last);
+        versions.extend(
+            start
+                .iter_days()
+                .take_while(|d| *d <= last)
+                .map(|d| self.members.get(&d).map_or(0, |x| x.version)),
+        );
+        let key = (app.to_owned(), period, start);
+        if let Some((v, l)) = self.lifecycles.get(&key)
+            && *v == versions
+        {
+            return *l;
+        }
+        let active = self.period_users(app, start, last, today);
+        let before = self.period_users(app, previous, period.last_day(previous), today);
+        let cohorts: Vec<Users> = start
+            .iter_days()
+            .take_while(|d| *d <= last)
+            .map(|d| self.users(Layer::FirstSeen, app, d))
+            .collect();
+        let l = classify(&active, &before, &union(&cohorts));
+        self.lifecycles.insert(key, (versions, l));
+        l
+    }
+
+    /// `app`'s persons active in the days `first..=last`: a day's set, or a union
+    /// (kept while its days stay the same; a union ending today is the kept union
+    /// up to yesterday joined with today).
+    fn period_users(
+        &mut self,
+        app: &str,
+        first: NaiveDate,
+        last: NaiveDate,
+        today: NaiveDate,
+    ) -> Users {
+        if first >= last {
+            return self.users(Layer::Activity, app, first);
+        }
+        if last == today {
+            let past = self.union(app, first, before(today, 1));
+            let now = self.users(Layer::Activity, app, today);
+            return Arc::new(union(&[past, now]));
+        }
+        self.union(app, first, last)
+    }
+
     /// The seven window counts of `app`; `None` when nobody was active in the 60 days.
     fn active_users(&mut self, app: &str, today: NaiveDate) -> Option<ActiveUsers> {
         let yesterday = before(today, 1);
@@ -830,6 +931,34 @@ fn window_unions(today: NaiveDate) -> [(NaiveDate, NaiveDate); 4] {
         (before(today, 13), before(today, 7)),
         (before(today, 59), before(today, 30)),
     ]
+}
+
+/// The unions this week's lifecycle uses: this week up to yesterday and last week.
+fn week_unions(today: NaiveDate) -> [(NaiveDate, NaiveDate); 2] {
+    let monday = Period::Week.start_of(today);
+    let last_week = Period::Week.back(monday, 1);
+    [
+        (monday, before(today, 1)),
+        (last_week, Period::Week.last_day(last_week)),
+    ]
+}
+
+/// A period's lifecycle from its active persons, the period before's and the persons
+/// whose first day is in it (all sorted): returning = active in both; new = active,
+/// not before, first day in the period; the other active persons resurrect; the
+/// persons of the period before not active now are dormant.
+fn classify(active: &[u64], before: &[u64], first_here: &[u64]) -> Lifecycle {
+    let returning = intersection_len(active, before);
+    let new = first_here
+        .iter()
+        .filter(|k| active.binary_search(k).is_ok() && before.binary_search(k).is_err())
+        .count() as u64;
+    Lifecycle {
+        new,
+        returning,
+        resurrecting: active.len() as u64 - returning - new,
+        dormant: before.len() as u64 - returning,
+    }
 }
 
 /// The sorted union of sorted sets.
@@ -892,6 +1021,26 @@ mod tests {
             Arc::new(vec![]),
         ];
         assert_eq!(union(&parts), vec![1, 2, 4, 8]);
+    }
+
+    #[test]
+    fn lifecycle_follows_its_definition() {
+        // Before: 1 2 3 4; now: 2 3 5 6 7 (5 first seen now, 6 and 7 seen earlier;
+        // 8 first seen now but not active: not counted).
+        let l = classify(&[2, 3, 5, 6, 7], &[1, 2, 3, 4], &[5, 8]);
+        assert_eq!(
+            l,
+            Lifecycle {
+                new: 1,
+                returning: 2,
+                resurrecting: 2,
+                dormant: 2
+            }
+        );
+        assert_eq!(l.active(), 5);
+        // dormant(t) = returning(t) − active(t−1), as a count: active(t−1) − returning.
+        assert_eq!(l.dormant, 4 - l.returning);
+        assert_eq!(classify(&[], &[], &[]), Lifecycle::default());
     }
 
     #[test]

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::ops::Range;
 
-use chrono::{DateTime, Days, NaiveDate, TimeZone, Utc};
+use chrono::{DateTime, Datelike, Days, NaiveDate, TimeZone, Utc};
 use chrono_tz::Tz;
 
 /// What the operator chose: the zone that defines days, the events that make a user
@@ -146,6 +146,99 @@ impl MetricDefinitions {
             cohort_days,
         }
     }
+}
+
+/// Calendar days the refresh keeps per app ([`crate::day_sets`]): today and the 59
+/// before (the 30-day window and the one before it).
+pub const CACHED_DAYS: u64 = 60;
+
+/// A calendar period: a day, or an ISO week (Monday to Sunday), in the configured zone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Period {
+    Day,
+    Week,
+}
+
+impl Period {
+    pub const ALL: [Period; 2] = [Period::Day, Period::Week];
+
+    /// Days in one period.
+    pub fn days(self) -> u64 {
+        match self {
+            Period::Day => 1,
+            Period::Week => 7,
+        }
+    }
+
+    /// The `period` label and API value.
+    pub fn label(self) -> &'static str {
+        match self {
+            Period::Day => "day",
+            Period::Week => "week",
+        }
+    }
+
+    /// The period that contains `day`, named by its first day.
+    pub fn start_of(self, day: NaiveDate) -> NaiveDate {
+        match self {
+            Period::Day => day,
+            Period::Week => days_before(day, u64::from(day.weekday().num_days_from_monday())),
+        }
+    }
+
+    /// The first day of the period `n` periods before the one starting at `start`.
+    pub fn back(self, start: NaiveDate, n: u64) -> NaiveDate {
+        days_before(start, self.days() * n)
+    }
+
+    /// The last day of the period starting at `start`.
+    pub fn last_day(self, start: NaiveDate) -> NaiveDate {
+        start
+            .checked_add_days(Days::new(self.days() - 1))
+            .unwrap_or(start)
+    }
+}
+
+/// Lifecycle of one period (docs/contract.md, "Metric definitions"): persons active in it,
+/// split by how they stood before, and the persons active in the period before
+/// who were not in this one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Lifecycle {
+    /// Active, first day in this period.
+    pub new: u64,
+    /// Active in this period and in the one before.
+    pub returning: u64,
+    /// Active, not in the period before, first day before this period.
+    pub resurrecting: u64,
+    /// Active in the period before, not in this one (a count here; shown negative).
+    pub dormant: u64,
+}
+
+impl Lifecycle {
+    /// Persons active in the period: new + returning + resurrecting.
+    pub fn active(&self) -> u64 {
+        self.new + self.returning + self.resurrecting
+    }
+}
+
+/// The periods whose lifecycle the snapshot holds, by first day, oldest first, the
+/// current one (containing today) last: every period whose days and the previous
+/// period's days are all among the [`CACHED_DAYS`] kept (59 days, 7 or 8 weeks).
+pub fn lifecycle_periods(period: Period, today: NaiveDate) -> Vec<NaiveDate> {
+    let oldest_cached = days_before(today, CACHED_DAYS - 1);
+    let mut out = Vec::new();
+    let mut start = period.start_of(today);
+    while period.back(start, 1) >= oldest_cached {
+        out.push(start);
+        start = period.back(start, 1);
+    }
+    out.reverse();
+    out
+}
+
+/// The last complete period before the one containing `today` (yesterday; last week).
+pub fn last_complete(period: Period, today: NaiveDate) -> NaiveDate {
+    period.back(period.start_of(today), 1)
 }
 
 /// Where a per-cohort value stands on the day it is computed (docs/api.md).
@@ -306,6 +399,35 @@ mod tests {
 
     fn at(s: &str) -> DateTime<Utc> {
         s.parse().expect("instant")
+    }
+
+    #[test]
+    fn lifecycle_periods_are_those_the_cached_days_cover() {
+        // 2026-12-08 is a Tuesday; the cache holds 2026-10-10 ..= 2026-12-08.
+        let today = date("2026-12-08");
+        let days = lifecycle_periods(Period::Day, today);
+        assert_eq!(days.len(), 59);
+        assert_eq!(days[0], date("2026-10-11"));
+        assert_eq!(days[58], today);
+        let weeks = lifecycle_periods(Period::Week, today);
+        // The oldest week's previous week (from 10-12) is cached whole.
+        assert_eq!(weeks[0], date("2026-10-19"));
+        assert_eq!(*weeks.last().expect("weeks"), date("2026-12-07"));
+        assert_eq!(weeks.len(), 8);
+        assert_eq!(last_complete(Period::Day, today), date("2026-12-07"));
+        assert_eq!(last_complete(Period::Week, today), date("2026-11-30"));
+        assert_eq!(
+            last_complete(Period::Week, date("2026-12-07")),
+            date("2026-11-30")
+        );
+        assert_eq!(
+            Period::Week.start_of(date("2026-12-06")),
+            date("2026-11-30")
+        );
+        assert_eq!(
+            Period::Week.last_day(date("2026-11-30")),
+            date("2026-12-06")
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
+use crate::definitions::Period;
 use crate::snapshot::{AppMetrics, MetricsSnapshot};
 
 /// Which text format to write.
@@ -239,6 +240,32 @@ pub fn render(
     let mut f = header(
         &mut out,
         format,
+        "growth_lifecycle_users",
+        "gauge",
+        "Persons of the last complete period (period=day: yesterday; week: the last ISO week) by lifecycle status: new (first day in the period), returning (active in the period before too), resurrecting (not in the period before, first day earlier), dormant (active in the period before, not in this one; negative).",
+    );
+    for &(app, m) in &apps {
+        for period in Period::ALL {
+            let Some((_, l)) = m.last_lifecycle(period, snapshot.today) else {
+                continue;
+            };
+            let label = period.label();
+            for (status, value) in [
+                ("new", l.new as f64),
+                ("returning", l.returning as f64),
+                ("resurrecting", l.resurrecting as f64),
+                ("dormant", -(l.dormant as f64)),
+            ] {
+                f.sample(
+                    &[("app", app), ("period", label), ("status", status)],
+                    value,
+                );
+            }
+        }
+    }
+    let mut f = header(
+        &mut out,
+        format,
         "growth_identity_conflicts",
         "gauge",
         "Identify links refused, ever: reason=claimed (the anonymous id belongs to an earlier identify of another known id), reason=known (the anonymous id is a known id).",
@@ -320,7 +347,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::definitions::{CohortReport, Window};
+    use crate::definitions::{CohortReport, Lifecycle, Window};
     use crate::snapshot::AppMetrics;
 
     fn snapshot() -> MetricsSnapshot {
@@ -341,6 +368,25 @@ mod tests {
                 },
             ],
             totals: BTreeMap::from([("expense_logged".to_owned(), 1234)]),
+            lifecycle: BTreeMap::from([
+                (
+                    Period::Day,
+                    vec![(
+                        "2026-11-23".parse().expect("date"),
+                        Lifecycle {
+                            new: 3,
+                            returning: 4,
+                            resurrecting: 1,
+                            dormant: 2,
+                        },
+                    )],
+                ),
+                // 2026-11-24 is a Tuesday: the last complete week began 11-16.
+                (
+                    Period::Week,
+                    vec![("2026-11-09".parse().expect("date"), Lifecycle::default())],
+                ),
+            ]),
             ..Default::default()
         };
         MetricsSnapshot {
@@ -372,9 +418,15 @@ mod tests {
             r#"growth_events_total{app="fin\"brain",event="expense_logged"} 1234"#,
             r#"growth_metrics_refresh_timestamp_seconds{app="fin\"brain"} 1795521600.5"#,
             "# TYPE growth_events_total counter",
+            r#"growth_lifecycle_users{app="fin\"brain",period="day",status="new"} 3"#,
+            r#"growth_lifecycle_users{app="fin\"brain",period="day",status="returning"} 4"#,
+            r#"growth_lifecycle_users{app="fin\"brain",period="day",status="resurrecting"} 1"#,
+            r#"growth_lifecycle_users{app="fin\"brain",period="day",status="dormant"} -2"#,
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line}\n{text}");
         }
+        // Only the last complete period is exported (no week 11-16 in this snapshot).
+        assert!(!text.contains("period=\"week\""), "{text}");
         assert!(
             !text.contains("cohort=\"2026-11-24\",day"),
             "retention of an empty cohort must be absent"

@@ -48,6 +48,8 @@ pub mod day_store;
 pub mod definitions;
 pub mod error;
 pub mod exposition;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod identity;
 pub mod layer_parts;

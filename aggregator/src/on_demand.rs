@@ -10,14 +10,16 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
-use chrono::{DateTime, Datelike, Days, NaiveDate, Utc};
+use chrono::{DateTime, Days, NaiveDate, Utc};
 use clickhouse::sql::Identifier;
 use growth_schema::tables::{
     EVENT_COUNTS, EVENTS, FIRST_SEEN_CHANGES, PERSON_KEYS, USER_QUARTER_HOURS,
 };
 use serde::Deserialize;
 
-use crate::definitions::{CellStatus, MetricDefinitions, cell_status, day_start, days_range};
+use crate::definitions::{
+    CellStatus, Lifecycle, MetricDefinitions, cell_status, day_start, days_range,
+};
 use crate::source::MetricsSource;
 
 /// What an on-demand question can fail with.
@@ -127,30 +129,47 @@ fn running_counts(deltas: &[WindowDelta], first: NaiveDate, today: NaiveDate) ->
         .collect()
 }
 
-/// How cohorts are cut.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Period {
-    /// A cohort is a signup day; N counts days.
-    Day,
-    /// A cohort is a signup week starting Monday; N counts weeks.
-    Week,
-}
+pub use crate::definitions::Period;
 
-impl Period {
-    fn days(self) -> u64 {
-        match self {
-            Period::Day => 1,
-            Period::Week => 7,
+/// The lifecycle of `app`'s `periods` latest periods (the current one included),
+/// oldest first, counted in SQL ([`crate::queries::Queries::lifecycle`]): for ranges
+/// beyond the cached days the snapshot holds.
+pub async fn lifecycle(
+    source: &MetricsSource,
+    defs: &MetricDefinitions,
+    app: &str,
+    today: NaiveDate,
+    period: Period,
+    periods: u32,
+) -> QueryResult<Vec<(NaiveDate, Lifecycle)>> {
+    let last = period.start_of(today);
+    let first = period.back(last, u64::from(periods.max(1)) - 1);
+    let rows = source
+        .queries()
+        .lifecycle(defs, period, first, last, Some(app))
+        .await?;
+    let counted: BTreeMap<NaiveDate, Lifecycle> = rows
+        .into_iter()
+        .map(|r| {
+            let l = Lifecycle {
+                new: r.new,
+                returning: r.returning,
+                resurrecting: r.resurrecting,
+                dormant: r.dormant,
+            };
+            (r.start, l)
+        })
+        .collect();
+    let mut out = Vec::new();
+    let mut start = first;
+    while start <= last {
+        out.push((start, counted.get(&start).copied().unwrap_or_default()));
+        match start.checked_add_days(Days::new(period.days())) {
+            Some(next) => start = next,
+            None => break,
         }
     }
-
-    /// The period that contains `day`, named by its first day.
-    pub fn start_of(self, day: NaiveDate) -> NaiveDate {
-        match self {
-            Period::Day => day,
-            Period::Week => day - Days::new(u64::from(day.weekday().num_days_from_monday())),
-        }
-    }
+    Ok(out)
 }
 
 /// Which activity counts as "retained on N".

@@ -20,11 +20,11 @@ use growth_schema::tables::{
     PERSON_KEYS, USER_QUARTER_HOURS,
 };
 
-use crate::definitions::{MetricDefinitions, RefreshPlan, Window, days_range};
+use crate::definitions::{MetricDefinitions, Period, RefreshPlan, Window, days_range};
 use crate::layer_parts::LayerParts;
 use crate::rows::{
-    ActiveUsers, CohortSize, DayUsers, EventTotal, KeyFirstDay, Layer, LayerMarker, LinkRow,
-    Markers, Retained,
+    ActiveUsers, CohortSize, DayUsers, EventTotal, KeyFirstDay, Layer, LayerMarker, LifecycleRow,
+    LinkRow, Markers, Retained,
 };
 
 /// Keys asked by value in one first-day question (bound as an array parameter).
@@ -325,6 +325,76 @@ impl Queries {
             .param("prev_month_from", prev_month_from)
             .param("yesterday_month_from", yesterday_month_from)
             .param("end", end)
+            .param("active", &defs.active_events)
+            .fetch_all()
+            .await
+    }
+
+    /// Lifecycle of each period (day or Monday week) from `first` to `last` (their
+    /// first days), per app, of one app or of all (`None`), counted in SQL over the
+    /// persons: the SQL path's cross-check and the JSON API's answer beyond the
+    /// cached days. A person active in period t: `returning` when active in t−1 too,
+    /// else `new` when their first day (the earliest of any of their keys) is in t,
+    /// else `resurrecting`; active in t−1 and not in t: `dormant`. Reads the activity
+    /// of the periods and the one before, and every person's first day.
+    pub async fn lifecycle(
+        &self,
+        defs: &MetricDefinitions,
+        period: Period,
+        first: NaiveDate,
+        last: NaiveDate,
+        app: Option<&str>,
+    ) -> clickhouse::error::Result<Vec<LifecycleRow>> {
+        let range = days_range(defs.timezone, period.back(first, 1), period.last_day(last));
+        self.client
+            .query(
+                "WITH links AS (
+                     SELECT app, user_key, person_key FROM ? WHERE {app:String} = '' OR app = {app:String}
+                 ),
+                 activity AS (
+                     SELECT u.app AS app, if(p.person_key = 0, u.user_key, p.person_key) AS person,
+                            groupUniqArray(if({week:UInt8} = 1, toMonday(toDate(u.bucket, {tz:String})), toDate(u.bucket, {tz:String}))) AS periods
+                     FROM ? AS u LEFT JOIN links AS p ON p.app = u.app AND p.user_key = u.user_key
+                     WHERE ({app:String} = '' OR u.app = {app:String})
+                       AND u.bucket >= toDateTime({from:Int64}, 'UTC') AND u.bucket < toDateTime({to:Int64}, 'UTC')
+                       AND (empty({active:Array(String)}) OR hasAny(u.event_names, {active:Array(String)}))
+                     GROUP BY app, person
+                 ),
+                 firsts AS (
+                     SELECT f.app AS app, if(p.person_key = 0, f.user_key, p.person_key) AS person,
+                            min(f.first_bucket) AS first_bucket
+                     FROM (
+                         SELECT app, user_key, min(first_bucket) AS first_bucket FROM ?
+                         WHERE {app:String} = '' OR app = {app:String}
+                         GROUP BY app, user_key
+                     ) AS f LEFT JOIN links AS p ON p.app = f.app AND p.user_key = f.user_key
+                     GROUP BY app, person
+                 )
+                 SELECT app, start,
+                        countIf(status = 1) AS new, countIf(status = 2) AS returning,
+                        countIf(status = 3) AS resurrecting, countIf(status = 4) AS dormant
+                 FROM (
+                     SELECT a.app AS app, t AS start,
+                            has(a.periods, t) AS cur, has(a.periods, subtractDays(t, {step:UInt32})) AS prev,
+                            if({week:UInt8} = 1, toMonday(toDate(f.first_bucket, {tz:String})), toDate(f.first_bucket, {tz:String})) AS first_period,
+                            multiIf(cur AND prev, 2, cur AND first_period = t, 1, cur, 3, prev, 4, 0) AS status
+                     FROM activity AS a LEFT JOIN firsts AS f ON f.app = a.app AND f.person = a.person
+                     ARRAY JOIN arrayDistinct(arrayConcat(a.periods, arrayMap(x -> addDays(x, {step:UInt32}), a.periods))) AS t
+                     WHERE t >= {first:Date} AND t <= {last:Date}
+                 )
+                 GROUP BY app, start ORDER BY app, start",
+            )
+            .bind(Identifier(PERSON_KEYS))
+            .bind(Identifier(USER_QUARTER_HOURS))
+            .bind(Identifier(FIRST_SEEN_LATEST))
+            .param("app", app.unwrap_or(""))
+            .param("week", u8::from(period == Period::Week))
+            .param("step", period.days() as u32)
+            .param("tz", defs.timezone.name())
+            .param("from", unix(range.start))
+            .param("to", unix(range.end))
+            .param("first", first.to_string())
+            .param("last", last.to_string())
             .param("active", &defs.active_events)
             .fetch_all()
             .await

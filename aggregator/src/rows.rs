@@ -110,3 +110,16 @@ pub struct KeyFirstDay {
     #[serde(with = "clickhouse::serde::chrono::date")]
     pub day: NaiveDate,
 }
+
+/// Lifecycle of one app's period (docs/contract.md, "Metric definitions"), as the SQL path
+/// counts it: `start` is the period's first day.
+#[derive(Debug, Clone, PartialEq, clickhouse::Row, Deserialize)]
+pub struct LifecycleRow {
+    pub app: String,
+    #[serde(with = "clickhouse::serde::chrono::date")]
+    pub start: NaiveDate,
+    pub new: u64,
+    pub returning: u64,
+    pub resurrecting: u64,
+    pub dormant: u64,
+}

@@ -8,10 +8,10 @@ use chrono_tz::Tz;
 
 use crate::day_sets::{Counts, IdentityCounts};
 use crate::definitions::{
-    CohortReport, MetricDefinitions, RecentRetention, RefreshPlan, Window, cohort_reports,
-    recent_retention,
+    CohortReport, Lifecycle, MetricDefinitions, Period, RecentRetention, RefreshPlan, Window,
+    cohort_reports, last_complete, lifecycle_periods, recent_retention,
 };
-use crate::rows::EventTotal;
+use crate::rows::{EventTotal, LifecycleRow};
 use crate::source::MetricsSource;
 
 /// Every metric of every app, as of `generated_at`.
@@ -44,6 +44,9 @@ pub struct AppMetrics {
     pub totals: BTreeMap<String, u64>,
     /// What the app's identify and merge links did.
     pub identity: IdentityCounts,
+    /// Per period, the lifecycle of each period the cached days cover
+    /// ([`lifecycle_periods`]), oldest first, the current one (in progress) last.
+    pub lifecycle: BTreeMap<Period, Vec<(NaiveDate, Lifecycle)>>,
 }
 
 impl AppMetrics {
@@ -66,6 +69,21 @@ impl AppMetrics {
             .copied()
             .unwrap_or(0);
         (self.previous_month_users > 0).then(|| dau as f64 / self.previous_month_users as f64)
+    }
+
+    /// The lifecycle of the last complete period before `today`'s (yesterday; last
+    /// ISO week), and its first day.
+    pub fn last_lifecycle(
+        &self,
+        period: Period,
+        today: NaiveDate,
+    ) -> Option<(NaiveDate, Lifecycle)> {
+        let start = last_complete(period, today);
+        self.lifecycle
+            .get(&period)?
+            .iter()
+            .find(|(d, _)| *d == start)
+            .copied()
     }
 
     /// The latest `n` cohorts, oldest first.
@@ -114,12 +132,30 @@ pub async fn compute_in_sql(
     now: DateTime<Utc>,
 ) -> clickhouse::error::Result<MetricsSnapshot> {
     let plan = defs.plan(now);
-    let (totals, active, sizes, retained, links) = tokio::try_join!(
+    let lifecycle_of = |period| {
+        let starts = lifecycle_periods(period, plan.today);
+        let (first, last) = (starts.first().copied(), starts.last().copied());
+        async move {
+            match (first, last) {
+                (Some(first), Some(last)) => {
+                    let rows = source
+                        .queries()
+                        .lifecycle(defs, period, first, last, None)
+                        .await?;
+                    Ok((period, rows))
+                }
+                _ => Ok((period, Vec::new())),
+            }
+        }
+    };
+    let (totals, active, sizes, retained, links, days, weeks) = tokio::try_join!(
         source.queries().event_totals(),
         source.queries().active_users(defs, &plan),
         source.queries().cohort_sizes(defs, &plan),
         source.queries().retained(defs, &plan),
         source.queries().identity_links(None),
+        lifecycle_of(Period::Day),
+        lifecycle_of(Period::Week),
     )?;
     let mut by_app: BTreeMap<String, Vec<crate::identity::Link>> = BTreeMap::new();
     for r in links {
@@ -150,6 +186,7 @@ pub async fn compute_in_sql(
         sizes,
         retained,
         identity,
+        lifecycle: BTreeMap::from([days, weeks]),
     };
     Ok(assemble(defs, plan, now, totals, counts))
 }
@@ -166,6 +203,7 @@ fn assemble(
         sizes,
         retained,
         identity,
+        lifecycle,
     } = counts;
 
     let mut apps: BTreeMap<String, AppMetrics> = BTreeMap::new();
@@ -208,6 +246,29 @@ fn assemble(
             m.identity = counts;
         }
     }
+    let mut lifecycle_by_app: BTreeMap<(String, Period), BTreeMap<NaiveDate, Lifecycle>> =
+        BTreeMap::new();
+    for (period, rows) in lifecycle {
+        for r in rows {
+            let LifecycleRow {
+                app,
+                start,
+                new,
+                returning,
+                resurrecting,
+                dormant,
+            } = r;
+            lifecycle_by_app.entry((app, period)).or_default().insert(
+                start,
+                Lifecycle {
+                    new,
+                    returning,
+                    resurrecting,
+                    dormant,
+                },
+            );
+        }
+    }
     let empty_sizes = BTreeMap::new();
     let empty_retained = BTreeMap::new();
     for (name, app) in apps.iter_mut() {
@@ -219,6 +280,20 @@ fn assemble(
         let retained = retained_by_app.get(name).unwrap_or(&empty_retained);
         app.cohorts = cohort_reports(defs, &plan, sizes, retained);
         app.recent_retention = recent_retention(defs, plan.today, &app.cohorts);
+        for period in Period::ALL {
+            let counted = lifecycle_by_app.remove(&(name.clone(), period));
+            let series = lifecycle_periods(period, plan.today)
+                .into_iter()
+                .map(|start| {
+                    let l = counted
+                        .as_ref()
+                        .and_then(|c| c.get(&start).copied())
+                        .unwrap_or_default();
+                    (start, l)
+                })
+                .collect();
+            app.lifecycle.insert(period, series);
+        }
     }
     MetricsSnapshot {
         generated_at: now,

@@ -42,12 +42,46 @@ pub struct Cli {
 }
 
 /// What to do; `run` when omitted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
 pub enum Command {
     /// Receive OTLP and store growth events (the default).
     Run,
     /// Wait for ClickHouse, apply the schema migrations to the database, and exit.
     Migrate,
+    /// Erase people: reads user ids (or, with --hashes, user hashes) one a line from
+    /// stdin or --input, never from the command line, and asks the running collector
+    /// at --admin-addr to remove them from ClickHouse (events and every derived
+    /// table), the spool and the dead-letter file; waits and prints the rows removed
+    /// per table. Needs the admin token (--token-file or GROWTH_ADMIN_TOKEN) whose
+    /// SHA-256 is in the collector's --admin-token-file. Example:
+    /// `growth-collector erase --token-file admin.token < ids.txt`
+    Erase(EraseArgs),
+}
+
+/// Flags of `growth-collector erase`.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
+pub struct EraseArgs {
+    /// Read the ids from FILE instead of stdin (one a line; blank lines skipped).
+    #[arg(long, value_name = "FILE")]
+    pub input: Option<PathBuf>,
+
+    /// The lines are user hashes (64 lowercase hex, as stored in events.user_hash),
+    /// not raw user ids.
+    #[arg(long)]
+    pub hashes: bool,
+
+    /// File holding the admin token (whose SHA-256 is in the collector's
+    /// --admin-token-file). Without it the token is read from GROWTH_ADMIN_TOKEN.
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+
+    /// Return once the erasure is queued, printing its id, without waiting for it.
+    #[arg(long)]
+    pub no_wait: bool,
+
+    /// Longest wait for the erasure to finish.
+    #[arg(long, value_name = "DURATION", default_value = "30m", value_parser = duration)]
+    pub wait_timeout: Duration,
 }
 
 /// Flags of the collector.
@@ -74,7 +108,8 @@ pub struct RunArgs {
     )]
     pub otlp_http_addr: SocketAddr,
 
-    /// Address of /healthz, /readyz and /metrics (the collector's own Prometheus metrics).
+    /// Address of /healthz, /readyz, /metrics (the collector's own Prometheus metrics)
+    /// and /admin/erasures; `erase` connects here.
     #[arg(
         long,
         value_name = "ADDR",
@@ -82,6 +117,12 @@ pub struct RunArgs {
         default_value = "127.0.0.1:8888"
     )]
     pub admin_addr: SocketAddr,
+
+    /// Admin tokens allowed to erase people (POST /admin/erasures): one line
+    /// `sha256:<hex of the token's SHA-256>` each (`printf %s TOKEN | sha256sum`).
+    /// Without it erasure is off (403).
+    #[arg(long, value_name = "FILE", env = "GROWTH_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
 
     /// File holding the user-hash key (HMAC-SHA256); a trailing newline is ignored.
     /// Without it the key is read from the environment variable GROWTH_USER_HASH_KEY.
@@ -226,6 +267,8 @@ pub struct Config {
     pub admin_addr: SocketAddr,
     /// Hashes raw user ids; keyed (HMAC) when a key was configured.
     pub hasher: UserHasher,
+    /// `--admin-token-file`: who may erase people (off without it).
+    pub admin_token_file: Option<PathBuf>,
     /// When the batcher inserts.
     pub batch: BatchConfig,
     /// Largest accepted request body or gRPC message, decompressed.
@@ -338,6 +381,7 @@ impl RunArgs {
             otlp_http_addr: self.otlp_http_addr,
             admin_addr: self.admin_addr,
             hasher,
+            admin_token_file: self.admin_token_file,
             batch: BatchConfig {
                 max_rows: self.batch_max_rows as usize,
                 max_bytes: self.batch_max_bytes,

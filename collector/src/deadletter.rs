@@ -61,6 +61,12 @@ impl DeadLetters {
         file.write_all(text.as_bytes())
     }
 
+    /// Closes the file; the next [`DeadLetters::write`] opens it again by name (after
+    /// an erasure replaced it).
+    pub fn close(&mut self) {
+        self.file = None;
+    }
+
     /// Syncs the file (after a batch's dead letters are written).
     pub fn sync(&mut self) -> io::Result<()> {
         match &self.file {

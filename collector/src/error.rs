@@ -19,6 +19,12 @@ pub enum CollectorError {
     /// The TLS files (`--tls-cert`, `--tls-key`, `--tls-client-ca`) are not usable.
     #[error(transparent)]
     Tls(#[from] growth_schema::service::tls::TlsError),
+    /// The admin token file or the erasure queue is not usable.
+    #[error(transparent)]
+    Erasure(#[from] crate::erasure::ErasureError),
+    /// `erase` failed.
+    #[error(transparent)]
+    Erase(#[from] crate::erasure::cli::EraseError),
     /// A listen address could not be bound.
     #[error("cannot listen on {addr} for {what}: {source}")]
     Bind {

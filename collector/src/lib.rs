@@ -37,6 +37,9 @@
 //! * [`clickhouse`] — the sink: inserts, classifies failures. Waiting for
 //!   ClickHouse at start-up and migrating is the start-up path both binaries share,
 //!   [`growth_schema::service`].
+//! * [`erasure`] — the right to erasure: an authenticated admin API (and the `erase`
+//!   subcommand) that removes people from every table, the spool and the dead-letter
+//!   file, in batches of one mutation per table.
 //! * [`admin`] and [`telemetry`] — health, readiness and the collector's own metrics.
 //! * [`config`] — flags and environment, parsed once; [`lifecycle`] — start and
 //!   graceful shutdown; [`error`] — why it stopped.
@@ -61,7 +64,10 @@ pub mod clickhouse;
 pub mod config;
 pub mod deadletter;
 pub mod delivery;
+pub mod erasure;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod intake_config;
 pub mod lifecycle;
 pub mod map;

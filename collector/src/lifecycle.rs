@@ -27,6 +27,7 @@ use crate::admin::{self, DeliveryCheck, Phase, Readiness};
 use crate::auth::Auth;
 use crate::clickhouse::{ClickHouseSink, describe};
 use crate::config::Config;
+use crate::erasure::{self, Erasures, api::AdminTokens};
 use crate::error::CollectorError;
 use crate::receiver::{Intake, grpc, http, serve};
 use crate::spool;
@@ -137,11 +138,19 @@ impl Collector {
             stop_on_signal.send_replace(true);
         });
 
+        let admin_tokens = match &config.admin_token_file {
+            Some(path) => Some(AdminTokens::load(path)?),
+            None => None,
+        };
+        let erasures = Erasures::open(&config.spool.dir)?;
+
         let telemetry = Arc::new(Telemetry::new());
         let readiness = Arc::new(Readiness::default());
         let (admin_stop, admin_stop_rx) = watch::channel(false);
         let admin_task = spawn_server("admin", {
-            let router = admin::router(telemetry.clone(), readiness.clone());
+            let router = admin::router(telemetry.clone(), readiness.clone()).merge(
+                erasure::api::router(Some(erasures.clone()), admin_tokens, config.hasher.clone()),
+            );
             let tls = tls.as_ref().map(|tls| tls.admin.clone());
             async move {
                 let stop = stopped(admin_stop_rx);
@@ -214,6 +223,14 @@ impl Collector {
             health,
             stall_timeout: config.delivery.write_stall_timeout,
         });
+        let erasure_task = erasure::Worker {
+            erasures,
+            spool: spool.clone(),
+            writer: writer.control(),
+            client: config.clickhouse.client(),
+            spool_dir: config.spool.dir.clone(),
+        }
+        .spawn(stop_rx.clone());
         let closer = spool.clone();
         let connections =
             serve::Connections::new(config.delivery.max_connections, telemetry.clone());
@@ -256,6 +273,8 @@ impl Collector {
         readiness.set(Phase::Draining);
         stop_tx.send_replace(true);
         writer.start_draining();
+        // An erasure under way stops where it is; it resumes at the next start.
+        let _ = erasure_task.await;
         let drained = tokio::time::timeout_at(deadline.into(), async {
             while let Some(joined) = receivers.join_next().await {
                 let this = receiver_failure(joined);

@@ -12,7 +12,18 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 #[tokio::main]
 async fn main() -> ExitCode {
     init_logging();
-    let (command, config) = match Cli::parse_args().into_config() {
+    let cli = Cli::parse_args();
+    // `erase` is a client of the running collector: it needs no key and no ClickHouse.
+    if let Some(Command::Erase(args)) = &cli.command {
+        return match growth_collector::erasure::cli::run(args.clone(), cli.run.admin_addr).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!("{e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let (command, config) = match cli.into_config() {
         Ok(parsed) => parsed,
         Err(e) => {
             tracing::error!("{e}");
@@ -22,6 +33,9 @@ async fn main() -> ExitCode {
     let result = match command {
         Command::Migrate => growth_collector::migrate(&config).await.map(drop),
         Command::Run => growth_collector::run(config, shutdown_signal()).await,
+        Command::Erase(args) => growth_collector::erasure::cli::run(args, config.admin_addr)
+            .await
+            .map_err(Into::into),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -126,6 +126,9 @@ pub struct Spooled {
 /// What the spool thread is asked to do.
 enum Command {
     Append(Append),
+    /// Write what is queued, then start a new segment and answer with its start:
+    /// every append acknowledged before lies before it (erasure, [`Spool::roll`]).
+    Roll(oneshot::Sender<Result<Position, SpoolError>>),
     /// Write what is queued, then stop: later appends are refused.
     Close,
 }
@@ -218,6 +221,17 @@ impl Spool {
     /// connections that linger past it get [`SpoolError::Closed`]).
     pub fn close(&self) {
         let _ = self.tx.send(Command::Close);
+    }
+
+    /// Writes what is queued, closes the open segment and starts a new one. Returns
+    /// where the new one starts: every append acknowledged before this call lies
+    /// before that position, nothing acknowledged after it does.
+    pub async fn roll(&self) -> Result<Position, SpoolError> {
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(Command::Roll(reply))
+            .map_err(|_| SpoolError::Closed)?;
+        answer.await.unwrap_or(Err(SpoolError::Closed))
     }
 
     /// Whether the spool holds more than `bytes`.
@@ -488,9 +502,21 @@ struct GroupWriter {
 impl GroupWriter {
     fn run(mut self, mut rx: mpsc::UnboundedReceiver<Command>) {
         let mut closing = false;
+        let mut roll: Option<oneshot::Sender<Result<Position, SpoolError>>> = None;
         while !closing {
+            if let Some(reply) = roll.take() {
+                let rolled = self.roll().map(|()| Position {
+                    segment: self.active.id,
+                    offset: segment::HEADER_LEN,
+                });
+                let _ = reply.send(rolled);
+            }
             let first = match rx.blocking_recv() {
                 Some(Command::Append(append)) => append,
+                Some(Command::Roll(reply)) => {
+                    roll = Some(reply);
+                    continue;
+                }
                 Some(Command::Close) | None => break,
             };
             let mut bytes = first.payload.len();
@@ -503,6 +529,11 @@ impl GroupWriter {
                     }
                     Ok(Command::Close) => {
                         closing = true;
+                        break;
+                    }
+                    Ok(Command::Roll(reply)) => {
+                        // After this group is written and answered.
+                        roll = Some(reply);
                         break;
                     }
                     Err(_) => break,

@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -82,9 +82,42 @@ impl WriterHealth {
 pub struct WriterHandle {
     draining: watch::Sender<bool>,
     task: JoinHandle<()>,
+    control: WriterControl,
+}
+
+/// Asks the writer to reach a point of the spool and hold there (erasure,
+/// `crate::erasure`). Cloning is cheap.
+#[derive(Debug, Clone)]
+pub struct WriterControl(mpsc::UnboundedSender<Barrier>);
+
+struct Barrier {
+    before: Position,
+    reply: oneshot::Sender<WriterPause>,
+}
+
+/// The writer holds while this lives: it has stored every row spooled before the
+/// barrier's position, moved its cursor there, deleted the segments before it and
+/// closed the dead-letter file; it inserts nothing until this is dropped.
+#[derive(Debug)]
+pub struct WriterPause(#[allow(dead_code)] oneshot::Sender<()>);
+
+impl WriterControl {
+    /// Waits until every row spooled before `before` is in ClickHouse (or
+    /// dead-lettered) and no spool segment before it is left, then holds the writer.
+    /// `None` when the writer has stopped.
+    pub async fn pause_after(&self, before: Position) -> Option<WriterPause> {
+        let (reply, answer) = oneshot::channel();
+        self.0.send(Barrier { before, reply }).ok()?;
+        answer.await.ok()
+    }
 }
 
 impl WriterHandle {
+    /// A handle that can hold the writer at a point of the spool.
+    pub fn control(&self) -> WriterControl {
+        self.control.clone()
+    }
+
     /// From now on, insert what is spooled without waiting for batches to fill.
     pub fn start_draining(&self) {
         self.draining.send_replace(true);
@@ -118,7 +151,10 @@ pub fn spawn<S: EventStore>(
     health: Arc<WriterHealth>,
 ) -> WriterHandle {
     let (draining, draining_rx) = watch::channel(false);
+    let (control, barriers) = mpsc::unbounded_channel();
     let mut writer = Writer {
+        barriers,
+        barrier: None,
         store,
         config,
         telemetry,
@@ -139,10 +175,14 @@ pub fn spawn<S: EventStore>(
     WriterHandle {
         draining,
         task: tokio::spawn(writer.run()),
+        control: WriterControl(control),
     }
 }
 
 struct Writer<S> {
+    /// Barriers asked for ([`WriterControl`]); one is served at a time.
+    barriers: mpsc::UnboundedReceiver<Barrier>,
+    barrier: Option<Barrier>,
     store: S,
     config: BatchConfig,
     telemetry: Arc<Telemetry>,
@@ -175,13 +215,25 @@ impl<S: EventStore> Writer<S> {
         loop {
             self.take_spooled();
             self.publish_oldest();
+            if self.barrier.is_none() {
+                self.barrier = self.barriers.try_recv().ok();
+            }
+            if self.barrier_reached() {
+                self.hold().await;
+                continue;
+            }
             if self.queue.is_empty() {
                 if self.closed {
                     break;
                 }
-                match self.tail.spooled.recv().await {
-                    Some(spooled) => self.push(spooled),
-                    None => self.closed = true,
+                tokio::select! {
+                    next = self.tail.spooled.recv() => match next {
+                        Some(spooled) => self.push(spooled),
+                        None => self.closed = true,
+                    },
+                    Some(barrier) = self.barriers.recv(), if self.barrier.is_none() => {
+                        self.barrier = Some(barrier);
+                    }
                 }
                 continue;
             }
@@ -193,6 +245,9 @@ impl<S: EventStore> Writer<S> {
                     },
                     () = tokio::time::sleep_until(wait_until) => {}
                     () = draining(&mut self.draining) => {}
+                    Some(barrier) = self.barriers.recv(), if self.barrier.is_none() => {
+                        self.barrier = Some(barrier);
+                    }
                 }
                 continue;
             }
@@ -201,6 +256,42 @@ impl<S: EventStore> Writer<S> {
         }
         self.publish_oldest();
         tracing::debug!("writer stopped: the spool is closed and everything in it is stored");
+    }
+
+    /// Whether every frame before the pending barrier is stored.
+    fn barrier_reached(&self) -> bool {
+        let Some(barrier) = &self.barrier else {
+            return false;
+        };
+        self.replay_until.is_none()
+            && self
+                .queue
+                .front()
+                .is_none_or(|(frame, _)| frame.start >= barrier.before)
+    }
+
+    /// Serves the pending barrier: cursor to its position, segments before it
+    /// deleted, dead-letter file closed; then holds until the pause is dropped.
+    async fn hold(&mut self) {
+        let Some(barrier) = self.barrier.take() else {
+            return;
+        };
+        if self.committed < barrier.before {
+            // Nothing is left before it: the spool was rolled there.
+            self.committed = barrier.before;
+            self.save_cursor(None).await;
+        }
+        let keep_from = self
+            .queue
+            .front()
+            .map_or(self.committed.segment, |(frame, _)| frame.start.segment);
+        self.delete_segments_before(keep_from).await;
+        self.dead_letters.close();
+        let (resume, resumed) = oneshot::channel();
+        if barrier.reply.send(WriterPause(resume)).is_ok() {
+            // Err once the pause is dropped: that is the signal to go on.
+            let _ = resumed.await;
+        }
     }
 
     fn push(&mut self, spooled: Spooled) {
@@ -231,7 +322,11 @@ impl<S: EventStore> Writer<S> {
 
     /// `None` when a batch should be inserted now; else when to look again.
     fn due(&self) -> Option<Instant> {
-        if self.replay_until.is_some() || self.closed || *self.draining.borrow() {
+        if self.replay_until.is_some()
+            || self.closed
+            || self.barrier.is_some()
+            || *self.draining.borrow()
+        {
             return None;
         }
         if self.queued_rows >= self.config.max_rows || self.queued_bytes >= self.config.max_bytes {

@@ -30,6 +30,47 @@ pub const IDENTITY_LINKS: &str = "identity_links";
 pub const PERSON_KEYS: &str = "person_keys";
 /// Per app, event and UTC quarter-hour event counts (migration 0004).
 pub const EVENT_COUNTS: &str = "event_counts";
+/// How a table names the user of a row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserColumn {
+    /// `user_hash`: the 64-hex hash itself.
+    Hash,
+    /// `user_key`: `cityHash64(user_hash)`.
+    Key,
+    /// Two key columns, either naming the user (a link between two ids): a row goes
+    /// when either side is erased.
+    KeyPair(&'static str, &'static str),
+}
+
+impl UserColumn {
+    /// The column's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            UserColumn::Hash => "user_hash",
+            UserColumn::Key | UserColumn::KeyPair(..) => "user_key",
+        }
+    }
+}
+
+/// Every table that holds rows of a user, and the column that names them: an
+/// erasure deletes from each (collector/src/erasure). A new table that holds users
+/// (a link or identity table) is added here, and only here; the erasure test checks
+/// that every table of the database with a `user_hash` or `user_key` column is
+/// listed. `event_counts` (no user) is corrected by the erasure separately, and
+/// `layer_changes` holds row counts per quarter-hour only.
+pub const USER_TABLES: &[(&str, UserColumn)] = &[
+    (EVENTS, UserColumn::Hash),
+    (USER_QUARTER_HOURS, UserColumn::Key),
+    (FIRST_SEEN_CHANGES, UserColumn::Key),
+    (FIRST_SEEN_LATEST, UserColumn::Key),
+    (USER_ACTIVITY, UserColumn::Key),
+    (USER_FIRST_SEEN, UserColumn::Key),
+    (
+        IDENTITY_LINKS,
+        UserColumn::KeyPair("linked_key", "known_key"),
+    ),
+];
+
 /// Applied migration versions, written by [`crate::migrate`].
 pub const SCHEMA_MIGRATIONS: &str = "schema_migrations";
 

@@ -69,6 +69,8 @@ mod error;
 mod event;
 #[cfg(feature = "finance")]
 pub mod finance;
+#[doc(hidden)]
+pub mod fuzzing;
 mod loss;
 mod queue;
 mod record;

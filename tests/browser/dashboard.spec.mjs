@@ -203,6 +203,37 @@ async function run() {
   const sources = await page.$$eval('#sources tbody tr[data-source]', (trs) => trs.map((tr) => tr.dataset.source));
   check('per-source breakdown lists messenger, form and pwa', ['messenger', 'form', 'pwa'].every((s) => sources.includes(s)), sources);
   check('source breakdown came from /api/v1/events?by=source', apiCalls.some((c) => c.startsWith('/api/v1/events') && c.includes('by=source')), apiCalls);
+  // ---- lifecycle bars -------------------------------------------------------------------
+  const lcApi = JSON.parse((await get(`/api/v1/lifecycle?app=${encodeURIComponent(config.app)}&period=day&periods=30`)).text);
+  const bars = await page.$$eval('#lifecycle g.lc-bar', (gs) => gs.map((g) => ({
+    start: g.dataset.start,
+    values: ['new', 'returning', 'resurrecting', 'dormant'].map((k) => Number(g.dataset[k])),
+    heights: Object.fromEntries([...g.querySelectorAll('rect')].map((r) => [r.dataset.status, Number(r.getAttribute('height'))])),
+  })));
+  check('lifecycle came from /api/v1/lifecycle', apiCalls.some((c) => c.startsWith('/api/v1/lifecycle')), apiCalls);
+  check('one lifecycle bar per day of /api/v1/lifecycle', bars.length === 30 && bars.length === lcApi.periods.length, { bars: bars.length });
+  let scale = null;
+  for (const [i, p] of lcApi.periods.entries()) {
+    const b = bars[i];
+    const want = [p.new, p.returning, p.resurrecting, p.dormant];
+    check('lifecycle bar matches the API', b.start === p.start && b.values.every((v, k) => v === want[k]), { b, p });
+    for (const [k, status] of ['new', 'returning', 'resurrecting', 'dormant'].entries()) {
+      const value = Math.abs(want[k]);
+      if (value === 0) {
+        check('an empty lifecycle segment has no height', b.heights[status] === 0, { b, status });
+        continue;
+      }
+      scale = scale === null ? b.heights[status] / value : scale;
+      check('lifecycle segments are drawn to one scale', Math.abs(b.heights[status] / value - scale) < 1e-6 * scale, { b, status, scale });
+    }
+  }
+  check('the lifecycle shows persons', scale !== null, lcApi.periods);
+  const yesterday = lcApi.periods[lcApi.periods.length - 2];
+  for (const status of ['new', 'returning', 'resurrecting', 'dormant']) {
+    const s = one(m, 'growth_lifecycle_users', { period: 'day', status });
+    check("yesterday's lifecycle bar equals /metrics", s && s.value === yesterday[status], { s, yesterday });
+  }
+
   await page.waitForFunction(() => {
     const img = document.querySelector('#trend img');
     return img && img.complete && img.naturalWidth > 0;

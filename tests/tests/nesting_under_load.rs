@@ -11,9 +11,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use growth_e2e::{Collector, clickhouse, eventually, unique_database};
+use growth_testkit::otlp::{RawCodec, text};
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
-use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyKind;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
 use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message as _;
@@ -30,21 +29,11 @@ fn now_nanos() -> u64 {
         .unwrap_or_default()
 }
 
-fn string_kv(key: &str, value: &str) -> KeyValue {
-    KeyValue {
-        key: key.to_owned(),
-        value: Some(AnyValue {
-            value: Some(AnyKind::StringValue(value.to_owned())),
-        }),
-        ..Default::default()
-    }
-}
-
 fn record(case: &str, user: &str) -> LogRecord {
     LogRecord {
         time_unix_nano: now_nanos() - 1_000_000_000,
         event_name: "expense_logged".into(),
-        attributes: vec![string_kv("user.id", user), string_kv("case", case)],
+        attributes: vec![text("user.id", user), text("case", case)],
         ..Default::default()
     }
 }
@@ -53,7 +42,7 @@ fn request(records: Vec<LogRecord>) -> ExportLogsServiceRequest {
     ExportLogsServiceRequest {
         resource_logs: vec![ResourceLogs {
             resource: Some(Resource {
-                attributes: vec![string_kv("service.name", APP)],
+                attributes: vec![text("service.name", APP)],
                 ..Default::default()
             }),
             scope_logs: vec![ScopeLogs {
@@ -65,22 +54,12 @@ fn request(records: Vec<LogRecord>) -> ExportLogsServiceRequest {
     }
 }
 
-fn varint(out: &mut Vec<u8>, mut n: usize) {
-    loop {
-        let byte = (n & 0x7f) as u8;
-        n >>= 7;
-        if n == 0 {
-            out.push(byte);
-            return;
-        }
-        out.push(byte | 0x80);
-    }
+fn varint(out: &mut Vec<u8>, n: usize) {
+    prost::encoding::encode_varint(n as u64, out);
 }
 
 fn varint_len(n: usize) -> usize {
-    let mut v = Vec::new();
-    varint(&mut v, n);
-    v.len()
+    prost::encoding::encoded_len_varint(n as u64)
 }
 
 /// A protobuf request whose one record nests `depth` levels deep, built without
@@ -141,7 +120,7 @@ fn deep_request(depth: usize, kvlist: bool, in_attribute: bool) -> Vec<u8> {
     }
     let record_size = record.len() + size;
     let resource = Resource {
-        attributes: vec![string_kv("service.name", APP)],
+        attributes: vec![text("service.name", APP)],
         ..Default::default()
     }
     .encode_to_vec();
@@ -186,53 +165,12 @@ fn deep_json(depth: usize) -> Vec<u8> {
     .into_bytes()
 }
 
-mod raw_grpc {
-    //! Sends protobuf bytes as they are over gRPC: no generated client can send
-    //! a request that its own types cannot hold.
-    use bytes::{Buf as _, BufMut as _};
-    use tonic::Status;
-    use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
-
-    pub struct RawCodec;
-    pub struct RawEncoder;
-    pub struct RawDecoder;
-
-    impl Codec for RawCodec {
-        type Encode = Vec<u8>;
-        type Decode = Vec<u8>;
-        type Encoder = RawEncoder;
-        type Decoder = RawDecoder;
-        fn encoder(&mut self) -> RawEncoder {
-            RawEncoder
-        }
-        fn decoder(&mut self) -> RawDecoder {
-            RawDecoder
-        }
-    }
-
-    impl Encoder for RawEncoder {
-        type Item = Vec<u8>;
-        type Error = Status;
-        fn encode(&mut self, item: Vec<u8>, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-            dst.put_slice(&item);
-            Ok(())
-        }
-    }
-
-    impl Decoder for RawDecoder {
-        type Item = Vec<u8>;
-        type Error = Status;
-        fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Vec<u8>>, Status> {
-            Ok(Some(src.copy_to_bytes(src.remaining()).to_vec()))
-        }
-    }
-}
-
 /// One unary Export call with `body` as the message; the gRPC status code.
 async fn grpc_export(
     client: &mut tonic::client::Grpc<tonic::transport::Channel>,
     body: Vec<u8>,
 ) -> tonic::Code {
+    let body = bytes::Bytes::from(body);
     if client.ready().await.is_err() {
         return tonic::Code::Unavailable;
     }
@@ -240,7 +178,7 @@ async fn grpc_export(
         .parse()
         .expect("path");
     match client
-        .unary(tonic::Request::new(body), path, raw_grpc::RawCodec)
+        .unary(tonic::Request::new(body), path, RawCodec)
         .await
     {
         Ok(_) => tonic::Code::Ok,

@@ -99,12 +99,13 @@
     if (names.length === 0) return { apps, empty: true };
     if (!names.includes(state.app)) state.app = names[0];
     const q = 'app=' + encodeURIComponent(state.app);
-    const [summary, sources, retention] = await Promise.all([
+    const [summary, sources, retention, lifecycle] = await Promise.all([
       getJSON(`/api/v1/summary?${q}`),
       getJSON(`/api/v1/events?${q}&days=30&by=source`),
       state.period === 'week' ? getJSON(`/api/v1/retention?${q}&period=week`) : null,
+      getJSON(`/api/v1/lifecycle?${q}&period=day&periods=30`),
     ]);
-    return { apps, summary, sources, retention };
+    return { apps, summary, sources, retention, lifecycle };
   }
 
   // One refresh: fetch everything, then draw everything (so a failure leaves the old
@@ -251,6 +252,7 @@
     renderRetention(state.retention);
     renderTotals(s.totals);
     renderSources(data.sources);
+    renderLifecycle(data.lifecycle);
   }
 
   function renderAppSelect(names) {
@@ -434,6 +436,63 @@
         el('td', { class: 'text-end', 'data-count': String(v), text: number.format(v) }),
         el('td', { class: 'text-end', text: total ? percent(v / total) : '–' }));
     }));
+  }
+
+  // Stacked bars, one per day: new, returning, resurrecting above the zero line,
+  // dormant (negative in the API) below it; each bar carries its numbers as data-*.
+  const LIFECYCLE = ['new', 'returning', 'resurrecting'];
+
+  function renderLifecycle(lc) {
+    const W = 900;
+    const H = 220;
+    const pad = { top: 8, bottom: 20, left: 36, right: 4 };
+    const up = Math.max(1, ...lc.periods.map((p) => p.new + p.returning + p.resurrecting));
+    const down = Math.max(0, ...lc.periods.map((p) => -p.dormant));
+    const scale = (H - pad.top - pad.bottom) / (up + down);
+    const zero = pad.top + up * scale;
+    const step = (W - pad.left - pad.right) / Math.max(1, lc.periods.length);
+    const svg = svgEl('svg', {
+      viewBox: `0 0 ${W} ${H}`, role: 'img', preserveAspectRatio: 'none',
+      'aria-label': 'Lifecycle: new, returning, resurrecting and dormant persons per day',
+      'data-lifecycle-period': lc.period,
+    });
+    svg.append(svgEl('line', { class: 'lc-axis', x1: pad.left, x2: W - pad.right, y1: zero, y2: zero }));
+    for (const [value, y] of [[up, pad.top + 10], [-down, H - pad.bottom]]) {
+      if (value === 0 && y !== pad.top + 10) continue;
+      const t = svgEl('text', { class: 'lc-label', x: 2, y });
+      t.textContent = number.format(value);
+      svg.append(t);
+    }
+    lc.periods.forEach((p, i) => {
+      const g = svgEl('g', {
+        class: 'lc-bar' + (p.in_progress ? ' lc-in-progress' : ''),
+        'data-start': p.start,
+        'data-new': String(p.new),
+        'data-returning': String(p.returning),
+        'data-resurrecting': String(p.resurrecting),
+        'data-dormant': String(p.dormant),
+      });
+      const x = pad.left + i * step + step * 0.1;
+      const w = step * 0.8;
+      let y = zero;
+      for (const status of LIFECYCLE) {
+        const h = p[status] * scale;
+        y -= h;
+        g.append(svgEl('rect', { class: `lc-${status}`, 'data-status': status, x, y, width: w, height: h }));
+      }
+      g.append(svgEl('rect', { class: 'lc-dormant', 'data-status': 'dormant', x, y: zero, width: w, height: -p.dormant * scale }));
+      const title = svgEl('title', {});
+      title.textContent = `${p.start}${p.in_progress ? ' (in progress)' : ''}: ${p.new} new, ${p.returning} returning, `
+        + `${p.resurrecting} resurrecting, ${-p.dormant} dormant`;
+      g.append(title);
+      if ((lc.periods.length - 1 - i) % 7 === 0) {
+        const label = svgEl('text', { class: 'lc-label', x, y: H - 4 });
+        label.textContent = p.start.slice(5);
+        g.append(label);
+      }
+      svg.append(g);
+    });
+    $('lifecycle').replaceChildren(svg);
   }
 
   // ---- export ---------------------------------------------------------------------

@@ -95,7 +95,7 @@ impl Reference {
         (mau > 0).then(|| self.active_users(last, 1) as f64 / mau as f64)
     }
 
-    fn period_start(day: NaiveDate, week: bool) -> NaiveDate {
+    pub fn period_start(day: NaiveDate, week: bool) -> NaiveDate {
         if week {
             day - Days::new(u64::from(day.weekday().num_days_from_monday()))
         } else {
@@ -190,6 +190,37 @@ impl Reference {
             retained += self.retained(&members, cohort, n, 1, Mode::OnDay);
         }
         (users, retained)
+    }
+
+    /// docs/contract.md's lifecycle of the period (day, or Monday week) starting
+    /// `start`, as (new, returning, resurrecting, dormant), dormant as a count: per
+    /// user, active in the period and in the one before, and the period of the first
+    /// event of any kind.
+    pub fn lifecycle(&self, start: NaiveDate, week: bool) -> [u64; 4] {
+        let previous = start - Days::new(if week { 7 } else { 1 });
+        let mut out = [0; 4];
+        for (user, days) in &self.active_days {
+            let active_in = |p: NaiveDate| days.iter().any(|d| Self::period_start(*d, week) == p);
+            let (now, before) = (active_in(start), active_in(previous));
+            let first = Self::period_start(self.local(self.first_seen[user]), week);
+            let slot = match (now, before) {
+                (true, _) if first == start => 0,
+                (true, true) if first < start => 1,
+                (true, false) if first < start => 2,
+                (false, true) => 3,
+                _ => continue,
+            };
+            out[slot] += 1;
+        }
+        out
+    }
+
+    /// Distinct users active in the period (day, or Monday week) starting `start`.
+    pub fn active_in_period(&self, start: NaiveDate, week: bool) -> u64 {
+        self.active_days
+            .values()
+            .filter(|days| days.iter().any(|d| Self::period_start(*d, week) == start))
+            .count() as u64
     }
 
     /// Events of `day`, split by event name or by source, of one event or all.
