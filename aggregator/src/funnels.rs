@@ -1,0 +1,461 @@
+//! Ad-hoc funnels (docs/contract.md, "Funnels"; the endpoint in docs/api.md).
+//!
+//! One query reads only the events of the range (+ the window on either side) whose
+//! name is a step or an exclusion of the funnel, marks each with the steps and
+//! exclusions it matches (every value bound as a parameter), maps it to its person
+//! (`person_keys`) and returns, per person, their events sorted by time. Each person is
+//! evaluated here as the rows stream in (memory: one person's events at a time plus
+//! one time per person and step reached, for the exact quantiles).
+//!
+//! Evaluation of one entering S1 event (an *attempt*): for each next step, the earliest
+//! event not used yet that matches it, at or after the previous step's time (ordered,
+//! strict) and within the window. Taking the earliest is what makes "there is a way to
+//! reach step i" and "the earliest completion" the same walk. Among events of the same
+//! millisecond the one matching the fewest steps is taken first.
+
+use chrono::NaiveDate;
+use growth_schema::limits::{MAX_EVENT_NAME_BYTES, MAX_PROPERTY_KEY_BYTES, is_valid_name};
+use growth_schema::tables::{EVENTS, PERSON_KEYS};
+use serde::Deserialize;
+
+use crate::definitions::{MetricDefinitions, days_range};
+use crate::source::MetricsSource;
+
+/// At most this many steps, exclusions.
+pub const MAX_STEPS: usize = 10;
+pub const MAX_EXCLUSIONS: usize = 5;
+/// The longest conversion window.
+pub const MAX_WINDOW_MS: i64 = 90 * 86_400_000;
+/// The longest range of entering days.
+pub const MAX_RANGE_DAYS: i64 = 366;
+
+/// One step (or exclusion): an event name, optionally with one property equal to a
+/// value (`source` means the `source` column, any other key `properties[key]`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct StepSpec {
+    pub event: String,
+    pub filter: Option<(String, String)>,
+}
+
+impl StepSpec {
+    /// `name` or `name[key=value]`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        let (event, filter) = match text.find('[') {
+            Some(open) => {
+                let inner = text[open + 1..]
+                    .strip_suffix(']')
+                    .ok_or_else(|| format!("step {text:?}: a filter is written name[key=value]"))?;
+                let (key, value) = inner
+                    .split_once('=')
+                    .ok_or_else(|| format!("step {text:?}: a filter is written name[key=value]"))?;
+                if !is_valid_name(key, MAX_PROPERTY_KEY_BYTES) {
+                    return Err(format!("step {text:?}: invalid property key"));
+                }
+                if value.len() > growth_schema::limits::MAX_PROPERTY_VALUE_BYTES {
+                    return Err(format!("step {text:?}: property value too long"));
+                }
+                (&text[..open], Some((key.to_owned(), value.to_owned())))
+            }
+            None => (text, None),
+        };
+        if !is_valid_name(event, MAX_EVENT_NAME_BYTES) {
+            return Err(format!(
+                "invalid event name {event:?}: 1 to {MAX_EVENT_NAME_BYTES} bytes, no control characters"
+            ));
+        }
+        Ok(Self {
+            event: event.to_owned(),
+            filter,
+        })
+    }
+
+    /// A comma list of specs (commas inside `[...]` belong to the value).
+    pub fn parse_list(text: &str) -> Result<Vec<Self>, String> {
+        let mut out = Vec::new();
+        let mut depth = 0usize;
+        let mut start = 0;
+        for (i, c) in text.char_indices() {
+            match c {
+                '[' => depth += 1,
+                ']' => depth = depth.saturating_sub(1),
+                ',' if depth == 0 => {
+                    out.push(Self::parse(&text[start..i])?);
+                    start = i + 1;
+                }
+                _ => {}
+            }
+        }
+        out.push(Self::parse(&text[start..])?);
+        Ok(out)
+    }
+}
+
+/// How the steps after the first must follow it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Order {
+    /// In order, other events may come between.
+    Ordered,
+    /// In order, no other step's event between consecutive steps.
+    Strict,
+    /// Any order, all within the window of the first of them.
+    Any,
+}
+
+/// `30s`, `15m`, `1h`, `7d` → milliseconds (1 s to 90 days).
+pub fn parse_window(text: &str) -> Result<i64, String> {
+    let bad =
+        || format!("window must be a number with s, m, h or d, from 1s to 90d (got {text:?})");
+    let unit = match text.chars().last() {
+        Some('s') => 1_000,
+        Some('m') => 60_000,
+        Some('h') => 3_600_000,
+        Some('d') => 86_400_000,
+        _ => return Err(bad()),
+    };
+    let n: i64 = text[..text.len() - 1].parse().map_err(|_| bad())?;
+    let ms = n.checked_mul(unit).ok_or_else(bad)?;
+    if !(1_000..=MAX_WINDOW_MS).contains(&ms) {
+        return Err(bad());
+    }
+    Ok(ms)
+}
+
+/// A funnel question.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct FunnelQuestion {
+    pub steps: Vec<StepSpec>,
+    pub exclusions: Vec<StepSpec>,
+    pub window_ms: i64,
+    pub from: NaiveDate,
+    pub to: NaiveDate,
+    pub order: Order,
+}
+
+/// One step's answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepResult {
+    /// Persons who reached this step (step 1: who entered).
+    pub persons: u64,
+    /// Time to convert from S1 to this step, in seconds, over those persons
+    /// (`None` when nobody reached it).
+    pub median_seconds: Option<f64>,
+    pub p90_seconds: Option<f64>,
+}
+
+/// One event of a person: time (ms), the steps it matches (bit i: step i+1), flags.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PersonEvent {
+    pub t: i64,
+    pub steps: u32,
+    /// [`ENTERING`] | [`EXCLUSION`].
+    pub flags: u8,
+}
+
+/// An S1 event whose local day is in the range.
+pub const ENTERING: u8 = 1;
+/// An event that matches an exclusion.
+pub const EXCLUSION: u8 = 2;
+
+/// For one person (events sorted by time): per step, `Some(time to convert in ms)`
+/// when reached.
+pub fn evaluate(events: &[PersonEvent], k: usize, window: i64, order: Order) -> Vec<Option<i64>> {
+    // Per step: (earliest completion, time to convert) over all attempts.
+    let mut best: Vec<Option<(i64, i64)>> = vec![None; k];
+    let mut used = vec![false; events.len()];
+    for (s, e) in events.iter().enumerate() {
+        if e.flags & ENTERING == 0 || e.steps & 1 == 0 {
+            continue;
+        }
+        let offer = |best: &mut Vec<Option<(i64, i64)>>, step: usize, done: i64, took: i64| {
+            let slot = &mut best[step];
+            // Earliest completion; ties: the shorter time.
+            let better = match slot {
+                None => true,
+                Some((c, d)) => (done, took) < (*c, *d),
+            };
+            if better {
+                *slot = Some((done, took));
+            }
+        };
+        match order {
+            Order::Ordered | Order::Strict => {
+                let t1 = e.t;
+                let stop = first_exclusion(events, t1);
+                used.iter_mut().for_each(|u| *u = false);
+                used[s] = true;
+                offer(&mut best, 0, t1, 0);
+                let mut prev = t1;
+                for step in 1..k {
+                    let mut limit = (t1 + window).min(stop - 1);
+                    if order == Order::Strict {
+                        // No step event strictly between the previous step and this one.
+                        if let Some(next) = events.iter().find(|x| x.steps != 0 && x.t > prev) {
+                            limit = limit.min(next.t);
+                        }
+                    }
+                    match pick(events, &used, step, prev, limit) {
+                        Some(i) => {
+                            used[i] = true;
+                            prev = events[i].t;
+                            offer(&mut best, step, prev, prev - t1);
+                        }
+                        None => break,
+                    }
+                }
+            }
+            Order::Any => {
+                offer(&mut best, 0, e.t, 0);
+                // Window starts: the times of step events within W before the entering
+                // event (the first event used is one of them).
+                for a in events
+                    .iter()
+                    .filter(|x| x.steps != 0 && x.t <= e.t && x.t >= e.t - window)
+                    .map(|x| x.t)
+                {
+                    let stop = first_exclusion(events, a);
+                    if e.t >= stop {
+                        continue;
+                    }
+                    let limit = (a + window).min(stop - 1);
+                    used.iter_mut().for_each(|u| *u = false);
+                    used[s] = true;
+                    let (mut lo, mut hi) = (e.t, e.t);
+                    for step in 1..k {
+                        match pick(events, &used, step, a, limit) {
+                            Some(i) => {
+                                used[i] = true;
+                                lo = lo.min(events[i].t);
+                                hi = hi.max(events[i].t);
+                                offer(&mut best, step, hi, hi - lo);
+                            }
+                            None => break,
+                        }
+                    }
+                }
+            }
+        }
+    }
+    best.into_iter().map(|b| b.map(|(_, d)| d)).collect()
+}
+
+/// The time of the first exclusion event at or after `t` (`i64::MAX` when none).
+fn first_exclusion(events: &[PersonEvent], t: i64) -> i64 {
+    events
+        .iter()
+        .find(|x| x.flags & EXCLUSION != 0 && x.t >= t)
+        .map_or(i64::MAX, |x| x.t)
+}
+
+/// The earliest unused event matching `step` with time in [lo, hi]; of one
+/// millisecond, the one matching the fewest steps.
+fn pick(events: &[PersonEvent], used: &[bool], step: usize, lo: i64, hi: i64) -> Option<usize> {
+    let start = events.partition_point(|x| x.t < lo);
+    let mut found: Option<usize> = None;
+    for (i, x) in events.iter().enumerate().skip(start) {
+        if x.t > hi || found.is_some_and(|f| events[f].t < x.t) {
+            break;
+        }
+        if !used[i] && x.steps & (1 << step) != 0 {
+            let better = match found {
+                None => true,
+                Some(f) => x.steps.count_ones() < events[f].steps.count_ones(),
+            };
+            if better {
+                found = Some(i);
+            }
+        }
+    }
+    found
+}
+
+/// The R-7 quantile (linear between order statistics, as numpy's default) of sorted
+/// `values`.
+pub fn quantile(sorted: &[i64], q: f64) -> Option<f64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let h = (sorted.len() - 1) as f64 * q;
+    let lo = h.floor() as usize;
+    let hi = h.ceil() as usize;
+    let (a, b) = (sorted[lo] as f64, sorted[hi] as f64);
+    Some(a + (h - lo as f64) * (b - a))
+}
+
+/// Per step, the times of the persons who reached it.
+pub fn summarize(mut times: Vec<Vec<i64>>) -> Vec<StepResult> {
+    times
+        .iter_mut()
+        .map(|t| {
+            t.sort_unstable();
+            StepResult {
+                persons: t.len() as u64,
+                median_seconds: quantile(t, 0.5).map(|v| v / 1000.0),
+                p90_seconds: quantile(t, 0.9).map(|v| v / 1000.0),
+            }
+        })
+        .collect()
+}
+
+#[derive(Debug, clickhouse::Row, Deserialize)]
+struct PersonRow {
+    ts: Vec<i64>,
+    steps: Vec<u32>,
+    flags: Vec<u8>,
+}
+
+/// Runs `question` for `app`.
+pub async fn funnel(
+    source: &MetricsSource,
+    defs: &MetricDefinitions,
+    app: &str,
+    question: &FunnelQuestion,
+) -> Result<Vec<StepResult>, clickhouse::error::Error> {
+    let range = days_range(defs.timezone, question.from, question.to);
+    let w = question.window_ms;
+    // Any order may use events up to W before the entering event.
+    let lo = range.start.timestamp_millis() - if question.order == Order::Any { w } else { 0 };
+    let hi = range.end.timestamp_millis() + w;
+    fn split(specs: &[StepSpec]) -> (Vec<&str>, Vec<&str>, Vec<&str>) {
+        let names: Vec<&str> = specs.iter().map(|s| s.event.as_str()).collect();
+        let keys: Vec<&str> = specs
+            .iter()
+            .map(|s| s.filter.as_ref().map_or("", |f| f.0.as_str()))
+            .collect();
+        let values: Vec<&str> = specs
+            .iter()
+            .map(|s| s.filter.as_ref().map_or("", |f| f.1.as_str()))
+            .collect();
+        (names, keys, values)
+    }
+    let (s_names, s_keys, s_values) = split(&question.steps);
+    let (x_names, x_keys, x_values) = split(&question.exclusions);
+    let bits: Vec<u32> = (0..question.steps.len()).map(|i| 1u32 << i).collect();
+    let mut all_names: Vec<&str> = s_names.iter().chain(x_names.iter()).copied().collect();
+    all_names.sort_unstable();
+    all_names.dedup();
+    let mut cursor = source
+        .client()
+        .query(
+            "SELECT arrayMap(x -> x.1, s) AS ts, arrayMap(x -> x.2, s) AS steps, arrayMap(x -> x.3, s) AS flags
+             FROM (
+                 SELECT if(p.person_key = 0, e.user_key, p.person_key) AS person,
+                        arraySort(groupArray((e.t, e.steps, e.flags))) AS s
+                 FROM (
+                     SELECT user_key, toUnixTimestamp64Milli(event_time) AS t,
+                            toUInt32(arraySum(arrayMap((n, k, v, b) ->
+                                if(event = n AND (k = '' OR if(k = 'source', toString(source), properties[k]) = v), b, 0),
+                                {s_names:Array(String)}, {s_keys:Array(String)}, {s_values:Array(String)}, {bits:Array(UInt32)}))) AS steps,
+                            toUInt8(
+                                if(bitAnd(steps, 1) = 1 AND toDate(event_time, {tz:String}) BETWEEN {from:Date} AND {to:Date}, 1, 0)
+                                + if(arrayExists((n, k, v) ->
+                                    event = n AND (k = '' OR if(k = 'source', toString(source), properties[k]) = v),
+                                    {x_names:Array(String)}, {x_keys:Array(String)}, {x_values:Array(String)}), 2, 0)) AS flags
+                     FROM ?
+                     WHERE app = {app:String} AND user_key != 0
+                       AND day BETWEEN toDate(fromUnixTimestamp64Milli({lo:Int64}, 'UTC')) AND toDate(fromUnixTimestamp64Milli({hi:Int64}, 'UTC'))
+                       AND event IN {names:Array(String)}
+                       AND t BETWEEN {lo:Int64} AND {hi:Int64}
+                       AND (steps != 0 OR flags != 0)
+                 ) AS e
+                 LEFT JOIN (SELECT user_key, person_key FROM ? WHERE app = {app:String}) AS p
+                      ON p.user_key = e.user_key
+                 GROUP BY person
+                 HAVING max(bitAnd(e.flags, 1)) = 1
+             )",
+        )
+        .bind(clickhouse::sql::Identifier(EVENTS))
+        .bind(clickhouse::sql::Identifier(PERSON_KEYS))
+        .param("s_names", &s_names)
+        .param("s_keys", &s_keys)
+        .param("s_values", &s_values)
+        .param("bits", &bits)
+        .param("x_names", &x_names)
+        .param("x_keys", &x_keys)
+        .param("x_values", &x_values)
+        .param("names", &all_names)
+        .param("tz", defs.timezone.name())
+        .param("from", question.from.to_string())
+        .param("to", question.to.to_string())
+        .param("app", app)
+        .param("lo", lo)
+        .param("hi", hi - 1)
+        .fetch::<PersonRow>()?;
+    let k = question.steps.len();
+    let mut times: Vec<Vec<i64>> = vec![Vec::new(); k];
+    let mut events = Vec::new();
+    while let Some(row) = cursor.next().await? {
+        events.clear();
+        events.extend(
+            row.ts
+                .iter()
+                .zip(&row.steps)
+                .zip(&row.flags)
+                .map(|((&t, &steps), &flags)| PersonEvent { t, steps, flags }),
+        );
+        for (step, took) in evaluate(&events, k, question.window_ms, question.order)
+            .into_iter()
+            .enumerate()
+        {
+            if let Some(took) = took {
+                times[step].push(took);
+            }
+        }
+    }
+    Ok(summarize(times))
+}
+
+/// The step labels, as asked (`name` or `name[key=value]`).
+pub fn label(spec: &StepSpec) -> String {
+    match &spec.filter {
+        Some((k, v)) => format!("{}[{k}={v}]", spec.event),
+        None => spec.event.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(t: i64, steps: u32, flags: u8) -> PersonEvent {
+        PersonEvent { t, steps, flags }
+    }
+
+    #[test]
+    fn parses_steps_and_windows() {
+        let s = StepSpec::parse_list("a,b[source=pwa],c[k=x,y]").unwrap();
+        assert_eq!(s.len(), 3);
+        assert_eq!(s[1].filter, Some(("source".into(), "pwa".into())));
+        assert_eq!(s[2].filter, Some(("k".into(), "x,y".into())));
+        assert!(StepSpec::parse("a[b]").is_err());
+        assert!(StepSpec::parse("").is_err());
+        assert_eq!(parse_window("1h"), Ok(3_600_000));
+        assert!(parse_window("91d").is_err());
+        assert!(parse_window("0s").is_err());
+        assert!(parse_window("h").is_err());
+    }
+
+    #[test]
+    fn ordered_strict_and_exclusions() {
+        // a@0, c@5, b@10, c@20 (steps a, b, c)
+        let evs = [ev(0, 1, 1), ev(5, 4, 0), ev(10, 2, 0), ev(20, 4, 0)];
+        assert_eq!(
+            evaluate(&evs, 3, 100, Order::Ordered),
+            vec![Some(0), Some(10), Some(20)]
+        );
+        assert_eq!(
+            evaluate(&evs, 3, 100, Order::Strict),
+            vec![Some(0), None, None]
+        );
+        assert_eq!(
+            evaluate(&evs, 3, 15, Order::Ordered),
+            vec![Some(0), Some(10), None]
+        );
+        let excluded = [ev(0, 1, 1), ev(5, 0, 2), ev(10, 2, 0)];
+        assert_eq!(
+            evaluate(&excluded, 2, 100, Order::Ordered),
+            vec![Some(0), None]
+        );
+        assert_eq!(quantile(&[1, 2, 3, 4], 0.5), Some(2.5));
+    }
+}
