@@ -179,21 +179,15 @@ pub fn evaluate(events: &[PersonEvent], k: usize, window: i64, order: Order) -> 
             }
         };
         match order {
-            Order::Ordered | Order::Strict => {
+            Order::Ordered => {
                 let t1 = e.t;
                 let stop = first_exclusion(events, t1);
                 used.iter_mut().for_each(|u| *u = false);
                 used[s] = true;
                 offer(&mut best, 0, t1, 0);
                 let mut prev = t1;
+                let limit = (t1 + window).min(stop - 1);
                 for step in 1..k {
-                    let mut limit = (t1 + window).min(stop - 1);
-                    if order == Order::Strict {
-                        // No step event strictly between the previous step and this one.
-                        if let Some(next) = events.iter().find(|x| x.steps != 0 && x.t > prev) {
-                            limit = limit.min(next.t);
-                        }
-                    }
                     match pick(events, &used, step, prev, limit) {
                         Some(i) => {
                             used[i] = true;
@@ -203,6 +197,23 @@ pub fn evaluate(events: &[PersonEvent], k: usize, window: i64, order: Order) -> 
                         None => break,
                     }
                 }
+            }
+            Order::Strict => {
+                let t1 = e.t;
+                let stop = first_exclusion(events, t1);
+                used.iter_mut().for_each(|u| *u = false);
+                used[s] = true;
+                offer(&mut best, 0, t1, 0);
+                let limit = (t1 + window).min(stop - 1);
+                let mut walk = StrictWalk {
+                    events,
+                    used: &mut used,
+                    best: &mut best,
+                    k,
+                    t1,
+                    limit,
+                };
+                walk.next(1, t1);
             }
             Order::Any => {
                 offer(&mut best, 0, e.t, 0);
@@ -237,6 +248,46 @@ pub fn evaluate(events: &[PersonEvent], k: usize, window: i64, order: Order) -> 
         }
     }
     best.into_iter().map(|b| b.map(|(_, d)| d)).collect()
+}
+
+/// Strict order: the event of the next step is at the previous step's time or at the
+/// time of the first step event after it (anything later has that event between), so
+/// both are tried (the earlier completes sooner, the later may get past that event).
+struct StrictWalk<'a> {
+    events: &'a [PersonEvent],
+    used: &'a mut Vec<bool>,
+    best: &'a mut Vec<Option<(i64, i64)>>,
+    k: usize,
+    t1: i64,
+    limit: i64,
+}
+
+impl StrictWalk<'_> {
+    fn next(&mut self, step: usize, prev: i64) {
+        if step >= self.k {
+            return;
+        }
+        let after = self
+            .events
+            .iter()
+            .find(|x| x.steps != 0 && x.t > prev)
+            .map(|x| x.t);
+        for at in [Some(prev), after].into_iter().flatten() {
+            if at > self.limit {
+                continue;
+            }
+            if let Some(i) = pick(self.events, self.used, step, at, at) {
+                self.used[i] = true;
+                let slot = &mut self.best[step];
+                let offer = (at, at - self.t1);
+                if slot.is_none_or(|b| offer < b) {
+                    *slot = Some(offer);
+                }
+                self.next(step + 1, at);
+                self.used[i] = false;
+            }
+        }
+    }
 }
 
 /// The time of the first exclusion event at or after `t` (`i64::MAX` when none).
