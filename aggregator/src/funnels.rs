@@ -7,11 +7,10 @@
 //! evaluated here as the rows stream in (memory: one person's events at a time plus
 //! one time per person and step reached, for the exact quantiles).
 //!
-//! Evaluation of one entering S1 event (an *attempt*): for each next step, the earliest
-//! event not used yet that matches it, at or after the previous step's time (ordered,
-//! strict) and within the window. Taking the earliest is what makes "there is a way to
-//! reach step i" and "the earliest completion" the same walk. Among events of the same
-//! millisecond the one matching the fewest steps is taken first.
+//! Evaluation of one entering S1 event (an *attempt*), exactly as the contract defines
+//! it (there is a choice of distinct events; the earliest completion): ordered and
+//! strict walk the few choices that can matter ([`Walk`]), any order grows the sets of
+//! steps that distinct events of a window can cover ([`any_order`]).
 
 use chrono::NaiveDate;
 use growth_schema::limits::{MAX_EVENT_NAME_BYTES, MAX_PROPERTY_KEY_BYTES, is_valid_name};
@@ -167,124 +166,173 @@ pub fn evaluate(events: &[PersonEvent], k: usize, window: i64, order: Order) -> 
         if e.flags & ENTERING == 0 || e.steps & 1 == 0 {
             continue;
         }
-        let offer = |best: &mut Vec<Option<(i64, i64)>>, step: usize, done: i64, took: i64| {
-            let slot = &mut best[step];
-            // Earliest completion; ties: the shorter time.
-            let better = match slot {
-                None => true,
-                Some((c, d)) => (done, took) < (*c, *d),
-            };
-            if better {
-                *slot = Some((done, took));
-            }
-        };
+        offer(&mut best, 0, e.t, 0);
         match order {
-            Order::Ordered => {
+            Order::Ordered | Order::Strict => {
                 let t1 = e.t;
                 let stop = first_exclusion(events, t1);
                 used.iter_mut().for_each(|u| *u = false);
                 used[s] = true;
-                offer(&mut best, 0, t1, 0);
-                let mut prev = t1;
-                let limit = (t1 + window).min(stop - 1);
-                for step in 1..k {
-                    match pick(events, &used, step, prev, limit) {
-                        Some(i) => {
-                            used[i] = true;
-                            prev = events[i].t;
-                            offer(&mut best, step, prev, prev - t1);
-                        }
-                        None => break,
-                    }
-                }
-            }
-            Order::Strict => {
-                let t1 = e.t;
-                let stop = first_exclusion(events, t1);
-                used.iter_mut().for_each(|u| *u = false);
-                used[s] = true;
-                offer(&mut best, 0, t1, 0);
-                let limit = (t1 + window).min(stop - 1);
-                let mut walk = StrictWalk {
+                let mut walk = Walk {
                     events,
                     used: &mut used,
                     best: &mut best,
                     k,
                     t1,
-                    limit,
+                    limit: (t1 + window).min(stop - 1),
+                    strict: order == Order::Strict,
                 };
                 walk.next(1, t1);
             }
-            Order::Any => {
-                offer(&mut best, 0, e.t, 0);
-                // Window starts: the times of step events within W before the entering
-                // event (the first event used is one of them).
-                for a in events
-                    .iter()
-                    .filter(|x| x.steps != 0 && x.t <= e.t && x.t >= e.t - window)
-                    .map(|x| x.t)
-                {
-                    let stop = first_exclusion(events, a);
-                    if e.t >= stop {
-                        continue;
-                    }
-                    let limit = (a + window).min(stop - 1);
-                    used.iter_mut().for_each(|u| *u = false);
-                    used[s] = true;
-                    let (mut lo, mut hi) = (e.t, e.t);
-                    for step in 1..k {
-                        match pick(events, &used, step, a, limit) {
-                            Some(i) => {
-                                used[i] = true;
-                                lo = lo.min(events[i].t);
-                                hi = hi.max(events[i].t);
-                                offer(&mut best, step, hi, hi - lo);
-                            }
-                            None => break,
-                        }
-                    }
-                }
-            }
+            Order::Any => any_order(events, s, k, window, &mut best),
         }
     }
     best.into_iter().map(|b| b.map(|(_, d)| d)).collect()
 }
 
-/// Strict order: the event of the next step is at the previous step's time or at the
-/// time of the first step event after it (anything later has that event between), so
-/// both are tried (the earlier completes sooner, the later may get past that event).
-struct StrictWalk<'a> {
+/// Keeps the earliest completion of `step`; ties: the shorter time.
+fn offer(best: &mut [Option<(i64, i64)>], step: usize, done: i64, took: i64) {
+    let slot = &mut best[step];
+    if slot.is_none_or(|b| (done, took) < b) {
+        *slot = Some((done, took));
+    }
+}
+
+/// Ordered and strict order, from one entering event. Ordered: the next step's event
+/// is the earliest one at or after the previous step's time (a later one never
+/// helps); strict: it is at the previous step's time or at the time of the first step
+/// event after it (anything later has that event between), so both are tried (the
+/// earlier completes sooner, the later may get past that event). Of one millisecond,
+/// one event per distinct set of matched steps is tried (events matching the same
+/// steps are interchangeable).
+struct Walk<'a> {
     events: &'a [PersonEvent],
     used: &'a mut Vec<bool>,
     best: &'a mut Vec<Option<(i64, i64)>>,
     k: usize,
     t1: i64,
     limit: i64,
+    strict: bool,
 }
 
-impl StrictWalk<'_> {
+impl Walk<'_> {
     fn next(&mut self, step: usize, prev: i64) {
         if step >= self.k {
             return;
         }
-        let after = self
-            .events
-            .iter()
-            .find(|x| x.steps != 0 && x.t > prev)
-            .map(|x| x.t);
-        for at in [Some(prev), after].into_iter().flatten() {
+        let times: Vec<i64> = if self.strict {
+            let after = self
+                .events
+                .iter()
+                .find(|x| x.steps != 0 && x.t > prev)
+                .map(|x| x.t);
+            [Some(prev), after].into_iter().flatten().collect()
+        } else {
+            let start = self.events.partition_point(|x| x.t < prev);
+            self.events[start..]
+                .iter()
+                .enumerate()
+                .find(|(i, x)| !self.used[start + i] && x.steps & (1 << step) != 0)
+                .map(|(_, x)| x.t)
+                .into_iter()
+                .collect()
+        };
+        for at in times {
             if at > self.limit {
                 continue;
             }
-            if let Some(i) = pick(self.events, self.used, step, at, at) {
+            for i in candidates(self.events, self.used, step, at) {
                 self.used[i] = true;
-                let slot = &mut self.best[step];
-                let offer = (at, at - self.t1);
-                if slot.is_none_or(|b| offer < b) {
-                    *slot = Some(offer);
-                }
+                offer(self.best, step, at, at - self.t1);
                 self.next(step + 1, at);
                 self.used[i] = false;
+            }
+        }
+    }
+}
+
+/// Unused events at exactly `at` matching `step`: one per distinct set of matched
+/// steps.
+fn candidates(events: &[PersonEvent], used: &[bool], step: usize, at: i64) -> Vec<usize> {
+    let start = events.partition_point(|x| x.t < at);
+    let mut out: Vec<usize> = Vec::new();
+    for (i, x) in events.iter().enumerate().skip(start) {
+        if x.t > at {
+            break;
+        }
+        if !used[i]
+            && x.steps & (1 << step) != 0
+            && !out.iter().any(|&o| events[o].steps == x.steps)
+        {
+            out.push(i);
+        }
+    }
+    out
+}
+
+/// Any order, from the entering event `s`: for each possible first event time `a`
+/// (a step event within W before it), the events of [a, a + W] (and before the first
+/// exclusion at or after `a`) are added in time order to the sets of steps 2..k that
+/// distinct events can cover; step i completes at the first event after which some
+/// set covers steps 2..i. Its time is measured from `a`: the start that gives the
+/// shortest time is the earliest event actually used.
+fn any_order(
+    events: &[PersonEvent],
+    s: usize,
+    k: usize,
+    window: i64,
+    best: &mut [Option<(i64, i64)>],
+) {
+    let t1 = events[s].t;
+    let mut starts: Vec<i64> = events
+        .iter()
+        .filter(|x| x.steps != 0 && x.t <= t1 && x.t >= t1 - window)
+        .map(|x| x.t)
+        .collect();
+    starts.dedup();
+    let mut seen = vec![false; 1 << k];
+    let mut sets: Vec<u32> = Vec::new();
+    for a in starts {
+        let stop = first_exclusion(events, a);
+        if t1 >= stop {
+            continue;
+        }
+        let limit = (a + window).min(stop - 1);
+        seen.iter_mut().for_each(|v| *v = false);
+        sets.clear();
+        sets.push(0);
+        seen[0] = true;
+        let mut reached = 1;
+        let from = events.partition_point(|x| x.t < a);
+        for (i, x) in events.iter().enumerate().skip(from) {
+            if x.t > limit || reached >= k {
+                break;
+            }
+            let steps = x.steps & !1;
+            if i == s || steps == 0 {
+                continue;
+            }
+            for n in 0..sets.len() {
+                let set = sets[n];
+                let mut free = steps & !set;
+                while free != 0 {
+                    let bit = free & free.wrapping_neg();
+                    free &= !bit;
+                    let grown = (set | bit) as usize;
+                    if !seen[grown] {
+                        seen[grown] = true;
+                        sets.push(set | bit);
+                    }
+                }
+            }
+            while reached < k {
+                let need = ((1u32 << (reached + 1)) - 1) & !1;
+                if !sets.iter().any(|set| set & need == need) {
+                    break;
+                }
+                let done = x.t.max(t1);
+                offer(best, reached, done, done - a);
+                reached += 1;
             }
         }
     }
@@ -296,28 +344,6 @@ fn first_exclusion(events: &[PersonEvent], t: i64) -> i64 {
         .iter()
         .find(|x| x.flags & EXCLUSION != 0 && x.t >= t)
         .map_or(i64::MAX, |x| x.t)
-}
-
-/// The earliest unused event matching `step` with time in [lo, hi]; of one
-/// millisecond, the one matching the fewest steps.
-fn pick(events: &[PersonEvent], used: &[bool], step: usize, lo: i64, hi: i64) -> Option<usize> {
-    let start = events.partition_point(|x| x.t < lo);
-    let mut found: Option<usize> = None;
-    for (i, x) in events.iter().enumerate().skip(start) {
-        if x.t > hi || found.is_some_and(|f| events[f].t < x.t) {
-            break;
-        }
-        if !used[i] && x.steps & (1 << step) != 0 {
-            let better = match found {
-                None => true,
-                Some(f) => x.steps.count_ones() < events[f].steps.count_ones(),
-            };
-            if better {
-                found = Some(i);
-            }
-        }
-    }
-    found
 }
 
 /// The R-7 quantile (linear between order statistics, as numpy's default) of sorted
@@ -508,5 +534,38 @@ mod tests {
             vec![Some(0), None]
         );
         assert_eq!(quantile(&[1, 2, 3, 4], 0.5), Some(2.5));
+    }
+
+    #[test]
+    fn choices_that_greed_would_miss() {
+        // Steps s, e, e[pwa]: e{pwa} matches steps 2 and 3, e{form} step 2 only.
+        let tie = [ev(0, 1, 1), ev(1, 0b110, 0), ev(1, 0b010, 0)];
+        assert_eq!(
+            evaluate(&tie, 3, 100, Order::Ordered),
+            vec![Some(0), Some(1), Some(1)]
+        );
+        // Any order: e{pwa} first, e{form} later: e must take the later one.
+        let any = [ev(0, 1, 1), ev(3, 0b110, 0), ev(5, 0b010, 0)];
+        assert_eq!(
+            evaluate(&any, 3, 100, Order::Any),
+            vec![Some(0), Some(3), Some(5)]
+        );
+        assert_eq!(
+            evaluate(&any, 3, 100, Order::Ordered),
+            vec![Some(0), Some(3), None]
+        );
+        // Strict: b at a's millisecond, then b and c: the later b gets past it.
+        let strict = [ev(0, 1, 1), ev(0, 2, 0), ev(5, 2, 0), ev(6, 4, 0)];
+        assert_eq!(
+            evaluate(&strict, 3, 100, Order::Strict),
+            vec![Some(0), Some(0), Some(6)]
+        );
+        // Any order: steps before the entering event count, timed from the first.
+        let before = [ev(0, 2, 0), ev(10, 1, 1)];
+        assert_eq!(
+            evaluate(&before, 2, 100, Order::Any),
+            vec![Some(0), Some(10)]
+        );
+        assert_eq!(evaluate(&before, 2, 5, Order::Any), vec![Some(0), None]);
     }
 }

@@ -90,6 +90,11 @@ fn data_set(now: DateTime<Utc>, change: NaiveDate) -> (Vec<Ev>, Vec<LinkEv>) {
                 if rng.chance(50) {
                     twin.name = NAMES[rng.below(3) as usize];
                 }
+                twin.source = if twin.name == "expense_logged" {
+                    SOURCES[rng.below(3) as usize]
+                } else {
+                    ""
+                };
                 events.push(twin);
                 continue;
             }
@@ -228,6 +233,18 @@ fn cases() -> Vec<Case> {
             excluded: vec![],
             window: "2h",
             window_ms: 2 * 3_600_000,
+        },
+        Case {
+            steps: "expense_logged,expense_logged[source=pwa],upgrade",
+            parsed: vec![
+                step("expense_logged", None),
+                step("expense_logged", Some("pwa")),
+                step("upgrade", None),
+            ],
+            exclude: "",
+            excluded: vec![],
+            window: "3h",
+            window_ms: 3 * 3_600_000,
         },
         Case {
             steps: "upgrade,signup",
