@@ -162,6 +162,7 @@ pub fn evaluate(events: &[PersonEvent], k: usize, window: i64, order: Order) -> 
     // Per step: (earliest completion, time to convert) over all attempts.
     let mut best: Vec<Option<(i64, i64)>> = vec![None; k];
     let mut used = vec![false; events.len()];
+    let next = next_exclusions(events);
     for (s, e) in events.iter().enumerate() {
         if e.flags & ENTERING == 0 || e.steps & 1 == 0 {
             continue;
@@ -170,7 +171,7 @@ pub fn evaluate(events: &[PersonEvent], k: usize, window: i64, order: Order) -> 
         match order {
             Order::Ordered | Order::Strict => {
                 let t1 = e.t;
-                let stop = first_exclusion(events, t1);
+                let stop = first_exclusion(events, &next, t1);
                 used.iter_mut().for_each(|u| *u = false);
                 used[s] = true;
                 let mut walk = Walk {
@@ -184,7 +185,7 @@ pub fn evaluate(events: &[PersonEvent], k: usize, window: i64, order: Order) -> 
                 };
                 walk.next(1, t1);
             }
-            Order::Any => any_order(events, s, k, window, &mut best),
+            Order::Any => any_order(events, &next, s, k, window, &mut best),
         }
     }
     best.into_iter().map(|b| b.map(|(_, d)| d)).collect()
@@ -221,10 +222,10 @@ impl Walk<'_> {
             return;
         }
         let times: Vec<i64> = if self.strict {
-            let after = self
-                .events
+            let from = self.events.partition_point(|x| x.t <= prev);
+            let after = self.events[from..]
                 .iter()
-                .find(|x| x.steps != 0 && x.t > prev)
+                .find(|x| x.steps != 0)
                 .map(|x| x.t);
             [Some(prev), after].into_iter().flatten().collect()
         } else {
@@ -232,6 +233,7 @@ impl Walk<'_> {
             self.events[start..]
                 .iter()
                 .enumerate()
+                .take_while(|(_, x)| x.t <= self.limit)
                 .find(|(i, x)| !self.used[start + i] && x.steps & (1 << step) != 0)
                 .map(|(_, x)| x.t)
                 .into_iter()
@@ -278,22 +280,25 @@ fn candidates(events: &[PersonEvent], used: &[bool], step: usize, at: i64) -> Ve
 /// shortest time is the earliest event actually used.
 fn any_order(
     events: &[PersonEvent],
+    next: &[i64],
     s: usize,
     k: usize,
     window: i64,
     best: &mut [Option<(i64, i64)>],
 ) {
     let t1 = events[s].t;
-    let mut starts: Vec<i64> = events
+    let first = events.partition_point(|x| x.t < t1 - window);
+    let mut starts: Vec<i64> = events[first..]
         .iter()
-        .filter(|x| x.steps != 0 && x.t <= t1 && x.t >= t1 - window)
+        .take_while(|x| x.t <= t1)
+        .filter(|x| x.steps != 0)
         .map(|x| x.t)
         .collect();
     starts.dedup();
     let mut seen = vec![false; 1 << k];
     let mut sets: Vec<u32> = Vec::new();
     for a in starts {
-        let stop = first_exclusion(events, a);
+        let stop = first_exclusion(events, next, a);
         if t1 >= stop {
             continue;
         }
@@ -338,12 +343,22 @@ fn any_order(
     }
 }
 
+/// Per index i, the time of the first exclusion event at index ≥ i (`i64::MAX`: none).
+fn next_exclusions(events: &[PersonEvent]) -> Vec<i64> {
+    let mut out = vec![i64::MAX; events.len() + 1];
+    for i in (0..events.len()).rev() {
+        out[i] = if events[i].flags & EXCLUSION != 0 {
+            events[i].t
+        } else {
+            out[i + 1]
+        };
+    }
+    out
+}
+
 /// The time of the first exclusion event at or after `t` (`i64::MAX` when none).
-fn first_exclusion(events: &[PersonEvent], t: i64) -> i64 {
-    events
-        .iter()
-        .find(|x| x.flags & EXCLUSION != 0 && x.t >= t)
-        .map_or(i64::MAX, |x| x.t)
+fn first_exclusion(events: &[PersonEvent], next: &[i64], t: i64) -> i64 {
+    next[events.partition_point(|x| x.t < t)]
 }
 
 /// The R-7 quantile (linear between order statistics, as numpy's default) of sorted
