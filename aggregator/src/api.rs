@@ -690,6 +690,41 @@ struct FunnelBody {
     order: &'static str,
     exclude: Vec<String>,
     steps: Vec<FunnelStepBody>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    breakdown: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    values: Option<Vec<FunnelValueBody>>,
+}
+
+#[derive(Serialize)]
+struct FunnelValueBody {
+    value: Option<String>,
+    steps: Vec<FunnelStepBody>,
+}
+
+fn funnel_steps(question: &FunnelQuestion, results: &[funnels::StepResult]) -> Vec<FunnelStepBody> {
+    let first = results.first().map_or(0, |r| r.persons);
+    let ratio = |n: u64, d: u64| (d > 0).then(|| n as f64 / d as f64);
+    results
+        .iter()
+        .enumerate()
+        .map(|(i, r)| FunnelStepBody {
+            step: i + 1,
+            event: funnels::label(&question.steps[i]),
+            persons: r.persons,
+            conversion_from_first: ratio(r.persons, first),
+            conversion_from_previous: ratio(
+                r.persons,
+                if i == 0 {
+                    first
+                } else {
+                    results[i - 1].persons
+                },
+            ),
+            median_seconds: r.median_seconds,
+            p90_seconds: r.p90_seconds,
+        })
+        .collect()
 }
 
 #[derive(Serialize)]
@@ -763,8 +798,22 @@ async fn funnels(State(state): State<AppState>, params: Params) -> Result<Respon
             funnels::MAX_RANGE_DAYS
         )));
     }
+    let breakdown = request.get("breakdown")?.map(str::to_owned);
+    if let Some(b) = &breakdown
+        && !growth_schema::limits::is_valid_name(b, growth_schema::limits::MAX_PROPERTY_KEY_BYTES)
+    {
+        return Err(bad(format!(
+            "breakdown must be a property key of 1 to {} bytes",
+            growth_schema::limits::MAX_PROPERTY_KEY_BYTES
+        )));
+    }
+    let breakdown_limit = request
+        .number("breakdown_limit", 1..=funnels::MAX_BREAKDOWN_VALUES as u32)?
+        .unwrap_or(10) as usize;
     let (app, _) = resolve_app(&snapshot, &request)?;
     let question = FunnelQuestion {
+        breakdown,
+        breakdown_limit,
         steps,
         exclusions,
         window_ms,
@@ -775,9 +824,7 @@ async fn funnels(State(state): State<AppState>, params: Params) -> Result<Respon
     let key = format!("funnels\u{0}{app}\u{0}{question:?}");
     let defs = &state.config.definitions;
     let compute = async {
-        let results = funnels::funnel(&state.source, defs, app, &question).await?;
-        let first = results.first().map_or(0, |r| r.persons);
-        let ratio = |n: u64, d: u64| (d > 0).then(|| n as f64 / d as f64);
+        let answer = funnels::funnel(&state.source, defs, app, &question).await?;
         Ok(FunnelBody {
             app: app.to_owned(),
             timezone: defs.timezone.name(),
@@ -791,26 +838,18 @@ async fn funnels(State(state): State<AppState>, params: Params) -> Result<Respon
                 Order::Any => "any",
             },
             exclude: question.exclusions.iter().map(funnels::label).collect(),
-            steps: results
-                .iter()
-                .enumerate()
-                .map(|(i, r)| FunnelStepBody {
-                    step: i + 1,
-                    event: funnels::label(&question.steps[i]),
-                    persons: r.persons,
-                    conversion_from_first: ratio(r.persons, first),
-                    conversion_from_previous: ratio(
-                        r.persons,
-                        if i == 0 {
-                            first
-                        } else {
-                            results[i - 1].persons
-                        },
-                    ),
-                    median_seconds: r.median_seconds,
-                    p90_seconds: r.p90_seconds,
-                })
-                .collect(),
+            steps: funnel_steps(&question, &answer.total),
+            breakdown: question.breakdown.clone(),
+            values: question.breakdown.as_ref().map(|_| {
+                answer
+                    .breakdown
+                    .iter()
+                    .map(|(value, results)| FunnelValueBody {
+                        value: value.clone(),
+                        steps: funnel_steps(&question, results),
+                    })
+                    .collect()
+            }),
         })
     };
     cached(&state, &snapshot, key, compute).await

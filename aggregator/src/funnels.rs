@@ -12,6 +12,8 @@
 //! strict walk the few choices that can matter ([`Walk`]), any order grows the sets of
 //! steps that distinct events of a window can cover ([`any_order`]).
 
+use std::collections::HashMap;
+
 use chrono::NaiveDate;
 use growth_schema::limits::{MAX_EVENT_NAME_BYTES, MAX_PROPERTY_KEY_BYTES, is_valid_name};
 use growth_schema::tables::{EVENTS, PERSON_KEYS};
@@ -25,6 +27,8 @@ pub const MAX_STEPS: usize = 10;
 pub const MAX_EXCLUSIONS: usize = 5;
 /// The longest conversion window.
 pub const MAX_WINDOW_MS: i64 = 90 * 86_400_000;
+/// The most breakdown values shown (the rest: "other").
+pub const MAX_BREAKDOWN_VALUES: usize = 50;
 /// The longest range of entering days.
 pub const MAX_RANGE_DAYS: i64 = 366;
 
@@ -129,6 +133,18 @@ pub struct FunnelQuestion {
     pub from: NaiveDate,
     pub to: NaiveDate,
     pub order: Order,
+    /// Split by this property (`source`: the column) of each person's first entering
+    /// S1 event, keeping the `breakdown_limit` values with the most persons.
+    pub breakdown: Option<String>,
+    pub breakdown_limit: usize,
+}
+
+/// A funnel's answer: the total, and per breakdown value (the most frequent first;
+/// `None`: every other value together).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FunnelAnswer {
+    pub total: Vec<StepResult>,
+    pub breakdown: Vec<(Option<String>, Vec<StepResult>)>,
 }
 
 /// One step's answer.
@@ -394,6 +410,7 @@ struct PersonRow {
     ts: Vec<i64>,
     steps: Vec<u32>,
     flags: Vec<u8>,
+    values: Vec<String>,
 }
 
 /// Runs `question` for `app`.
@@ -402,7 +419,7 @@ pub async fn funnel(
     defs: &MetricDefinitions,
     app: &str,
     question: &FunnelQuestion,
-) -> Result<Vec<StepResult>, clickhouse::error::Error> {
+) -> Result<FunnelAnswer, clickhouse::error::Error> {
     let range = days_range(defs.timezone, question.from, question.to);
     let w = question.window_ms;
     // Any order may use events up to W before the entering event.
@@ -429,10 +446,10 @@ pub async fn funnel(
     let mut cursor = source
         .client()
         .query(
-            "SELECT arrayMap(x -> x.1, s) AS ts, arrayMap(x -> x.2, s) AS steps, arrayMap(x -> x.3, s) AS flags
+            "SELECT arrayMap(x -> x.1, s) AS ts, arrayMap(x -> x.2, s) AS steps, arrayMap(x -> x.3, s) AS flags, arrayMap(x -> x.4, s) AS values
              FROM (
                  SELECT if(p.person_key = 0, e.user_key, p.person_key) AS person,
-                        arraySort(groupArray((e.t, e.steps, e.flags))) AS s
+                        arraySort(groupArray((e.t, e.steps, e.flags, e.value))) AS s
                  FROM (
                      SELECT user_key, toUnixTimestamp64Milli(event_time) AS t,
                             toUInt32(arraySum(arrayMap((n, k, v, b) ->
@@ -442,7 +459,9 @@ pub async fn funnel(
                                 if(bitAnd(steps, 1) = 1 AND toDate(event_time, {tz:String}) BETWEEN {from:Date} AND {to:Date}, 1, 0)
                                 + if(arrayExists((n, k, v) ->
                                     event = n AND (k = '' OR if(k = 'source', toString(source), properties[k]) = v),
-                                    {x_names:Array(String)}, {x_keys:Array(String)}, {x_values:Array(String)}), 2, 0)) AS flags
+                                    {x_names:Array(String)}, {x_keys:Array(String)}, {x_values:Array(String)}), 2, 0)) AS flags,
+                            if(bitAnd(flags, 1) = 1 AND {bkey:String} != '',
+                               if({bkey:String} = 'source', toString(source), properties[{bkey:String}]), '') AS value
                      FROM ?
                      WHERE app = {app:String} AND user_key != 0
                        AND day BETWEEN toDate(fromUnixTimestamp64Milli({lo:Int64}, 'UTC')) AND toDate(fromUnixTimestamp64Milli({hi:Int64}, 'UTC'))
@@ -466,6 +485,7 @@ pub async fn funnel(
         .param("x_keys", &x_keys)
         .param("x_values", &x_values)
         .param("names", &all_names)
+        .param("bkey", question.breakdown.as_deref().unwrap_or(""))
         .param("tz", defs.timezone.name())
         .param("from", question.from.to_string())
         .param("to", question.to.to_string())
@@ -475,6 +495,7 @@ pub async fn funnel(
         .fetch::<PersonRow>()?;
     let k = question.steps.len();
     let mut times: Vec<Vec<i64>> = vec![Vec::new(); k];
+    let mut split: HashMap<String, Vec<Vec<i64>>> = HashMap::new();
     let mut events = Vec::new();
     while let Some(row) = cursor.next().await? {
         events.clear();
@@ -485,16 +506,63 @@ pub async fn funnel(
                 .zip(&row.flags)
                 .map(|((&t, &steps), &flags)| PersonEvent { t, steps, flags }),
         );
-        for (step, took) in evaluate(&events, k, question.window_ms, question.order)
-            .into_iter()
-            .enumerate()
-        {
-            if let Some(took) = took {
-                times[step].push(took);
+        let reached = evaluate(&events, k, question.window_ms, question.order);
+        let add = |times: &mut Vec<Vec<i64>>| {
+            for (step, took) in reached.iter().enumerate() {
+                if let Some(took) = took {
+                    times[step].push(*took);
+                }
+            }
+        };
+        add(&mut times);
+        if question.breakdown.is_some() {
+            let value = person_value(&events, &row.values);
+            add(split.entry(value).or_insert_with(|| vec![Vec::new(); k]));
+        }
+    }
+    Ok(FunnelAnswer {
+        total: summarize(times),
+        breakdown: top_values(split, question.breakdown_limit, k),
+    })
+}
+
+/// A person's breakdown value: that of their earliest entering S1 event (of one
+/// millisecond, the smallest value).
+fn person_value(events: &[PersonEvent], values: &[String]) -> String {
+    let mut best: Option<(i64, &str)> = None;
+    for (e, v) in events.iter().zip(values) {
+        if e.flags & ENTERING != 0 && best.is_none_or(|b| (e.t, v.as_str()) < b) {
+            best = Some((e.t, v));
+        }
+    }
+    best.map(|b| b.1.to_owned()).unwrap_or_default()
+}
+
+/// The `limit` values with the most persons entering (ties: the smaller value), then
+/// every other value together (`None`) when there are any.
+fn top_values(
+    split: HashMap<String, Vec<Vec<i64>>>,
+    limit: usize,
+    k: usize,
+) -> Vec<(Option<String>, Vec<StepResult>)> {
+    let mut values: Vec<(String, Vec<Vec<i64>>)> = split.into_iter().collect();
+    values.sort_by(|a, b| b.1[0].len().cmp(&a.1[0].len()).then(a.0.cmp(&b.0)));
+    let mut out = Vec::new();
+    let mut other: Option<Vec<Vec<i64>>> = None;
+    for (i, (value, times)) in values.into_iter().enumerate() {
+        if i < limit {
+            out.push((Some(value), summarize(times)));
+        } else {
+            let o = other.get_or_insert_with(|| vec![Vec::new(); k]);
+            for (all, t) in o.iter_mut().zip(times) {
+                all.extend(t);
             }
         }
     }
-    Ok(summarize(times))
+    if let Some(o) = other {
+        out.push((None, summarize(o)));
+    }
+    out
 }
 
 /// The step labels, as asked (`name` or `name[key=value]`).

@@ -301,35 +301,30 @@ async fn funnels_match(
                     order,
                 };
                 let expected = funnel::funnel(persons, APP, tz, &q);
-                let got = body["steps"].as_array().expect("steps");
-                assert_eq!(got.len(), expected.len(), "{tz} {path}");
                 assert_eq!(body["timezone"], tz.name());
-                let first = expected[0].persons;
-                for (i, (g, e)) in got.iter().zip(&expected).enumerate() {
-                    let what = format!("{tz} {path} step {}: got {g}, expected {e:?}", i + 1);
-                    assert_eq!(g["persons"].as_u64(), Some(e.persons), "{what}");
-                    assert!(close(g["median_seconds"].as_f64(), e.median), "{what}");
-                    assert!(close(g["p90_seconds"].as_f64(), e.p90), "{what}");
-                    let ratio = |n: u64, d: u64| (d > 0).then(|| n as f64 / d as f64);
-                    assert!(
-                        close(g["conversion_from_first"].as_f64(), ratio(e.persons, first)),
-                        "{what}"
+                converted += check_steps(&body["steps"], &expected, &format!("{tz} {path}"));
+                // Split by the source of the entering event: the top 2 and the rest.
+                let split: Value = serde_json::from_str(
+                    &aggregator
+                        .get(&format!("{path}&breakdown=source&breakdown_limit=2"))
+                        .await,
+                )
+                .expect("JSON");
+                check_steps(
+                    &split["steps"],
+                    &expected,
+                    &format!("{tz} {path} split total"),
+                );
+                let values = split["values"].as_array().expect("values");
+                let expected_values = funnel::by_source(persons, APP, tz, &q, 2);
+                assert_eq!(values.len(), expected_values.len(), "{tz} {path}: {split}");
+                for (g, (value, e)) in values.iter().zip(&expected_values) {
+                    assert_eq!(
+                        g["value"].as_str(),
+                        value.as_deref(),
+                        "{tz} {path}: {split}"
                     );
-                    let prev = if i == 0 {
-                        first
-                    } else {
-                        expected[i - 1].persons
-                    };
-                    assert!(
-                        close(
-                            g["conversion_from_previous"].as_f64(),
-                            ratio(e.persons, prev)
-                        ),
-                        "{what}"
-                    );
-                    if i > 0 {
-                        converted += e.persons;
-                    }
+                    check_steps(&g["steps"], e, &format!("{tz} {path} value {value:?}"));
                 }
                 checked += 1;
             }
@@ -339,6 +334,41 @@ async fn funnels_match(
         checked > 0 && converted > 20,
         "{tz}: the data converts too little ({converted})"
     );
+}
+
+/// One answer's steps equal the reference's; returns the persons past step 1.
+fn check_steps(got: &Value, expected: &[funnel::StepAnswer], what: &str) -> u64 {
+    let got = got.as_array().expect("steps");
+    assert_eq!(got.len(), expected.len(), "{what}");
+    let first = expected[0].persons;
+    let mut converted = 0;
+    for (i, (g, e)) in got.iter().zip(expected).enumerate() {
+        let what = format!("{what} step {}: got {g}, expected {e:?}", i + 1);
+        assert_eq!(g["persons"].as_u64(), Some(e.persons), "{what}");
+        assert!(close(g["median_seconds"].as_f64(), e.median), "{what}");
+        assert!(close(g["p90_seconds"].as_f64(), e.p90), "{what}");
+        let ratio = |n: u64, d: u64| (d > 0).then(|| n as f64 / d as f64);
+        assert!(
+            close(g["conversion_from_first"].as_f64(), ratio(e.persons, first)),
+            "{what}"
+        );
+        let prev = if i == 0 {
+            first
+        } else {
+            expected[i - 1].persons
+        };
+        assert!(
+            close(
+                g["conversion_from_previous"].as_f64(),
+                ratio(e.persons, prev)
+            ),
+            "{what}"
+        );
+        if i > 0 {
+            converted += e.persons;
+        }
+    }
+    converted
 }
 
 async fn bad_parameters_are_refused(aggregator: &Aggregator) {
@@ -356,6 +386,9 @@ async fn bad_parameters_are_refused(aggregator: &Aggregator) {
         "steps=a,b&from=2024-01-01&to=2026-01-01",
         "steps=a,b&steps=c,d",
         "window=1h",
+        "steps=a,b&breakdown=",
+        "steps=a,b&breakdown=source&breakdown_limit=0",
+        "steps=a,b&breakdown=source&breakdown_limit=51",
     ] {
         let url = format!("{}/api/v1/funnels?app={APP}&{query}", aggregator.url);
         let response = reqwest::get(&url).await.expect("request");

@@ -58,42 +58,84 @@ pub struct Question<'a> {
 
 /// The funnel of `app`'s persons (events already mapped to persons).
 pub fn funnel(events: &[Ev], app: &str, tz: Tz, q: &Question) -> Vec<StepAnswer> {
-    let mut by_person: BTreeMap<&str, Vec<&Ev>> = BTreeMap::new();
+    let mut times: Vec<Vec<i64>> = vec![Vec::new(); q.steps.len()];
+    for evs in by_person(events, app).values() {
+        add(&mut times, &person(evs, tz, q));
+    }
+    answers(times)
+}
+
+/// The funnel split by the source of each person's earliest entering S1 event (of one
+/// millisecond, the smallest source): the `limit` sources with the most persons
+/// entering (ties: the smaller source), then `None` for all the others together.
+pub fn by_source(
+    events: &[Ev],
+    app: &str,
+    tz: Tz,
+    q: &Question,
+    limit: usize,
+) -> Vec<(Option<String>, Vec<StepAnswer>)> {
+    let k = q.steps.len();
+    let mut split: BTreeMap<String, Vec<Vec<i64>>> = BTreeMap::new();
+    for evs in by_person(events, app).values() {
+        let entering = evs
+            .iter()
+            .filter(|e| q.steps[0].matches(e) && entering_day(e, tz, q))
+            .map(|e| (e.at, e.source))
+            .min();
+        let Some((_, source)) = entering else {
+            continue;
+        };
+        let times = split
+            .entry(source.to_owned())
+            .or_insert_with(|| vec![Vec::new(); k]);
+        add(times, &person(evs, tz, q));
+    }
+    let mut ranked: Vec<(String, Vec<Vec<i64>>)> = split.into_iter().collect();
+    ranked.sort_by_key(|(v, t)| (std::cmp::Reverse(t[0].len()), v.clone()));
+    let mut out = Vec::new();
+    let mut other: Vec<Vec<i64>> = vec![Vec::new(); k];
+    let mut any_other = false;
+    for (i, (v, t)) in ranked.into_iter().enumerate() {
+        if i < limit {
+            out.push((Some(v), answers(t)));
+        } else {
+            any_other = true;
+            for (o, x) in other.iter_mut().zip(t) {
+                o.extend(x);
+            }
+        }
+    }
+    if any_other {
+        out.push((None, answers(other)));
+    }
+    out
+}
+
+fn by_person<'a>(events: &'a [Ev], app: &str) -> BTreeMap<&'a str, Vec<&'a Ev>> {
+    let mut out: BTreeMap<&str, Vec<&Ev>> = BTreeMap::new();
     for e in events.iter().filter(|e| e.app == app) {
         if let Some(u) = &e.user {
-            by_person.entry(u.as_str()).or_default().push(e);
+            out.entry(u.as_str()).or_default().push(e);
         }
     }
-    let k = q.steps.len();
-    let mut times: Vec<Vec<i64>> = vec![Vec::new(); k];
-    for evs in by_person.values() {
-        let ps: Vec<P> = evs
-            .iter()
-            .map(|e| P {
-                t: e.at.timestamp_millis(),
-                steps: q.steps.iter().map(|s| s.matches(e)).collect(),
-                excl: q.exclude.iter().any(|s| s.matches(e)),
-                ev: e,
-            })
-            .collect();
-        // best[i] = (completion, time)
-        let mut best: Vec<Option<(i64, i64)>> = vec![None; k];
-        for (s, e1) in ps.iter().enumerate() {
-            let day = e1.ev.at.with_timezone(&tz).date_naive();
-            if !e1.steps[0] || day < q.from || day > q.to {
-                continue;
-            }
-            let mut used = vec![false; ps.len()];
-            used[s] = true;
-            let mut chosen = vec![s];
-            search(&ps, q, &mut used, &mut chosen, &mut best);
-        }
-        for (i, b) in best.iter().enumerate() {
-            if let Some((_, d)) = b {
-                times[i].push(*d);
-            }
+    out
+}
+
+fn entering_day(e: &Ev, tz: Tz, q: &Question) -> bool {
+    let day = e.at.with_timezone(&tz).date_naive();
+    day >= q.from && day <= q.to
+}
+
+fn add(times: &mut [Vec<i64>], person: &[Option<i64>]) {
+    for (t, p) in times.iter_mut().zip(person) {
+        if let Some(p) = p {
+            t.push(*p);
         }
     }
+}
+
+fn answers(times: Vec<Vec<i64>>) -> Vec<StepAnswer> {
     times
         .into_iter()
         .map(|mut t| {
@@ -105,6 +147,32 @@ pub fn funnel(events: &[Ev], app: &str, tz: Tz, q: &Question) -> Vec<StepAnswer>
             }
         })
         .collect()
+}
+
+/// One person's time to convert to each step they reach.
+fn person(evs: &[&Ev], tz: Tz, q: &Question) -> Vec<Option<i64>> {
+    let k = q.steps.len();
+    let ps: Vec<P> = evs
+        .iter()
+        .map(|e| P {
+            t: e.at.timestamp_millis(),
+            steps: q.steps.iter().map(|s| s.matches(e)).collect(),
+            excl: q.exclude.iter().any(|s| s.matches(e)),
+            ev: e,
+        })
+        .collect();
+    // best[i] = (completion, time)
+    let mut best: Vec<Option<(i64, i64)>> = vec![None; k];
+    for (s, e1) in ps.iter().enumerate() {
+        if !e1.steps[0] || !entering_day(e1.ev, tz, q) {
+            continue;
+        }
+        let mut used = vec![false; ps.len()];
+        used[s] = true;
+        let mut chosen = vec![s];
+        search(&ps, q, &mut used, &mut chosen, &mut best);
+    }
+    best.iter().map(|b| b.map(|(_, d)| d)).collect()
 }
 
 /// Records the sequence `chosen` (events for steps 1..=len), then extends it.
