@@ -170,6 +170,7 @@ async fn send(endpoint: &str, events: Vec<Ev>, links: Vec<LinkEv>) {
             if !e.source.is_empty() {
                 event = event.source(e.source);
             }
+            event = event.attr("plan", funnel::plan(e));
             tracker.track_event(event);
         }
         for l in &links {
@@ -196,7 +197,11 @@ struct Case {
 }
 
 fn step(name: &'static str, source: Option<&'static str>) -> Step {
-    Step { name, source }
+    Step {
+        name,
+        source,
+        plan: None,
+    }
 }
 
 fn cases() -> Vec<Case> {
@@ -247,6 +252,27 @@ fn cases() -> Vec<Case> {
             window_ms: 3 * 3_600_000,
         },
         Case {
+            steps: "signup,expense_logged[plan=pro],upgrade[plan=free]",
+            parsed: vec![
+                step("signup", None),
+                Step {
+                    plan: Some("pro"),
+                    ..step("expense_logged", None)
+                },
+                Step {
+                    plan: Some("free"),
+                    ..step("upgrade", None)
+                },
+            ],
+            exclude: "churned[plan=pro]",
+            excluded: vec![Step {
+                plan: Some("pro"),
+                ..step("churned", None)
+            }],
+            window: "1d",
+            window_ms: 86_400_000,
+        },
+        Case {
             steps: "upgrade,signup",
             parsed: vec![step("upgrade", None), step("signup", None)],
             exclude: "churned,page_viewed",
@@ -255,6 +281,14 @@ fn cases() -> Vec<Case> {
             window_ms: 90 * 60_000,
         },
     ]
+}
+
+/// Percent-encodes what a step list may hold besides names and commas.
+fn encode(steps: &str) -> String {
+    steps
+        .replace('[', "%5B")
+        .replace(']', "%5D")
+        .replace('=', "%3D")
 }
 
 fn close(a: Option<f64>, b: Option<f64>) -> bool {
@@ -283,14 +317,13 @@ async fn funnels_match(
                 let exclude = if case.exclude.is_empty() {
                     String::new()
                 } else {
-                    format!("&exclude={}", case.exclude)
+                    format!("&exclude={}", encode(case.exclude))
                 };
                 let path = format!(
                     "/api/v1/funnels?app={APP}&steps={}&window={}&from={from}&to={to}&order={label}{exclude}",
-                    case.steps.replace('[', "%5B").replace(']', "%5D"),
+                    encode(case.steps),
                     case.window
-                )
-                .replace("&exclude=", "&exclude=");
+                );
                 let body: Value = serde_json::from_str(&aggregator.get(&path).await).expect("JSON");
                 let q = Question {
                     steps: &case.parsed,

@@ -11,16 +11,30 @@ use chrono_tz::Tz;
 
 use super::Ev;
 
-/// A step or an exclusion: an event name, optionally with the source it must have.
+/// A step or an exclusion: an event name, optionally with the source it must have
+/// or the `plan` property ([`plan`]) it must have.
 #[derive(Debug, Clone, Copy)]
 pub struct Step {
     pub name: &'static str,
     pub source: Option<&'static str>,
+    pub plan: Option<&'static str>,
 }
 
 impl Step {
     fn matches(&self, e: &Ev) -> bool {
-        e.name == self.name && self.source.is_none_or(|s| s == e.source)
+        e.name == self.name
+            && self.source.is_none_or(|s| s == e.source)
+            && self.plan.is_none_or(|p| p == plan(e))
+    }
+}
+
+/// The `plan` property the funnel test sends with every event: a function of its
+/// time, so the reference needs no field for it.
+pub fn plan(e: &Ev) -> &'static str {
+    if e.at.timestamp_subsec_millis() % 3 == 0 {
+        "pro"
+    } else {
+        "free"
     }
 }
 
