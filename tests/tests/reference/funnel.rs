@@ -31,7 +31,7 @@ impl Step {
 /// The `plan` property the funnel test sends with every event: a function of its
 /// time, so the reference needs no field for it.
 pub fn plan(e: &Ev) -> &'static str {
-    if e.at.timestamp_subsec_millis() % 3 == 0 {
+    if e.at.timestamp_subsec_millis().is_multiple_of(3) {
         "pro"
     } else {
         "free"
