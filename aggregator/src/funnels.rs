@@ -201,8 +201,11 @@ pub fn evaluate(events: &[PersonEvent], k: usize, window: i64, order: Order) -> 
                 };
                 walk.next(1, t1);
             }
-            Order::Any => any_order(events, &next, s, k, window, &mut best),
+            Order::Any => {}
         }
+    }
+    if order == Order::Any {
+        any_order(events, &next, k, window, &mut best);
     }
     best.into_iter().map(|b| b.map(|(_, d)| d)).collect()
 }
@@ -288,25 +291,21 @@ fn candidates(events: &[PersonEvent], used: &[bool], step: usize, at: i64) -> Ve
     out
 }
 
-/// Any order, from the entering event `s`: for each possible first event time `a`
-/// (a step event within W before it), the events of [a, a + W] (and before the first
-/// exclusion at or after `a`) are added in time order to the sets of steps 2..k that
-/// distinct events can cover; step i completes at the first event after which some
-/// set covers steps 2..i. Its time is measured from `a`: the start that gives the
-/// shortest time is the earliest event actually used.
+/// Any order, for all of a person's attempts at once: for each possible first event
+/// time `a` (the time of a step event), the events of [a, a + W] (and before the
+/// first exclusion at or after `a`) are added in time order to the sets of steps that
+/// distinct events can cover (step 1 only by an entering event); step i completes at
+/// the first event after which some set covers steps 1..i. Its time is measured from
+/// `a`: the start that gives the shortest time is the earliest event actually used.
 fn any_order(
     events: &[PersonEvent],
     next: &[i64],
-    s: usize,
     k: usize,
     window: i64,
     best: &mut [Option<(i64, i64)>],
 ) {
-    let t1 = events[s].t;
-    let first = events.partition_point(|x| x.t < t1 - window);
-    let mut starts: Vec<i64> = events[first..]
+    let mut starts: Vec<i64> = events
         .iter()
-        .take_while(|x| x.t <= t1)
         .filter(|x| x.steps != 0)
         .map(|x| x.t)
         .collect();
@@ -315,22 +314,27 @@ fn any_order(
     let mut sets: Vec<u32> = Vec::new();
     for a in starts {
         let stop = first_exclusion(events, next, a);
-        if t1 >= stop {
+        let limit = a.saturating_add(window).min(stop - 1);
+        let from = events.partition_point(|x| x.t < a);
+        let window_events = || events[from..].iter().take_while(|x| x.t <= limit);
+        if !window_events().any(|x| x.flags & ENTERING != 0 && x.steps & 1 != 0) {
             continue;
         }
-        let limit = (a + window).min(stop - 1);
         seen.iter_mut().for_each(|v| *v = false);
         sets.clear();
         sets.push(0);
         seen[0] = true;
         let mut reached = 1;
-        let from = events.partition_point(|x| x.t < a);
-        for (i, x) in events.iter().enumerate().skip(from) {
-            if x.t > limit || reached >= k {
+        for x in window_events() {
+            if reached >= k {
                 break;
             }
-            let steps = x.steps & !1;
-            if i == s || steps == 0 {
+            let steps = if x.flags & ENTERING != 0 {
+                x.steps
+            } else {
+                x.steps & !1
+            };
+            if steps == 0 {
                 continue;
             }
             for n in 0..sets.len() {
@@ -347,12 +351,11 @@ fn any_order(
                 }
             }
             while reached < k {
-                let need = ((1u32 << (reached + 1)) - 1) & !1;
+                let need = (1u32 << (reached + 1)) - 1;
                 if !sets.iter().any(|set| set & need == need) {
                     break;
                 }
-                let done = x.t.max(t1);
-                offer(best, reached, done, done - a);
+                offer(best, reached, x.t, x.t - a);
                 reached += 1;
             }
         }
