@@ -27,6 +27,9 @@ pub const MAX_STEPS: usize = 10;
 pub const MAX_EXCLUSIONS: usize = 5;
 /// The longest conversion window.
 pub const MAX_WINDOW_MS: i64 = 90 * 86_400_000;
+/// A person's earliest this many step and exclusion events of the range (+ W) are
+/// evaluated, the rest ignored: bounds the work a bot costs.
+pub const MAX_PERSON_EVENTS: u32 = 10_000;
 /// The most breakdown values shown (the rest: "other").
 pub const MAX_BREAKDOWN_VALUES: usize = 50;
 /// The longest range of entering days.
@@ -317,7 +320,17 @@ fn any_order(
         let limit = a.saturating_add(window).min(stop - 1);
         let from = events.partition_point(|x| x.t < a);
         let window_events = || events[from..].iter().take_while(|x| x.t <= limit);
-        if !window_events().any(|x| x.flags & ENTERING != 0 && x.steps & 1 != 0) {
+        // The steps the window can cover at all: stop once they are reached.
+        let mut present = 0u32;
+        for x in window_events() {
+            present |= if x.flags & ENTERING != 0 {
+                x.steps
+            } else {
+                x.steps & !1
+            };
+        }
+        let possible = present.trailing_ones() as usize;
+        if possible < 2 {
             continue;
         }
         seen.iter_mut().for_each(|v| *v = false);
@@ -326,7 +339,7 @@ fn any_order(
         seen[0] = true;
         let mut reached = 1;
         for x in window_events() {
-            if reached >= k {
+            if reached >= possible.min(k) {
                 break;
             }
             let steps = if x.flags & ENTERING != 0 {
@@ -452,7 +465,7 @@ pub async fn funnel(
             "SELECT arrayMap(x -> x.1, s) AS ts, arrayMap(x -> x.2, s) AS steps, arrayMap(x -> x.3, s) AS flags, arrayMap(x -> x.4, s) AS values
              FROM (
                  SELECT if(p.person_key = 0, e.user_key, p.person_key) AS person,
-                        arraySort(groupArray((e.t, e.steps, e.flags, e.value))) AS s
+                        arraySlice(arraySort(groupArray((e.t, e.steps, e.flags, e.value))), 1, {cap:UInt32}) AS s
                  FROM (
                      SELECT user_key, toUnixTimestamp64Milli(event_time) AS t,
                             toUInt32(arraySum(arrayMap((n, k, v, b) ->
@@ -489,6 +502,7 @@ pub async fn funnel(
         .param("x_values", &x_values)
         .param("names", &all_names)
         .param("bkey", question.breakdown.as_deref().unwrap_or(""))
+        .param("cap", MAX_PERSON_EVENTS)
         .param("tz", defs.timezone.name())
         .param("from", question.from.to_string())
         .param("to", question.to.to_string())
