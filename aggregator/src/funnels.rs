@@ -514,7 +514,13 @@ pub async fn funnel(
     let mut times: Vec<Vec<i64>> = vec![Vec::new(); k];
     let mut split: HashMap<String, Vec<Vec<i64>>> = HashMap::new();
     let mut events = Vec::new();
+    let mut persons = 0u64;
     while let Some(row) = cursor.next().await? {
+        // The evaluation is CPU work: let the runtime (and the query timeout) in.
+        persons += 1;
+        if persons.is_multiple_of(1024) {
+            tokio::task::yield_now().await;
+        }
         events.clear();
         events.extend(
             row.ts
