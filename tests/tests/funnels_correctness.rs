@@ -149,6 +149,48 @@ fn data_set(now: DateTime<Utc>, change: NaiveDate) -> (Vec<Ev>, Vec<LinkEv>) {
             });
         }
     }
+    // At the edges: entering exactly at a local midnight of the one-day range and a
+    // millisecond before the next one (in) or at it (out), in both zones; steps exactly
+    // W after S1 (in) and W + 1 ms (out), across the DST change.
+    let ms = chrono::Duration::milliseconds;
+    let mut edge = |who: String, steps: &[(&'static str, &'static str, DateTime<Utc>)]| {
+        for &(name, source, at) in steps {
+            if at <= latest {
+                events.push(Ev {
+                    app: APP,
+                    name,
+                    user: Some(who.clone()),
+                    source,
+                    at,
+                });
+            }
+        }
+    };
+    for (z, tz) in [("la", Tz::America__Los_Angeles), ("utc", Tz::UTC)] {
+        let start = local_midnight(tz, change);
+        let end = local_midnight(tz, change + Days::new(1));
+        for (i, t) in [start, end - ms(1), end].into_iter().enumerate() {
+            edge(
+                format!("edge-{z}-{i}"),
+                &[
+                    ("signup", "", t),
+                    ("expense_logged", "pwa", t + ms(86_400_000)),
+                    ("upgrade", "", t + ms(86_400_001)),
+                    ("expense_logged", "", t + ms(6 * 3_600_000)),
+                ],
+            );
+        }
+        let t = start + ms(90 * 60_000);
+        edge(
+            format!("window-{z}"),
+            &[
+                ("signup", "", t),
+                ("expense_logged", "pwa", t + ms(6 * 3_600_000)),
+                ("expense_logged", "form", t + ms(6 * 3_600_000)),
+                ("upgrade", "", t + ms(6 * 3_600_000 + 1)),
+            ],
+        );
+    }
     (events, links)
 }
 
