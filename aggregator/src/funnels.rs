@@ -30,6 +30,10 @@ pub const MAX_WINDOW_MS: i64 = 90 * 86_400_000;
 /// A person's earliest this many step and exclusion events of the range (+ W) are
 /// evaluated, the rest ignored: bounds the work a bot costs.
 pub const MAX_PERSON_EVENTS: u32 = 10_000;
+/// At most this many choices are tried per attempt in ordered and strict order (they
+/// branch only at events of one millisecond that match different sets of steps, and
+/// in strict order in two): a bound no real sequence of events reaches.
+pub const MAX_WALK_STEPS: usize = 100_000;
 /// The most breakdown values shown (the rest: "other").
 pub const MAX_BREAKDOWN_VALUES: usize = 50;
 /// The longest range of entering days.
@@ -201,6 +205,7 @@ pub fn evaluate(events: &[PersonEvent], k: usize, window: i64, order: Order) -> 
                     t1,
                     limit: (t1 + window).min(stop - 1),
                     strict: order == Order::Strict,
+                    budget: MAX_WALK_STEPS,
                 };
                 walk.next(1, t1);
             }
@@ -236,13 +241,16 @@ struct Walk<'a> {
     t1: i64,
     limit: i64,
     strict: bool,
+    /// Choices left to try ([`MAX_WALK_STEPS`]).
+    budget: usize,
 }
 
 impl Walk<'_> {
     fn next(&mut self, step: usize, prev: i64) {
-        if step >= self.k {
+        if step >= self.k || self.budget == 0 {
             return;
         }
+        self.budget -= 1;
         let times: Vec<i64> = if self.strict {
             let from = self.events.partition_point(|x| x.t <= prev);
             let after = self.events[from..]
