@@ -1,7 +1,7 @@
 //! Ad-hoc funnels (`/api/v1/funnels`, docs/contract.md "Funnels") compared with the
 //! independent reference (`reference/funnel.rs`, a search over every choice of events)
-//! exactly (counts) and to 1e-9 (ratios, median and p90 times), in UTC and in
-//! America/Los_Angeles.
+//! exactly (counts) and to 1e-9 (ratios, median and p90 times), in UTC,
+//! America/Los_Angeles and Asia/Kolkata.
 //!
 //! The data: persons whose events start a few hours before a midnight (UTC and Los
 //! Angeles) and run for a day, some around the latest daylight-saving change of Los
@@ -474,7 +474,7 @@ async fn bad_parameters_are_refused(aggregator: &Aggregator) {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn funnels_equal_the_reference_in_two_timezones() {
+async fn funnels_equal_the_reference_in_three_timezones() {
     let database = unique_database("funnels");
     let collector = Collector::start_with(&database, Some(KEY), &["--max-event-age=400days"]).await;
     let now = Utc::now();
@@ -516,6 +516,7 @@ async fn funnels_equal_the_reference_in_two_timezones() {
             Tz::America__Los_Angeles,
             &["--timezone", "America/Los_Angeles"][..],
         ),
+        (Tz::Asia__Kolkata, &["--timezone", "Asia/Kolkata"][..]),
     ] {
         let aggregator = Aggregator::start(&database, flags).await;
         aggregator.metrics().await;
