@@ -191,26 +191,25 @@ pub fn evaluate(events: &[PersonEvent], k: usize, window: i64, order: Order) -> 
             continue;
         }
         offer(&mut best, 0, e.t, 0);
-        match order {
-            Order::Ordered | Order::Strict => {
-                let t1 = e.t;
-                let stop = first_exclusion(events, &next, t1);
-                used.iter_mut().for_each(|u| *u = false);
-                used[s] = true;
-                let mut walk = Walk {
-                    events,
-                    used: &mut used,
-                    best: &mut best,
-                    k,
-                    t1,
-                    limit: (t1 + window).min(stop - 1),
-                    strict: order == Order::Strict,
-                    budget: MAX_WALK_STEPS,
-                };
-                walk.next(1, t1);
-            }
-            Order::Any => {}
+        if order == Order::Any {
+            continue;
         }
+        let t1 = e.t;
+        let stop = first_exclusion(events, &next, t1);
+        // The walk gives back every event it takes.
+        used[s] = true;
+        let mut walk = Walk {
+            events,
+            used: &mut used,
+            best: &mut best,
+            k,
+            t1,
+            limit: (t1 + window).min(stop - 1),
+            strict: order == Order::Strict,
+            budget: MAX_WALK_STEPS,
+        };
+        walk.next(1, t1);
+        used[s] = false;
     }
     if order == Order::Any {
         any_order(events, &next, k, window, &mut best);
