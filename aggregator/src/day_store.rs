@@ -176,7 +176,7 @@ impl DayStore {
     }
 }
 
-fn encode(saved: &SavedDays, database: &str) -> Vec<u8> {
+pub(crate) fn encode(saved: &SavedDays, database: &str) -> Vec<u8> {
     let header = Header {
         links: saved.links,
         database: database.to_owned(),
@@ -234,7 +234,7 @@ fn encode(saved: &SavedDays, database: &str) -> Vec<u8> {
     out
 }
 
-fn decode(bytes: &[u8], database: &str) -> Result<SavedDays, String> {
+pub(crate) fn decode(bytes: &[u8], database: &str) -> Result<SavedDays, String> {
     let body_len = bytes
         .len()
         .checked_sub(4)

@@ -49,6 +49,8 @@ pub mod definitions;
 pub mod error;
 pub mod exposition;
 pub mod funnels;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod identity;
 pub mod layer_parts;

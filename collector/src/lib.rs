@@ -66,6 +66,8 @@ pub mod deadletter;
 pub mod delivery;
 pub mod erasure;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod intake_config;
 pub mod lifecycle;
 pub mod map;

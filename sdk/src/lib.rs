@@ -67,6 +67,8 @@ mod error;
 mod event;
 #[cfg(feature = "finance")]
 pub mod finance;
+#[doc(hidden)]
+pub mod fuzzing;
 mod loss;
 mod queue;
 mod record;

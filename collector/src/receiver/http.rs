@@ -191,7 +191,7 @@ impl Compression {
     }
 }
 
-enum BodyError {
+pub(crate) enum BodyError {
     TooLarge,
     Unreadable(String),
 }
@@ -199,7 +199,7 @@ enum BodyError {
 /// Decompresses `raw`, refusing more than `limit` bytes of output. The buffer grows
 /// by at most its size and never past `limit + 1`, so a bomb costs no more memory
 /// than an honest body of the limit's size (`read_to_end` would double to 2×).
-fn gunzip(raw: &[u8], limit: usize) -> Result<Vec<u8>, BodyError> {
+pub(crate) fn gunzip(raw: &[u8], limit: usize) -> Result<Vec<u8>, BodyError> {
     let mut decoder = flate2::read::MultiGzDecoder::new(raw);
     let mut out: Vec<u8> = Vec::new();
     let mut chunk = vec![0_u8; 64 * 1024];

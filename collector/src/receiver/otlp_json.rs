@@ -740,6 +740,29 @@ mod tests {
             .and_then(|v| v.value.clone())
     }
 
+    /// Found by the property test `decoding_what_the_json_serializer_wrote_is_identity`
+    /// (collector/tests/properties.rs): without serde_json's `float_roundtrip`, the
+    /// shortest spelling of a double could read back 1 ULP off.
+    #[test]
+    fn doubles_read_back_exactly() {
+        for x in [
+            6.176987630171187e-309,
+            2.2250738585072014e-308,
+            0.1 + 0.2,
+            1.7976931348623157e308,
+        ] {
+            let text = format!(
+                r#"{{"resourceLogs": [{{"scopeLogs": [{{"logRecords": [{{"attributes": [{{"key": "x", "value": {{"doubleValue": {}}}}}]}}]}}]}}]}}"#,
+                serde_json::to_string(&x).unwrap()
+            );
+            assert_eq!(
+                attribute(&decode_ok(&text), 0),
+                Some(Value::DoubleValue(x)),
+                "{text}"
+            );
+        }
+    }
+
     #[test]
     fn accepts_every_spelling_the_json_mapping_allows() {
         let request = decode_ok(
