@@ -15,6 +15,7 @@ use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 use serde::Serialize;
 
 use crate::definitions::{CellStatus, Lifecycle, Window};
+use crate::funnels::{self, FunnelQuestion, Order, StepSpec};
 use crate::on_demand::{
     self, CohortRetention, Mode, Period, RetentionQuestion, Split, active_series, events_per_day,
 };
@@ -30,6 +31,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/retention", get(retention))
         .route("/api/v1/events", get(events))
         .route("/api/v1/lifecycle", get(lifecycle))
+        .route("/api/v1/funnels", get(funnels))
 }
 
 /// Why a request got no answer.
@@ -673,6 +675,182 @@ async fn lifecycle(State(state): State<AppState>, params: Params) -> Result<Resp
     let compute = async {
         let series = on_demand::lifecycle(&state.source, defs, app, today, period, periods).await?;
         Ok(lifecycle_body(app, &snapshot, period, &series))
+    };
+    cached(&state, &snapshot, key, compute).await
+}
+
+#[derive(Serialize)]
+struct FunnelBody {
+    app: String,
+    timezone: &'static str,
+    today: NaiveDate,
+    from: NaiveDate,
+    to: NaiveDate,
+    window_seconds: f64,
+    order: &'static str,
+    exclude: Vec<String>,
+    steps: Vec<FunnelStepBody>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    breakdown: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    values: Option<Vec<FunnelValueBody>>,
+}
+
+#[derive(Serialize)]
+struct FunnelValueBody {
+    value: Option<String>,
+    steps: Vec<FunnelStepBody>,
+}
+
+fn funnel_steps(question: &FunnelQuestion, results: &[funnels::StepResult]) -> Vec<FunnelStepBody> {
+    let first = results.first().map_or(0, |r| r.persons);
+    let ratio = |n: u64, d: u64| (d > 0).then(|| n as f64 / d as f64);
+    results
+        .iter()
+        .enumerate()
+        .map(|(i, r)| FunnelStepBody {
+            step: i + 1,
+            event: funnels::label(&question.steps[i]),
+            persons: r.persons,
+            conversion_from_first: ratio(r.persons, first),
+            conversion_from_previous: ratio(
+                r.persons,
+                if i == 0 {
+                    first
+                } else {
+                    results[i - 1].persons
+                },
+            ),
+            median_seconds: r.median_seconds,
+            p90_seconds: r.p90_seconds,
+        })
+        .collect()
+}
+
+#[derive(Serialize)]
+struct FunnelStepBody {
+    step: usize,
+    event: String,
+    persons: u64,
+    conversion_from_first: Option<f64>,
+    conversion_from_previous: Option<f64>,
+    median_seconds: Option<f64>,
+    p90_seconds: Option<f64>,
+}
+
+fn parse_day(request: &Request, name: &str) -> Result<Option<NaiveDate>, ApiError> {
+    request
+        .get(name)?
+        .map(|text| {
+            NaiveDate::parse_from_str(text, "%Y-%m-%d").map_err(|_| {
+                ApiError::BadRequest(format!("{name} must be a day YYYY-MM-DD (got {text:?})"))
+            })
+        })
+        .transpose()
+}
+
+async fn funnels(State(state): State<AppState>, params: Params) -> Result<Response, ApiError> {
+    let request = Request::new(params)?;
+    let bad = ApiError::BadRequest;
+    let steps = StepSpec::parse_list(
+        request
+            .get("steps")?
+            .ok_or_else(|| bad("steps is required: 2 to 10 comma-separated event names".into()))?,
+    )
+    .map_err(bad)?;
+    if !(2..=funnels::MAX_STEPS).contains(&steps.len()) {
+        return Err(bad(format!(
+            "steps: 2 to {} steps (got {})",
+            funnels::MAX_STEPS,
+            steps.len()
+        )));
+    }
+    let exclusions = match request.get("exclude")? {
+        Some(text) => StepSpec::parse_list(text).map_err(bad)?,
+        None => Vec::new(),
+    };
+    if exclusions.len() > funnels::MAX_EXCLUSIONS {
+        return Err(bad(format!(
+            "exclude: at most {} events",
+            funnels::MAX_EXCLUSIONS
+        )));
+    }
+    let window_ms = funnels::parse_window(request.get("window")?.unwrap_or("1d")).map_err(bad)?;
+    let order = request.choice(
+        "order",
+        &[
+            ("ordered", Order::Ordered),
+            ("strict", Order::Strict),
+            ("any", Order::Any),
+        ],
+        Order::Ordered,
+    )?;
+    let snapshot = snapshot(&state)?;
+    let today = snapshot.today;
+    let to = parse_day(&request, "to")?.unwrap_or(today);
+    let from = parse_day(&request, "from")?.unwrap_or(to - chrono::Days::new(6));
+    if from > to {
+        return Err(bad(format!("from ({from}) is after to ({to})")));
+    }
+    if (to - from).num_days() >= funnels::MAX_RANGE_DAYS {
+        return Err(bad(format!(
+            "from to to: at most {} days",
+            funnels::MAX_RANGE_DAYS
+        )));
+    }
+    let breakdown = request.get("breakdown")?.map(str::to_owned);
+    if let Some(b) = &breakdown
+        && !growth_schema::limits::is_valid_name(b, growth_schema::limits::MAX_PROPERTY_KEY_BYTES)
+    {
+        return Err(bad(format!(
+            "breakdown must be a property key of 1 to {} bytes",
+            growth_schema::limits::MAX_PROPERTY_KEY_BYTES
+        )));
+    }
+    let breakdown_limit = request
+        .number("breakdown_limit", 1..=funnels::MAX_BREAKDOWN_VALUES as u32)?
+        .unwrap_or(10) as usize;
+    let (app, _) = resolve_app(&snapshot, &request)?;
+    let question = FunnelQuestion {
+        breakdown,
+        breakdown_limit,
+        steps,
+        exclusions,
+        window_ms,
+        from,
+        to,
+        order,
+    };
+    let key = format!("funnels\u{0}{app}\u{0}{question:?}");
+    let defs = &state.config.definitions;
+    let compute = async {
+        let answer = funnels::funnel(&state.source, defs, app, &question).await?;
+        Ok(FunnelBody {
+            app: app.to_owned(),
+            timezone: defs.timezone.name(),
+            today,
+            from,
+            to,
+            window_seconds: window_ms as f64 / 1000.0,
+            order: match order {
+                Order::Ordered => "ordered",
+                Order::Strict => "strict",
+                Order::Any => "any",
+            },
+            exclude: question.exclusions.iter().map(funnels::label).collect(),
+            steps: funnel_steps(&question, &answer.total),
+            breakdown: question.breakdown.clone(),
+            values: question.breakdown.as_ref().map(|_| {
+                answer
+                    .breakdown
+                    .iter()
+                    .map(|(value, results)| FunnelValueBody {
+                        value: value.clone(),
+                        steps: funnel_steps(&question, results),
+                    })
+                    .collect()
+            }),
+        })
     };
     cached(&state, &snapshot, key, compute).await
 }

@@ -8,6 +8,7 @@ use chrono_tz::Tz;
 use clap::{Args, Parser, Subcommand};
 use growth_schema::connection::ClickHouseArgs;
 use growth_schema::service::duration::parse_duration_at_least;
+use growth_schema::service::tls::{TlsArgs, TlsFiles};
 use serde::Serialize;
 
 use crate::definitions::MetricDefinitions;
@@ -135,6 +136,10 @@ pub struct RunArgs {
     /// Credentials that verified once are remembered and never counted again.
     #[arg(long, value_name = "N", env = "GROWTH_ADMIN_LOGIN_ATTEMPTS", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub admin_login_attempts: u32,
+
+    // --tls-cert, --tls-key: serve HTTPS on --listen-addr (README "TLS").
+    #[command(flatten)]
+    pub tls: TlsArgs,
 }
 
 /// A duration flag: at least 100ms, so that a typo never spins the refresh loop.
@@ -218,6 +223,8 @@ pub struct Config {
     pub definitions: MetricDefinitions,
     pub dashboard: DashboardConfig,
     pub access: AccessConfig,
+    /// HTTPS on `listen_addr` from these files; `None`: plain HTTP.
+    pub tls: Option<TlsFiles>,
 }
 
 /// How the admin page looks and refreshes (files are read at start-up by `serve`).
@@ -281,6 +288,7 @@ impl RunArgs {
                 protect_all: self.admin_auth_all,
                 login_attempts_per_minute: self.admin_login_attempts,
             },
+            tls: self.tls.files(),
         }
     }
 }

@@ -18,6 +18,9 @@ pub enum AggregatorError {
     /// The `--event-labels-file` is not usable.
     #[error(transparent)]
     LabelsFile(#[from] LabelsFileError),
+    /// The TLS files (`--tls-cert`, `--tls-key`) are not usable.
+    #[error(transparent)]
+    Tls(#[from] growth_schema::service::tls::TlsError),
     /// The listen address could not be bound.
     #[error("cannot listen on {addr} (is another aggregator running?): {source}")]
     Bind {

@@ -52,6 +52,10 @@ pub fn no_delay(listener: tokio::net::TcpListener) -> NoDelay {
 /// The listener [`no_delay`] returns.
 pub type NoDelay = axum::serve::TapIo<tokio::net::TcpListener, fn(&mut tokio::net::TcpStream)>;
 
+/// For a TLS listener (which set `TCP_NODELAY` itself): `tap_io` with this gives
+/// it the connect-info support axum has for tapped listeners.
+pub fn no_tap<S>(_: &mut S) {}
+
 fn set_no_delay(tcp: &mut tokio::net::TcpStream) {
     if let Err(e) = tcp.set_nodelay(true) {
         tracing::debug!(error = %e, "could not set TCP_NODELAY");

@@ -48,6 +48,7 @@ pub mod day_store;
 pub mod definitions;
 pub mod error;
 pub mod exposition;
+pub mod funnels;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod http;

@@ -15,7 +15,9 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use axum::serve::ListenerExt as _;
 use growth_schema::migrate::MigrationReport;
+use growth_schema::service::tls::{self, ServerTls};
 use growth_schema::service::wait_and_migrate;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -39,6 +41,7 @@ pub struct Aggregator {
     listener: TcpListener,
     access: AccessPolicy,
     settings: DashboardSettings,
+    tls: Option<ServerTls>,
 }
 
 impl Aggregator {
@@ -46,6 +49,10 @@ impl Aggregator {
     pub async fn bind(config: Config) -> Result<Self, AggregatorError> {
         let access = access_policy(&config)?;
         let settings = dashboard_settings(&config)?;
+        let tls = match &config.tls {
+            Some(files) => Some(ServerTls::load(files.clone(), tls::ALPN_HTTP1)?),
+            None => None,
+        };
         let listener =
             http::listen(config.listen_addr).map_err(|source| AggregatorError::Bind {
                 addr: config.listen_addr,
@@ -56,6 +63,7 @@ impl Aggregator {
             listener,
             access,
             settings,
+            tls,
         })
     }
 
@@ -77,7 +85,12 @@ impl Aggregator {
             listener,
             access,
             settings,
+            tls,
         } = self;
+        if let Some(tls) = &tls {
+            tracing::info!(cert = %tls.files().cert.display(), "serving HTTPS");
+            tls::reload_on_hangup("aggregator", vec![tls.clone()]);
+        }
         let (stop_tx, stop_rx) = watch::channel(false);
         tokio::spawn(async move {
             shutdown.await;
@@ -115,9 +128,22 @@ impl Aggregator {
         let app = http::layered(http::router(state, dashboard), access);
         // The client's address keys the password-check throttle (`access.rs`).
         let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
-        let server = axum::serve(http::no_delay(listener), app)
-            .with_graceful_shutdown(stopped(stop_rx.clone()))
-            .into_future();
+        let stop = stopped(stop_rx.clone());
+        let server = async {
+            match tls {
+                None => {
+                    axum::serve(http::no_delay(listener), app)
+                        .with_graceful_shutdown(stop)
+                        .await
+                }
+                Some(tls) => {
+                    let listener = tls.listener(listener, tls::HANDSHAKE_TIMEOUT);
+                    axum::serve(listener.tap_io(http::no_tap), app)
+                        .with_graceful_shutdown(stop)
+                        .await
+                }
+            }
+        };
         let grace_over = async {
             stopped(stop_rx).await;
             tokio::time::sleep(SHUTDOWN_GRACE).await;

@@ -14,6 +14,9 @@
 //!    send until all N records are visible in ClickHouse (the collector acknowledges
 //!    once a request is in its spool, on disk; acknowledgement latency is shown apart),
 //!    and `SELECT count() FROM events` must equal N.
+//!    With `--tls`, every end-to-end row runs twice, plain and over TLS
+//!    (`--tls-cert`/`--tls-key` from a private CA made with `openssl`; the senders
+//!    trust it), and the table shows the TLS/plain ratio of records/s.
 //! 3. **Batching** — the same over HTTP for several `--batch-max-rows` /
 //!    `--batch-max-delay` (and sender) settings, as ratios to the first.
 //!
@@ -130,6 +133,96 @@ struct Args {
     /// Keep each row's database instead of dropping it.
     #[arg(long)]
     keep_databases: bool,
+    /// Run every end-to-end row plain and then over TLS (certificates made with the
+    /// `openssl` command in a temporary directory), and show the ratio.
+    #[arg(long)]
+    tls: bool,
+}
+
+/// A CA and a server certificate for 127.0.0.1, as PEM files (`openssl` CLI).
+struct BenchTls {
+    ca_pem: Vec<u8>,
+    cert: std::path::PathBuf,
+    key: std::path::PathBuf,
+}
+
+fn bench_tls() -> &'static BenchTls {
+    static TLS: std::sync::OnceLock<BenchTls> = std::sync::OnceLock::new();
+    TLS.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("ingest-bench-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let run = |args: &[&str]| {
+            let status = std::process::Command::new("openssl")
+                .args(args)
+                .current_dir(&dir)
+                .stderr(std::process::Stdio::null())
+                .status()
+                .expect("openssl runs");
+            assert!(status.success(), "openssl {args:?}");
+        };
+        std::fs::write(
+            dir.join("ext"),
+            "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+        )
+        .expect("write");
+        run(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=bench CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=keyCertSign,cRLSign",
+        ]);
+        run(&[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ]);
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "ext",
+        ]);
+        BenchTls {
+            ca_pem: std::fs::read(dir.join("ca.pem")).expect("CA"),
+            cert: dir.join("server.pem"),
+            key: dir.join("server.key"),
+        }
+    })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -414,6 +507,8 @@ struct Load {
     concurrency: u64,
     max_rows: u32,
     max_delay: Duration,
+    /// Over TLS ([`bench_tls`]).
+    tls: bool,
 }
 
 /// The prebuilt requests senders cycle through, plus a shorter last one.
@@ -653,20 +748,33 @@ async fn run_row(
 ) -> anyhow::Result<Outcome> {
     let workload = Arc::new(Workload::new(args, load.records, load.per_request));
     let spool_dir = std::env::temp_dir().join(format!("ingest-bench-spool-{database}"));
-    let config = Cli::try_parse_args([
-        "growth-collector".to_owned(),
-        format!("--clickhouse-url={}", args.clickhouse_url),
-        format!("--clickhouse-database={database}"),
-        "--otlp-grpc-addr=127.0.0.1:0".into(),
-        "--otlp-http-addr=127.0.0.1:0".into(),
-        "--admin-addr=127.0.0.1:0".into(),
-        format!("--batch-max-rows={}", load.max_rows),
-        format!(
-            "--batch-max-delay={}",
-            humantime::format_duration(load.max_delay)
-        ),
-        format!("--spool-dir={}", spool_dir.display()),
-    ])
+    let tls_flags = if load.tls {
+        let tls = bench_tls();
+        vec![
+            format!("--tls-cert={}", tls.cert.display()),
+            format!("--tls-key={}", tls.key.display()),
+        ]
+    } else {
+        Vec::new()
+    };
+    let config = Cli::try_parse_args(
+        [
+            "growth-collector".to_owned(),
+            format!("--clickhouse-url={}", args.clickhouse_url),
+            format!("--clickhouse-database={database}"),
+            "--otlp-grpc-addr=127.0.0.1:0".into(),
+            "--otlp-http-addr=127.0.0.1:0".into(),
+            "--admin-addr=127.0.0.1:0".into(),
+            format!("--batch-max-rows={}", load.max_rows),
+            format!(
+                "--batch-max-delay={}",
+                humantime::format_duration(load.max_delay)
+            ),
+            format!("--spool-dir={}", spool_dir.display()),
+        ]
+        .into_iter()
+        .chain(tls_flags),
+    )
     .map_err(|e| anyhow!("collector flags: {e}"))?
     .run
     .into_config(Some(BENCH_KEY.into()))?;
@@ -725,10 +833,15 @@ async fn drive(
     running: &tokio::task::JoinHandle<Result<(), growth_collector::CollectorError>>,
     database: &str,
 ) -> anyhow::Result<Outcome> {
-    let admin = format!("http://{}", addresses.admin);
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(load.concurrency as usize)
-        .build()?;
+    let scheme = if load.tls { "https" } else { "http" };
+    let admin = format!("{scheme}://{}", addresses.admin);
+    let mut http = reqwest::Client::builder()
+        .use_rustls_tls()
+        .pool_max_idle_per_host(load.concurrency as usize);
+    if load.tls {
+        http = http.add_root_certificate(reqwest::Certificate::from_pem(&bench_tls().ca_pem)?);
+    }
+    let http = http.build()?;
     let waiting = Instant::now();
     loop {
         ensure!(
@@ -759,16 +872,26 @@ async fn drive(
     if load.protocol == Protocol::Grpc {
         // Connect first, so that the clock measures exports, not handshakes.
         for _ in 0..load.concurrency {
-            let client = LogsServiceClient::connect(format!("http://{}", addresses.otlp_grpc))
-                .await
-                .context("connect OTLP/gRPC")?;
+            let mut endpoint = tonic::transport::Endpoint::from_shared(format!(
+                "{scheme}://{}",
+                addresses.otlp_grpc
+            ))?;
+            if load.tls {
+                endpoint = endpoint.tls_config(
+                    tonic::transport::ClientTlsConfig::new().ca_certificate(
+                        tonic::transport::Certificate::from_pem(&bench_tls().ca_pem),
+                    ),
+                )?;
+            }
+            let channel = endpoint.connect().await.context("connect OTLP/gRPC")?;
+            let client = LogsServiceClient::new(channel);
             grpc_clients.push(client);
         }
     }
     let started = Instant::now();
     match load.protocol {
         Protocol::Http => {
-            let url = format!("http://{}/v1/logs", addresses.otlp_http);
+            let url = format!("{scheme}://{}/v1/logs", addresses.otlp_http);
             for _ in 0..load.concurrency {
                 senders.spawn(http_sender(
                     http.clone(),
@@ -912,8 +1035,9 @@ async fn measure(
     let database = format!("bench_ingest_{}_{row}", std::process::id());
     drop_database(args, &database).await?;
     eprintln!(
-        "  {} · {} records · {}/request · {} senders · batch {} rows / {} · database {database}",
+        "  {}{} · {} records · {}/request · {} senders · batch {} rows / {} · database {database}",
         load.protocol.name(),
+        if load.tls { " over TLS" } else { "" },
         load.records,
         load.per_request,
         load.concurrency,
@@ -971,20 +1095,26 @@ async fn e2e_section(args: &Args, collector_rt: &Handle, row: &mut usize) -> any
     });
     eprintln!("end to end:");
     let mut lines = Vec::new();
+    let modes: &[bool] = if args.tls { &[false, true] } else { &[false] };
     for &protocol in &args.protocols {
-        let load = Load {
-            protocol,
-            records: args.records,
-            per_request: args.records_per_request,
-            concurrency: args.concurrency,
-            max_rows,
-            max_delay: args.batch_max_delay,
-        };
-        *row += 1;
-        let o = measure(args, collector_rt, load, *row).await?;
-        lines.push(format!(
-            "| {} | {} | {} | {} | {} / {} | {:.1} | {:.0} | {:.1} | {} / {} | {} | {} | {} | {} ✓ |",
+        let mut plain = None;
+        for &tls in modes {
+            let load = Load {
+                protocol,
+                records: args.records,
+                per_request: args.records_per_request,
+                concurrency: args.concurrency,
+                max_rows,
+                max_delay: args.batch_max_delay,
+                tls,
+            };
+            *row += 1;
+            let o = measure(args, collector_rt, load, *row).await?;
+            let base = *plain.get_or_insert(o.records_per_s());
+            lines.push(format!(
+            "| {}{} | {} | {} | {} | {} / {} | {:.1} | {:.0} | {:.2}× | {:.1} | {} / {} | {} | {} | {} | {} ✓ |",
             protocol.name(),
+            if tls { " over TLS" } else { "" },
             load.records,
             load.per_request,
             load.concurrency,
@@ -992,6 +1122,7 @@ async fn e2e_section(args: &Args, collector_rt: &Handle, row: &mut usize) -> any
             humantime::format_duration(load.max_delay),
             o.wall.as_secs_f64(),
             o.records_per_s(),
+            o.records_per_s() / base,
             o.bytes as f64 / o.wall.as_secs_f64() / 1e6,
             ms(o.p50),
             ms(o.p99),
@@ -1000,12 +1131,13 @@ async fn e2e_section(args: &Args, collector_rt: &Handle, row: &mut usize) -> any
             cpu_per_record(&o),
             load.records,
         ));
+        }
     }
     println!("### End to end: OTLP → collector → ClickHouse\n");
     println!(
-        "| protocol | records | records/request | senders | batch rows / delay | wall (s) | records/s | MB/s (request protobuf) | ack p50 / p99 (ms) | ClickHouse inserts | rows/insert | CPU µs/record: collector / senders / ClickHouse | `count()` |"
+        "| protocol | records | records/request | senders | batch rows / delay | wall (s) | records/s | vs plain | MB/s (request protobuf) | ack p50 / p99 (ms) | ClickHouse inserts | rows/insert | CPU µs/record: collector / senders / ClickHouse | `count()` |"
     );
-    println!("|---|---:|---:|---:|---|---:|---:|---:|---|---:|---:|---|---:|");
+    println!("|---|---:|---:|---:|---|---:|---:|---:|---:|---|---:|---:|---|---:|");
     for line in lines {
         println!("{line}");
     }
@@ -1029,6 +1161,7 @@ async fn batching_section(
             concurrency: variant.concurrency.unwrap_or(args.concurrency),
             max_rows: variant.max_rows,
             max_delay: variant.max_delay,
+            tls: false,
         };
         *row += 1;
         let o = measure(args, collector_rt, load, *row).await?;

@@ -12,6 +12,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use growth_schema::connection::ClickHouseArgs;
 use growth_schema::service::duration::{parse_duration, parse_positive_duration};
+use growth_schema::service::tls::{TlsArgs, TlsFiles};
 use growth_schema::user_hash::{
     DEFAULT_KEY_ID, KEY_ENV, KEY_ID_ENV, KeySet, KeySetError, PREVIOUS_KEY_ENV,
     PREVIOUS_KEY_ID_ENV, UserHasher,
@@ -180,6 +181,22 @@ pub struct RunArgs {
 
     #[command(flatten)]
     pub intake: IntakeArgs,
+
+    // ---- TLS (growth_schema::service::tls); README "TLS" ----
+    // --tls-cert, --tls-key: TLS on the OTLP/gRPC, OTLP/HTTP and admin ports.
+    #[command(flatten)]
+    pub tls: TlsArgs,
+
+    /// With --tls-cert: OTLP senders must present a client certificate signed by a CA
+    /// in this PEM file (mTLS); a connection without one is refused during the
+    /// handshake. The admin port never asks for one. Re-read on SIGHUP.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "GROWTH_TLS_CLIENT_CA",
+        requires = "tls_cert"
+    )]
+    pub tls_client_ca: Option<PathBuf>,
     // ---- Delivery: spool, batches, backpressure, shutdown (collector/src/{spool,writer}.rs) ----
     /// Directory of the write-ahead spool (created if missing). A request is
     /// acknowledged once its events are written (and synced) here.
@@ -302,6 +319,9 @@ pub struct Config {
     pub spool: SpoolConfig,
     /// Limits, readiness and shutdown of the delivery path.
     pub delivery: DeliveryConfig,
+    /// TLS files of the OTLP ports (the admin port uses them without `client_ca`);
+    /// `None`: plain text.
+    pub tls: Option<TlsFiles>,
 }
 
 impl std::fmt::Debug for Config {
@@ -321,6 +341,7 @@ impl std::fmt::Debug for Config {
             .field("intake", &self.intake)
             .field("spool", &self.spool)
             .field("delivery", &self.delivery)
+            .field("tls", &self.tls)
             .finish_non_exhaustive()
     }
 }
@@ -498,6 +519,10 @@ impl RunArgs {
                 write_stall_timeout: self.write_stall_timeout,
                 shutdown_timeout: self.shutdown_timeout,
             },
+            tls: self.tls.files().map(|files| TlsFiles {
+                client_ca: self.tls_client_ca,
+                ..files
+            }),
         })
     }
 }

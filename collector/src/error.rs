@@ -16,6 +16,9 @@ pub enum CollectorError {
     /// The auth tokens file is not usable.
     #[error(transparent)]
     Tokens(#[from] crate::auth::TokensFileError),
+    /// The TLS files (`--tls-cert`, `--tls-key`, `--tls-client-ca`) are not usable.
+    #[error(transparent)]
+    Tls(#[from] growth_schema::service::tls::TlsError),
     /// The admin token file or the erasure queue is not usable.
     #[error(transparent)]
     Erasure(#[from] crate::erasure::ErasureError),

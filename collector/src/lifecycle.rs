@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use growth_schema::migrate::MigrationReport;
+use growth_schema::service::tls::{self, ServerTls};
 use growth_schema::service::{on_hangup, wait_and_migrate};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -51,11 +52,35 @@ pub struct Collector {
     grpc: TcpListener,
     http: TcpListener,
     admin: TcpListener,
+    tls: Option<PortsTls>,
+}
+
+/// The TLS of the three ports, from the same files; the admin port never asks for
+/// client certificates.
+#[derive(Debug, Clone)]
+struct PortsTls {
+    grpc: ServerTls,
+    http: ServerTls,
+    admin: ServerTls,
+}
+
+impl PortsTls {
+    fn load(config: &Config) -> Result<Option<Self>, CollectorError> {
+        let Some(files) = &config.tls else {
+            return Ok(None);
+        };
+        Ok(Some(Self {
+            grpc: ServerTls::load(files.clone(), tls::ALPN_H2)?,
+            http: ServerTls::load(files.clone(), tls::ALPN_HTTP1)?,
+            admin: ServerTls::load(files.without_client_auth(), tls::ALPN_HTTP1)?,
+        }))
+    }
 }
 
 impl Collector {
-    /// Binds the three listeners.
+    /// Reads the TLS files (if any) and binds the three listeners.
     pub async fn bind(config: Config) -> Result<Self, CollectorError> {
+        let tls = PortsTls::load(&config)?;
         let grpc = bind("OTLP/gRPC", config.otlp_grpc_addr).await?;
         let http = bind("OTLP/HTTP", config.otlp_http_addr).await?;
         let admin = bind("admin", config.admin_addr).await?;
@@ -64,6 +89,7 @@ impl Collector {
             grpc,
             http,
             admin,
+            tls,
         })
     }
 
@@ -88,8 +114,19 @@ impl Collector {
             grpc,
             http,
             admin,
+            tls,
         } = self;
         log_start(&config, addresses);
+        if let Some(tls) = &tls {
+            tracing::info!(
+                client_certificates = tls.grpc.requires_client_cert(),
+                "serving TLS on the OTLP and admin ports"
+            );
+            tls::reload_on_hangup(
+                "collector",
+                vec![tls.grpc.clone(), tls.http.clone(), tls.admin.clone()],
+            );
+        }
         // Before anything is served: a broken tokens file is a start-up error.
         let mut rules = config.intake.rules(config.hasher.clone())?;
         rules.map.previous = config
@@ -123,11 +160,22 @@ impl Collector {
                     config.keys.previous_hasher().cloned(),
                 ),
             );
+            let tls = tls.as_ref().map(|tls| tls.admin.clone());
             async move {
-                axum::serve(admin, router)
-                    .with_graceful_shutdown(stopped(admin_stop_rx))
-                    .await
-                    .map_err(|e| e.to_string())
+                let stop = stopped(admin_stop_rx);
+                match tls {
+                    None => {
+                        axum::serve(admin, router)
+                            .with_graceful_shutdown(stop)
+                            .await
+                    }
+                    Some(tls) => {
+                        axum::serve(tls.listener(admin, tls::HANDSHAKE_TIMEOUT), router)
+                            .with_graceful_shutdown(stop)
+                            .await
+                    }
+                }
+                .map_err(|e| e.to_string())
             }
         });
 
@@ -206,6 +254,7 @@ impl Collector {
                 grpc::service(intake.clone(), config.max_request_bytes),
                 timeouts,
                 connections.clone(),
+                tls.as_ref().map(|tls| tls.grpc.clone()),
                 stopped(stop_rx.clone()),
             ),
         ));
@@ -216,6 +265,7 @@ impl Collector {
                 http::router(intake, config.max_request_bytes, timeouts.request_read),
                 timeouts,
                 connections,
+                tls.map(|tls| tls.http),
                 stopped(stop_rx.clone()),
             ),
         ));

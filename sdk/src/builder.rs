@@ -54,6 +54,7 @@ pub struct TrackerBuilder {
     user_hash_key: Option<Result<Option<Vec<u8>>, &'static str>>,
     user_hash_previous_key: Option<Result<Option<Vec<u8>>, &'static str>>,
     ca_certificate: Option<Vec<u8>>,
+    client_identity: Option<(Vec<u8>, Vec<u8>)>,
     disabled: Option<bool>,
     queue_capacity: usize,
     queue_max_bytes: usize,
@@ -109,6 +110,7 @@ impl TrackerBuilder {
             user_hash_key: None,
             user_hash_previous_key: None,
             ca_certificate: None,
+            client_identity: None,
             disabled: None,
             queue_capacity: 4_000_000,
             queue_max_bytes: 64 << 20,
@@ -207,6 +209,20 @@ impl TrackerBuilder {
     /// public web roots only.
     pub fn ca_certificate_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
         self.ca_certificate = Some(pem.into());
+        self
+    }
+
+    /// A client certificate chain and its private key (both PEM) presented over
+    /// `https://`, for a collector that requires client certificates (mTLS,
+    /// `--tls-client-ca`). Default: the files named by
+    /// `OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE` and `OTEL_EXPORTER_OTLP_CLIENT_KEY`
+    /// (both or neither), else none.
+    pub fn client_identity_pem(
+        mut self,
+        certificate_chain: impl Into<Vec<u8>>,
+        key: impl Into<Vec<u8>>,
+    ) -> Self {
+        self.client_identity = Some((certificate_chain.into(), key.into()));
         self
     }
 
@@ -365,6 +381,26 @@ impl TrackerBuilder {
             })?),
             (None, None) => None,
         };
+        let read_pem = |path: &String| {
+            std::fs::read(path).map_err(|error| {
+                SdkError::Exporter(format!("cannot read the file {path}: {error}").into())
+            })
+        };
+        let client_identity = match (
+            &self.client_identity,
+            &env.client_certificate_file,
+            &env.client_key_file,
+        ) {
+            (Some(identity), _, _) => Some(identity.clone()),
+            (None, Some(cert), Some(key)) => Some((read_pem(cert)?, read_pem(key)?)),
+            (None, None, None) => None,
+            (None, _, _) => {
+                return Err(SdkError::InvalidSetting {
+                    setting: "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE",
+                    reason: "set both OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE and OTEL_EXPORTER_OTLP_CLIENT_KEY, or neither",
+                });
+            }
+        };
         let mut headers = env.headers.clone();
         for (name, value) in &self.headers {
             headers.retain(|(existing, _)| !existing.eq_ignore_ascii_case(name));
@@ -434,6 +470,7 @@ impl TrackerBuilder {
             headers,
             compression: self.compression.or(env.compression).unwrap_or_default(),
             ca_certificate,
+            client_identity,
             connect_timeout: export_timeout.min(Duration::from_secs(5)),
         };
         let counters = Arc::new(Counters::default());

@@ -11,6 +11,8 @@
 //! | `OTEL_EXPORTER_OTLP[_LOGS]_COMPRESSION` | `gzip` or `none` |
 //! | `OTEL_EXPORTER_OTLP[_LOGS]_TIMEOUT` | export timeout in milliseconds |
 //! | `OTEL_EXPORTER_OTLP[_LOGS]_CERTIFICATE` | PEM file of an extra trusted root for HTTPS |
+//! | `OTEL_EXPORTER_OTLP[_LOGS]_CLIENT_CERTIFICATE` | PEM file of the client certificate chain (mTLS) |
+//! | `OTEL_EXPORTER_OTLP[_LOGS]_CLIENT_KEY` | PEM file of the client certificate's private key (mTLS) |
 //! | `OTEL_SERVICE_NAME` | the app (`service.name`) |
 //! | `OTEL_RESOURCE_ATTRIBUTES` | `key=value,…` resource attributes |
 //! | `GROWTH_USER_HASH_KEY` | the HMAC key for user hashing |
@@ -138,6 +140,9 @@ pub(crate) struct EnvConfig {
     pub(crate) compression: Option<Compression>,
     pub(crate) timeout: Option<Duration>,
     pub(crate) certificate_file: Option<String>,
+    /// mTLS: the client certificate chain and its key (both or neither).
+    pub(crate) client_certificate_file: Option<String>,
+    pub(crate) client_key_file: Option<String>,
     pub(crate) service_name: Option<String>,
     pub(crate) resource_attributes: Vec<(String, String)>,
     pub(crate) user_hash_key: Option<Vec<u8>>,
@@ -274,6 +279,16 @@ impl EnvConfig {
             certificate_file: either(
                 "OTEL_EXPORTER_OTLP_LOGS_CERTIFICATE",
                 "OTEL_EXPORTER_OTLP_CERTIFICATE",
+            )?
+            .map(|(_, path)| path),
+            client_certificate_file: either(
+                "OTEL_EXPORTER_OTLP_LOGS_CLIENT_CERTIFICATE",
+                "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE",
+            )?
+            .map(|(_, path)| path),
+            client_key_file: either(
+                "OTEL_EXPORTER_OTLP_LOGS_CLIENT_KEY",
+                "OTEL_EXPORTER_OTLP_CLIENT_KEY",
             )?
             .map(|(_, path)| path),
             service_name,

@@ -31,7 +31,9 @@
 //! `GROWTH_SDK_DISABLED=true` (a no-op tracker); the builder's settings win.
 //! HTTPS endpoints work on both protocols (rustls, web PKI roots, plus a private
 //! CA from `OTEL_EXPORTER_OTLP_CERTIFICATE` or
-//! [`TrackerBuilder::ca_certificate_pem`]).
+//! [`TrackerBuilder::ca_certificate_pem`]); a client certificate for a collector
+//! that requires one (mTLS) from `OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE` and
+//! `OTEL_EXPORTER_OTLP_CLIENT_KEY` or [`TrackerBuilder::client_identity_pem`]).
 //!
 //! What it is not for: it computes no metrics, keeps nothing on disk (events
 //! held in memory are lost if the process dies), and is not a general

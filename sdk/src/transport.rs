@@ -16,7 +16,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use prost::Message;
 use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic_types::StatusExt as _;
 
 use crate::config::{Compression, Protocol};
@@ -80,6 +80,8 @@ pub(crate) struct TransportSettings {
     pub(crate) compression: Compression,
     /// Extra trusted root certificate (PEM) for HTTPS endpoints.
     pub(crate) ca_certificate: Option<Vec<u8>>,
+    /// Client certificate chain and key (PEM) for mTLS.
+    pub(crate) client_identity: Option<(Vec<u8>, Vec<u8>)>,
     pub(crate) connect_timeout: Duration,
 }
 
@@ -121,6 +123,9 @@ impl Transport {
                     if let Some(pem) = &settings.ca_certificate {
                         tls = tls.ca_certificate(Certificate::from_pem(pem));
                     }
+                    if let Some((chain, key)) = &settings.client_identity {
+                        tls = tls.identity(Identity::from_pem(chain, key));
+                    }
                     endpoint = endpoint
                         .tls_config(tls)
                         .map_err(|error| SdkError::Exporter(Box::new(error)))?;
@@ -152,6 +157,14 @@ impl Transport {
                     let certificate = reqwest::Certificate::from_pem(pem)
                         .map_err(|error| SdkError::Exporter(Box::new(error)))?;
                     builder = builder.add_root_certificate(certificate);
+                }
+                if let Some((chain, key)) = &settings.client_identity {
+                    let mut pem = chain.clone();
+                    pem.push(b'\n');
+                    pem.extend_from_slice(key);
+                    let identity = reqwest::Identity::from_pem(&pem)
+                        .map_err(|error| SdkError::Exporter(Box::new(error)))?;
+                    builder = builder.identity(identity);
                 }
                 let client = builder
                     .build()

@@ -1,141 +1,111 @@
-//! HTTPS to the real collector: a CA and a server certificate made here (rcgen),
-//! and a TLS-terminating proxy (rustls) in front of the collector's OTLP ports,
-//! as a load balancer or an ingress would stand in front of it in production.
+//! TLS served by the collector and the aggregator themselves (`--tls-cert`,
+//! `--tls-key`, `--tls-client-ca`), with a CA and certificates made here (rcgen).
 //!
-//! The Rust SDK (CA from the builder on gRPC, from `OTEL_EXPORTER_OTLP_CERTIFICATE`
-//! on HTTP) and the Python package (`OTEL_EXPORTER_OTLP_CERTIFICATE`) deliver over
-//! both protocols, gzip on and off; the proxy counts the decrypted bytes it
-//! forwards, so gzip is seen to shrink the requests. With a CA that did not sign
-//! the server's certificate nothing is sent, and the loss is reported: every
-//! event counted as failed, no panic, no exception.
+//! * The Rust SDK (gRPC and HTTP, gzip on and off), the Python package and the
+//!   official OpenTelemetry Python exporter deliver over TLS with
+//!   `OTEL_EXPORTER_OTLP_CERTIFICATE` (or the builder's CA), and over mTLS with a
+//!   client certificate (`OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE` / `_CLIENT_KEY`,
+//!   or the builder's identity); without one, or trusting another CA, nothing is
+//!   delivered and the loss is reported: every event failed, no panic, no exception.
+//! * The collector's admin port and the aggregator's `/metrics` answer over https.
+//! * SIGHUP: every port serves the new certificate to new connections; a broken
+//!   file is logged and the old certificate kept.
+//! * A peer that connects and never completes the handshake is cut after
+//!   `--header-read-timeout`.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use growth_e2e::{Collector, clickhouse, python, repo_root, unique_database};
+use growth_e2e::{
+    Exposition, Running, binary, clickhouse, clickhouse_url, eventually, free_port, python,
+    repo_root, temp_spool_dir, temp_state_dir, unique_database,
+};
 use growth_sdk::{Compression, Protocol, SdkError, Tracker};
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
     KeyPair, KeyUsagePurpose,
 };
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio_rustls::TlsAcceptor;
-use tokio_rustls::rustls::ServerConfig;
-use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
+use tokio_rustls::rustls::{ClientConfig, RootCertStore};
 
 const KEY: &str = "tls-test-key";
+
+/// Environment variables for a sender.
+type Envs = Vec<(&'static str, String)>;
 const EVENTS: u64 = 200;
 
-/// A CA and a certificate it signed for 127.0.0.1 and localhost.
+/// A CA that signs server and client certificates, all written as PEM files.
 struct Pki {
-    ca_pem: String,
-    server_chain: Vec<CertificateDer<'static>>,
-    server_key: PrivatePkcs8KeyDer<'static>,
+    name: String,
+    ca: CertifiedIssuer<'static, KeyPair>,
+    dir: PathBuf,
 }
 
-fn make_pki(name: &str) -> Pki {
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, format!("{name} test CA"));
-    // What strict verifiers (Python 3.13's default X509_STRICT) require of a CA.
-    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("CA key"))
-        .expect("CA certificate");
-    let server_key = KeyPair::generate().expect("server key");
-    let mut server_params =
-        CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
-            .expect("server params");
-    server_params.use_authority_key_identifier_extension = true;
-    server_params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    server_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    let server = server_params
-        .signed_by(&server_key, &ca)
-        .expect("server certificate");
-    Pki {
-        ca_pem: ca.pem(),
-        server_chain: vec![server.der().clone(), ca.der().clone()],
-        server_key: PrivatePkcs8KeyDer::from(server_key.serialize_der()),
+/// A certificate (PEM chain: leaf, CA) and its key, as files.
+struct Issued {
+    cert: PathBuf,
+    key: PathBuf,
+    leaf: CertificateDer<'static>,
+}
+
+impl Pki {
+    fn new(name: &str, dir: &Path) -> Self {
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, format!("{name} test CA"));
+        // What strict verifiers (Python 3.13's default X509_STRICT) require of a CA.
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().expect("CA key"))
+            .expect("CA certificate");
+        std::fs::create_dir_all(dir).expect("temp dir");
+        let pki = Pki {
+            name: name.to_owned(),
+            ca,
+            dir: dir.to_owned(),
+        };
+        std::fs::write(pki.ca_file(), pki.ca.pem()).expect("write CA");
+        pki
     }
-}
 
-/// Bytes the proxy passed from clients to the collector, after decryption.
-#[derive(Default)]
-struct Forwarded(AtomicU64);
-
-impl Forwarded {
-    fn take(&self) -> u64 {
-        self.0.swap(0, Ordering::SeqCst)
+    fn ca_pem(&self) -> String {
+        self.ca.pem()
     }
-}
 
-/// Terminates TLS on a free port and forwards the plain stream to `backend`.
-/// Offers ALPN h2 (gRPC clients insist on it) and http/1.1.
-async fn tls_proxy(pki: &Pki, backend: &str, forwarded: Arc<Forwarded>) -> String {
-    let mut config = ServerConfig::builder_with_provider(Arc::new(
-        tokio_rustls::rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("TLS versions")
-    .with_no_client_auth()
-    .with_single_cert(
-        pki.server_chain.clone(),
-        PrivateKeyDer::Pkcs8(pki.server_key.clone_key()),
-    )
-    .expect("server certificate");
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    let acceptor = TlsAcceptor::from(Arc::new(config));
-    let backend: SocketAddr = backend
-        .trim_start_matches("http://")
-        .parse()
-        .expect("collector address");
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let acceptor = acceptor.clone();
-            let forwarded = Arc::clone(&forwarded);
-            tokio::spawn(async move {
-                // A client that distrusts the certificate ends here: nothing is forwarded.
-                let Ok(tls) = acceptor.accept(stream).await else {
-                    return;
-                };
-                let Ok(upstream) = TcpStream::connect(backend).await else {
-                    return;
-                };
-                let (client_read, client_write) = tokio::io::split(tls);
-                let (upstream_read, upstream_write) = upstream.into_split();
-                let _ = tokio::join!(
-                    pump(client_read, upstream_write, Some(forwarded)),
-                    pump(upstream_read, client_write, None),
-                );
-            });
-        }
-    });
-    format!("https://{addr}")
-}
+    fn ca_file(&self) -> PathBuf {
+        self.dir.join(format!("{}-ca.pem", self.name))
+    }
 
-async fn pump(
-    mut from: impl AsyncRead + Unpin,
-    mut to: impl AsyncWrite + Unpin,
-    counted: Option<Arc<Forwarded>>,
-) -> std::io::Result<()> {
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = from.read(&mut buf).await?;
-        if n == 0 {
-            return to.shutdown().await;
-        }
-        if let Some(counted) = &counted {
-            counted.0.fetch_add(n as u64, Ordering::SeqCst);
-        }
-        to.write_all(&buf[..n]).await?;
+    /// A server certificate for 127.0.0.1 and localhost (`client`: a client one),
+    /// named `cn`, written to `<cn>.pem` / `<cn>.key`.
+    fn issue(&self, cn: &str, client: bool) -> Issued {
+        let key = KeyPair::generate().expect("key");
+        let mut params =
+            CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+                .expect("params");
+        params.distinguished_name.push(DnType::CommonName, cn);
+        params.use_authority_key_identifier_extension = true;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![if client {
+            ExtendedKeyUsagePurpose::ClientAuth
+        } else {
+            ExtendedKeyUsagePurpose::ServerAuth
+        }];
+        let cert = params.signed_by(&key, &self.ca).expect("certificate");
+        let issued = Issued {
+            cert: self.dir.join(format!("{cn}.pem")),
+            key: self.dir.join(format!("{cn}.key")),
+            leaf: cert.der().clone(),
+        };
+        std::fs::write(&issued.cert, format!("{}{}", cert.pem(), self.ca.pem())).expect("write");
+        std::fs::write(&issued.key, key.serialize_pem()).expect("write");
+        issued
     }
 }
 
@@ -154,31 +124,115 @@ impl Drop for TempDir {
     }
 }
 
-fn write_pem(dir: &Path, name: &str, pem: &str) -> PathBuf {
-    std::fs::create_dir_all(dir).expect("temp dir");
-    let path = dir.join(name);
-    std::fs::write(&path, pem).expect("write PEM");
-    path
+fn s(path: &Path) -> String {
+    path.to_string_lossy().into_owned()
 }
 
-/// Tracks `EVENTS` expense events (a long, repetitive category, so gzip has
-/// something to shrink) and shuts down; blocking, for `spawn_blocking`.
+/// An https client that trusts `pki`'s CA.
+fn https_client(pki: &Pki) -> reqwest::Client {
+    reqwest::Client::builder()
+        .use_rustls_tls()
+        .add_root_certificate(reqwest::Certificate::from_pem(pki.ca_pem().as_bytes()).expect("CA"))
+        .build()
+        .expect("client")
+}
+
+/// A collector serving TLS on its three ports.
+struct TlsCollector {
+    process: Running,
+    grpc: String,
+    http: String,
+    admin: String,
+    client: reqwest::Client,
+}
+
+impl TlsCollector {
+    async fn start(database: &str, pki: &Pki, server: &Issued, extra: &[&str]) -> Self {
+        let (grpc, http, admin) = (free_port(), free_port(), free_port());
+        let mut cmd = Command::new(binary("growth-collector"));
+        cmd.args(["--clickhouse-url", &clickhouse_url()])
+            .args(["--clickhouse-database", database])
+            .args(["--spool-dir", &s(&temp_spool_dir(database))])
+            .args(["--otlp-grpc-addr", &format!("127.0.0.1:{grpc}")])
+            .args(["--otlp-http-addr", &format!("127.0.0.1:{http}")])
+            .args(["--admin-addr", &format!("127.0.0.1:{admin}")])
+            .args(["--batch-max-delay", "100ms"])
+            .args(["--tls-cert", &s(&server.cert), "--tls-key", &s(&server.key)])
+            .args(extra)
+            .env("GROWTH_USER_HASH_KEY", KEY)
+            .env("RUST_LOG", "info");
+        let mut process = Running::spawn("growth-collector", cmd);
+        let client = https_client(pki);
+        let admin = format!("https://127.0.0.1:{admin}");
+        wait_ready(&mut process, &client, &format!("{admin}/readyz")).await;
+        Self {
+            process,
+            grpc: format!("https://127.0.0.1:{grpc}"),
+            http: format!("https://127.0.0.1:{http}"),
+            admin,
+            client,
+        }
+    }
+
+    async fn metrics(&self) -> Exposition {
+        let text = self
+            .client
+            .get(format!("{}/metrics", self.admin))
+            .send()
+            .await
+            .expect("admin answers over https")
+            .text()
+            .await
+            .expect("body");
+        Exposition::parse(&text)
+    }
+
+    /// Everything acknowledged is in ClickHouse.
+    async fn settled(&self) {
+        eventually("the spool to drain", Duration::from_secs(60), || async {
+            let m = self.metrics().await;
+            let stored = m.value("growth_collector_events_stored_total");
+            let taken = m.value("growth_collector_events_spooled_total");
+            (m.value("growth_collector_spool_rows") == 0.0 && stored >= taken).then_some(())
+        })
+        .await;
+    }
+}
+
+async fn wait_ready(process: &mut Running, client: &reqwest::Client, url: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(process.is_running(), "exited:\n{}", process.output());
+        if let Ok(r) = client.get(url).send().await
+            && r.status().is_success()
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not ready at {url}:\n{}",
+            process.output()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Tracks `EVENTS` events and shuts down; blocking, for `spawn_blocking`.
 fn send_rust(tracker: Tracker) -> Result<growth_sdk::DeliveryReport, SdkError> {
     for seq in 0..EVENTS {
         tracker.track(
             "expense_logged",
             Some(&format!("user-{}", seq % 20)),
-            &[
-                ("seq", (seq as i64).into()),
-                ("amount", 12.5.into()),
-                (
-                    "category",
-                    "groceries and household supplies".repeat(4).into(),
-                ),
-            ],
+            &[("seq", (seq as i64).into()), ("amount", 12.5.into())],
         );
     }
     tracker.shutdown()
+}
+
+async fn send_rust_async(tracker: Tracker) -> Result<growth_sdk::DeliveryReport, SdkError> {
+    tokio::task::spawn_blocking(move || send_rust(tracker))
+        .await
+        .expect("sender: no panic")
 }
 
 fn rust_tracker(app: &str, protocol: Protocol, endpoint: &str) -> growth_sdk::TrackerBuilder {
@@ -188,6 +242,19 @@ fn rust_tracker(app: &str, protocol: Protocol, endpoint: &str) -> growth_sdk::Tr
         .protocol(protocol)
         .user_hash_key(Some(KEY.as_bytes().to_vec()))
         .batch_delay(Duration::from_millis(20))
+}
+
+/// Every event failed, and the error names the cause.
+fn assert_undelivered(app: &str, outcome: Result<growth_sdk::DeliveryReport, SdkError>) {
+    let report = match outcome {
+        Err(SdkError::Undelivered(report)) => report,
+        other => panic!("{app}: expected an undelivered report, got {other:?}"),
+    };
+    assert_eq!(
+        (report.tracked, report.delivered, report.failed),
+        (EVENTS, 0, EVENTS),
+        "{app}: {report:?}"
+    );
 }
 
 async fn stored(database: &str, app: &str) -> u64 {
@@ -200,29 +267,40 @@ async fn stored(database: &str, app: &str) -> u64 {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn the_rust_sdk_delivers_over_https_with_a_private_ca() {
+async fn the_rust_sdk_delivers_over_tls_and_mtls() {
     let database = unique_database("sdk_tls");
-    let collector = Collector::start(&database, Some(KEY)).await;
-    let pki = make_pki("growth");
     let dir = TempDir::new(&database);
-    let ca_file = write_pem(&dir.0, "ca.pem", &pki.ca_pem);
-    let forwarded = Arc::new(Forwarded::default());
-    let grpc = tls_proxy(&pki, &collector.grpc_endpoint, Arc::clone(&forwarded)).await;
-    let http = tls_proxy(&pki, &collector.http_endpoint, Arc::clone(&forwarded)).await;
+    let pki = Pki::new("growth", &dir.0);
+    let stranger = Pki::new("stranger", &dir.0);
+    let server = pki.issue("collector", false);
+    let client = pki.issue("app", true);
+    let stranger_client = stranger.issue("stranger-app", true);
+    let tls = TlsCollector::start(&database, &pki, &server, &[]).await;
+    let mtls = TlsCollector::start(
+        &database,
+        &pki,
+        &server,
+        &["--tls-client-ca", &s(&pki.ca_file())],
+    )
+    .await;
+    let read = |p: &Path| std::fs::read(p).expect("read PEM");
 
     let mut apps = Vec::new();
-    for (protocol, endpoint) in [(Protocol::Grpc, &grpc), (Protocol::Http, &http)] {
-        let mut sent_bytes = Vec::new();
+    for protocol in [Protocol::Grpc, Protocol::Http] {
+        let (grpc_or_http_tls, grpc_or_http_mtls) = match protocol {
+            Protocol::Grpc => (&tls.grpc, &mtls.grpc),
+            Protocol::Http => (&tls.http, &mtls.http),
+        };
+        // TLS: gRPC takes the CA from the builder, HTTP from the standard variable.
         for compression in [Compression::None, Compression::Gzip] {
             let app = format!("tls-{protocol}-{compression:?}").to_lowercase();
-            // gRPC takes the CA from the builder, HTTP from the standard variable.
             let builder = match protocol {
-                Protocol::Grpc => rust_tracker(&app, protocol, endpoint)
-                    .ca_certificate_pem(pki.ca_pem.clone())
+                Protocol::Grpc => rust_tracker(&app, protocol, grpc_or_http_tls)
+                    .ca_certificate_pem(pki.ca_pem())
                     .compression(compression),
                 Protocol::Http => Tracker::builder(&app)
                     .env_vars([
-                        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+                        ("OTEL_EXPORTER_OTLP_ENDPOINT", grpc_or_http_tls.as_str()),
                         ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
                         (
                             "OTEL_EXPORTER_OTLP_COMPRESSION",
@@ -231,92 +309,87 @@ async fn the_rust_sdk_delivers_over_https_with_a_private_ca() {
                                 Compression::None => "none",
                             },
                         ),
-                        ("OTEL_EXPORTER_OTLP_CERTIFICATE", &ca_file.to_string_lossy()),
+                        ("OTEL_EXPORTER_OTLP_CERTIFICATE", &s(&pki.ca_file())),
                         ("GROWTH_USER_HASH_KEY", KEY),
                     ])
                     .batch_delay(Duration::from_millis(20)),
             };
-            let tracker = builder.build().expect("SDK builds");
-            forwarded.take();
-            let report = tokio::task::spawn_blocking(move || send_rust(tracker))
+            let report = send_rust_async(builder.build().expect("SDK builds"))
                 .await
-                .expect("sender")
                 .unwrap_or_else(|error| panic!("{app}: {error}"));
-            assert_eq!(
-                (report.delivered, report.failed, report.dropped),
-                (EVENTS, 0, 0),
-                "{app}"
-            );
-            sent_bytes.push(forwarded.take());
+            assert_eq!((report.delivered, report.failed), (EVENTS, 0), "{app}");
             apps.push(app);
         }
-        let (plain, gzip) = (sent_bytes[0], sent_bytes[1]);
-        assert!(
-            plain > 0 && gzip * 2 < plain,
-            "{protocol}: gzip should shrink what crosses the proxy: {gzip} vs {plain} bytes"
-        );
+        // mTLS: the identity from the builder, and from the standard variables.
+        let app = format!("mtls-{protocol}-builder");
+        let tracker = rust_tracker(&app, protocol, grpc_or_http_mtls)
+            .ca_certificate_pem(pki.ca_pem())
+            .client_identity_pem(read(&client.cert), read(&client.key))
+            .build()
+            .expect("SDK builds");
+        let report = send_rust_async(tracker).await.expect(&app);
+        assert_eq!((report.delivered, report.failed), (EVENTS, 0), "{app}");
+        apps.push(app);
+        let app = format!("mtls-{protocol}-env");
+        let tracker = Tracker::builder(&app)
+            .env_vars([
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", grpc_or_http_mtls.as_str()),
+                (
+                    "OTEL_EXPORTER_OTLP_PROTOCOL",
+                    if protocol == Protocol::Grpc {
+                        "grpc"
+                    } else {
+                        "http/protobuf"
+                    },
+                ),
+                ("OTEL_EXPORTER_OTLP_CERTIFICATE", &s(&pki.ca_file())),
+                ("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", &s(&client.cert)),
+                ("OTEL_EXPORTER_OTLP_CLIENT_KEY", &s(&client.key)),
+                ("GROWTH_USER_HASH_KEY", KEY),
+            ])
+            .batch_delay(Duration::from_millis(20))
+            .build()
+            .expect("SDK builds");
+        let report = send_rust_async(tracker).await.expect(&app);
+        assert_eq!((report.delivered, report.failed), (EVENTS, 0), "{app}");
+        apps.push(app);
+
+        // Refused: no client certificate, or one another CA signed.
+        for (case, identity) in [("none", None), ("stranger", Some(&stranger_client))] {
+            let app = format!("mtls-{protocol}-{case}");
+            let mut builder = rust_tracker(&app, protocol, grpc_or_http_mtls)
+                .ca_certificate_pem(pki.ca_pem())
+                .shutdown_timeout(Duration::from_secs(1));
+            if let Some(identity) = identity {
+                builder = builder.client_identity_pem(read(&identity.cert), read(&identity.key));
+            }
+            assert_undelivered(&app, send_rust_async(builder.build().unwrap()).await);
+        }
+        // Trusting another CA: the SDK refuses the collector.
+        let app = format!("tls-{protocol}-wrong-ca");
+        let tracker = rust_tracker(&app, protocol, grpc_or_http_tls)
+            .ca_certificate_pem(stranger.ca_pem())
+            .shutdown_timeout(Duration::from_secs(1))
+            .build()
+            .unwrap();
+        assert_undelivered(&app, send_rust_async(tracker).await);
     }
 
-    collector.settled().await;
+    tls.settled().await;
+    mtls.settled().await;
     for app in &apps {
         assert_eq!(stored(&database, app).await, EVENTS, "{app}");
     }
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn a_certificate_the_sdk_does_not_trust_is_an_honest_failure() {
-    let database = unique_database("sdk_tls_wrong_ca");
-    let collector = Collector::start(&database, Some(KEY)).await;
-    let pki = make_pki("growth");
-    let stranger = make_pki("stranger");
-    let forwarded = Arc::new(Forwarded::default());
-    let grpc = tls_proxy(&pki, &collector.grpc_endpoint, Arc::clone(&forwarded)).await;
-    let http = tls_proxy(&pki, &collector.http_endpoint, Arc::clone(&forwarded)).await;
-
-    for (protocol, endpoint) in [(Protocol::Grpc, &grpc), (Protocol::Http, &http)] {
-        let app = format!("tls-wrong-ca-{protocol}");
-        let tracker = rust_tracker(&app, protocol, endpoint)
-            .ca_certificate_pem(stranger.ca_pem.clone())
-            .compression(Compression::Gzip)
-            .shutdown_timeout(Duration::from_secs(1))
-            .build()
-            .expect("SDK builds");
-        let outcome = tokio::task::spawn_blocking(move || send_rust(tracker))
-            .await
-            .expect("sender: no panic");
-        let report = match outcome {
-            Err(SdkError::Undelivered(report)) => report,
-            other => panic!("{app}: expected an undelivered report, got {other:?}"),
-        };
-        assert_eq!(
-            (
-                report.tracked,
-                report.delivered,
-                report.failed,
-                report.pending
-            ),
-            (EVENTS, 0, EVENTS, 0),
-            "{app}: {report:?}"
-        );
-        assert!(report.retries >= 1, "{app}: {report:?}");
-        let error = report.last_error.unwrap_or_default().to_lowercase();
-        assert!(
-            error.contains("certificate") || error.contains("issuer"),
-            "{app}: the error says why: {error}"
-        );
-    }
-    assert_eq!(forwarded.take(), 0, "nothing got past the handshake");
-    collector.settled().await;
     for protocol in ["grpc", "http"] {
-        assert_eq!(
-            stored(&database, &format!("tls-wrong-ca-{protocol}")).await,
-            0
-        );
+        for refused in ["mtls-{}-none", "mtls-{}-stranger", "tls-{}-wrong-ca"] {
+            let app = refused.replace("{}", protocol);
+            assert_eq!(stored(&database, &app).await, 0, "{app}");
+        }
     }
 }
 
 /// The Python package's sender with `envs`; returns (exit success, JSON report).
-fn send_python(app: &str, envs: &[(&str, String)]) -> (bool, serde_json::Value) {
+fn send_python_package(app: &str, envs: &[(&str, String)]) -> (bool, serde_json::Value) {
     let root = repo_root();
     let mut command = Command::new(python());
     command
@@ -341,61 +414,297 @@ fn send_python(app: &str, envs: &[(&str, String)]) -> (bool, serde_json::Value) 
     (output.status.success(), report)
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn the_python_package_delivers_over_https_with_a_private_ca() {
-    let database = unique_database("python_tls");
-    let collector = Collector::start(&database, Some(KEY)).await;
-    let pki = make_pki("growth");
-    let stranger = make_pki("stranger");
-    let dir = TempDir::new(&database);
-    let ca_file = write_pem(&dir.0, "ca.pem", &pki.ca_pem);
-    let stranger_file = write_pem(&dir.0, "stranger.pem", &stranger.ca_pem);
-    let forwarded = Arc::new(Forwarded::default());
-    let grpc = tls_proxy(&pki, &collector.grpc_endpoint, Arc::clone(&forwarded)).await;
-    let http = tls_proxy(&pki, &collector.http_endpoint, Arc::clone(&forwarded)).await;
+/// The official OpenTelemetry Python exporter (tests/python/otel_send.py) sending
+/// 10 growth events; true when its flush succeeded.
+fn send_official_python(
+    app: &str,
+    endpoint: &str,
+    protocol: &str,
+    envs: &[(&str, String)],
+) -> bool {
+    let records: Vec<serde_json::Value> = (0..10)
+        .map(|seq| {
+            serde_json::json!({"attributes": {"event.name": "expense_logged", "user.id": "u", "seq": seq}})
+        })
+        .collect();
+    let mut command = Command::new(python());
+    command
+        .arg(repo_root().join("tests/python/otel_send.py"))
+        .args(["--endpoint", endpoint, "--protocol", protocol])
+        .args(["--service-name", app])
+        .env("OTEL_EXPORTER_OTLP_TIMEOUT", "3")
+        // The exporter sets the CA on its requests session, and requests lets these
+        // variables override a session's (not a request's) CA: unset, or the
+        // exporter never trusts OTEL_EXPORTER_OTLP_CERTIFICATE.
+        .env_remove("REQUESTS_CA_BUNDLE")
+        .env_remove("CURL_CA_BUNDLE")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in envs {
+        command.env(k, v);
+    }
+    let mut child = command.spawn().expect("python starts");
+    use std::io::Write as _;
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(serde_json::Value::from(records).to_string().as_bytes())
+        .expect("write records");
+    child
+        .wait_with_output()
+        .expect("python ends")
+        .status
+        .success()
+}
 
-    for (protocol, endpoint) in [("grpc", &grpc), ("http/protobuf", &http)] {
-        for (ca, trusted) in [(&ca_file, true), (&stranger_file, false)] {
-            let app = format!(
-                "py-tls-{}-{}",
-                &protocol[..4],
-                if trusted { "ok" } else { "wrong-ca" }
-            );
-            let envs = vec![
-                ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.clone()),
+#[tokio::test(flavor = "multi_thread")]
+async fn python_clients_deliver_over_tls_and_mtls() {
+    let database = unique_database("python_tls");
+    let dir = TempDir::new(&database);
+    let pki = Pki::new("growth", &dir.0);
+    let stranger = Pki::new("stranger", &dir.0);
+    let server = pki.issue("collector", false);
+    let client = pki.issue("app", true);
+    let tls = TlsCollector::start(&database, &pki, &server, &[]).await;
+    let mtls = TlsCollector::start(
+        &database,
+        &pki,
+        &server,
+        &["--tls-client-ca", &s(&pki.ca_file())],
+    )
+    .await;
+    let ca = ("OTEL_EXPORTER_OTLP_CERTIFICATE", s(&pki.ca_file()));
+    let identity = [
+        ("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", s(&client.cert)),
+        ("OTEL_EXPORTER_OTLP_CLIENT_KEY", s(&client.key)),
+    ];
+
+    let mut expected = Vec::new();
+    for (protocol, short) in [("grpc", "grpc"), ("http/protobuf", "http")] {
+        let endpoint = |c: &TlsCollector| {
+            if short == "grpc" {
+                c.grpc.clone()
+            } else {
+                c.http.clone()
+            }
+        };
+        // (case, collector, extra variables, delivered?)
+        let cases: Vec<(&str, &TlsCollector, Envs, bool)> = vec![
+            ("tls", &tls, vec![ca.clone()], true),
+            (
+                "wrong-ca",
+                &tls,
+                vec![("OTEL_EXPORTER_OTLP_CERTIFICATE", s(&stranger.ca_file()))],
+                false,
+            ),
+            (
+                "mtls",
+                &mtls,
+                [vec![ca.clone()], identity.to_vec()].concat(),
+                true,
+            ),
+            ("mtls-no-cert", &mtls, vec![ca.clone()], false),
+        ];
+        for (case, collector, extra, delivered) in cases {
+            // The Python package.
+            let app = format!("py-{short}-{case}");
+            let mut envs = vec![
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint(collector)),
                 ("OTEL_EXPORTER_OTLP_PROTOCOL", protocol.to_owned()),
                 ("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip".to_owned()),
-                (
-                    "OTEL_EXPORTER_OTLP_CERTIFICATE",
-                    ca.to_string_lossy().into_owned(),
-                ),
             ];
+            envs.extend(extra.iter().cloned());
             let sent_app = app.clone();
             let (success, report) =
-                tokio::task::spawn_blocking(move || send_python(&sent_app, &envs))
+                tokio::task::spawn_blocking(move || send_python_package(&sent_app, &envs))
                     .await
                     .expect("sender");
-            let counts = (
-                report["tracked"].as_u64(),
-                report["delivered"].as_u64(),
-                report["failed"].as_u64(),
-            );
-            if trusted {
+            let counts = (report["delivered"].as_u64(), report["failed"].as_u64());
+            if delivered {
                 assert!(success, "{app}: {report}");
-                assert_eq!(counts, (Some(100), Some(100), Some(0)), "{app}: {report}");
+                assert_eq!(counts, (Some(100), Some(0)), "{app}: {report}");
             } else {
                 assert!(!success, "{app}: a loss is an error exit: {report}");
-                assert_eq!(counts, (Some(100), Some(0), Some(100)), "{app}: {report}");
+                assert_eq!(counts, (Some(0), Some(100)), "{app}: {report}");
             }
+            expected.push((app, if delivered { 100 } else { 0 }));
+
+            // The official OpenTelemetry exporter.
+            let app = format!("otel-{short}-{case}");
+            let (sent_app, endpoint, extra) = (app.clone(), endpoint(collector), extra.clone());
+            let flushed = tokio::task::spawn_blocking(move || {
+                send_official_python(&sent_app, &endpoint, short, &extra)
+            })
+            .await
+            .expect("sender");
+            // Its flush reports completion, not delivery: what was stored is checked below.
+            if delivered {
+                assert!(flushed, "{app}: flushed");
+            }
+            expected.push((app, if delivered { 10 } else { 0 }));
         }
     }
-    collector.settled().await;
-    for (app, expected) in [
-        ("py-tls-grpc-ok", 100),
-        ("py-tls-http-ok", 100),
-        ("py-tls-grpc-wrong-ca", 0),
-        ("py-tls-http-wrong-ca", 0),
-    ] {
-        assert_eq!(stored(&database, app).await, expected, "{app}");
+    tls.settled().await;
+    mtls.settled().await;
+    for (app, count) in expected {
+        assert_eq!(stored(&database, &app).await, count, "{app}");
     }
+}
+
+/// The leaf certificate served at `addr` to a client that trusts `pki`.
+async fn served_leaf(pki: &Pki, addr: &str) -> CertificateDer<'static> {
+    let mut roots = RootCertStore::empty();
+    roots.add(pki.ca.der().clone()).expect("root");
+    let config = ClientConfig::builder_with_provider(Arc::new(
+        tokio_rustls::rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let host = addr.trim_start_matches("https://");
+    let tcp = TcpStream::connect(host).await.expect("connect");
+    let tls = TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from("127.0.0.1").expect("name"), tcp)
+        .await
+        .expect("handshake");
+    tls.get_ref().1.peer_certificates().expect("certificates")[0].clone()
+}
+
+/// SIGHUP swaps the certificate on all three ports of the collector and on the
+/// aggregator's; a broken file keeps the old one.
+#[tokio::test(flavor = "multi_thread")]
+async fn sighup_reloads_the_certificate_and_a_broken_one_is_kept_out() {
+    let database = unique_database("tls_reload");
+    let dir = TempDir::new(&database);
+    let pki = Pki::new("growth", &dir.0);
+    let first = pki.issue("first", false);
+    // The files the services read; rewritten in place below.
+    let (cert, key) = (dir.0.join("served.pem"), dir.0.join("served.key"));
+    std::fs::copy(&first.cert, &cert).unwrap();
+    std::fs::copy(&first.key, &key).unwrap();
+    let served = Issued {
+        cert: cert.clone(),
+        key: key.clone(),
+        leaf: first.leaf.clone(),
+    };
+    let collector = TlsCollector::start(&database, &pki, &served, &[]).await;
+
+    let port = free_port();
+    let mut cmd = Command::new(binary("growth-aggregator"));
+    cmd.args(["--clickhouse-url", &clickhouse_url()])
+        .args(["--clickhouse-database", &database])
+        .args(["--listen-addr", &format!("127.0.0.1:{port}")])
+        .args(["--refresh-interval", "1s"])
+        .args(["--state-dir", &s(&temp_state_dir(&database))])
+        .args(["--tls-cert", &s(&cert), "--tls-key", &s(&key)])
+        .env("RUST_LOG", "info");
+    let mut aggregator = Running::spawn("growth-aggregator", cmd);
+    let aggregator_url = format!("https://127.0.0.1:{port}");
+    wait_ready(
+        &mut aggregator,
+        &collector.client,
+        &format!("{aggregator_url}/healthz"),
+    )
+    .await;
+    // /metrics over https.
+    let metrics = collector
+        .client
+        .get(format!("{aggregator_url}/metrics"))
+        .send()
+        .await
+        .expect("aggregator answers over https");
+    assert!(metrics.status().is_success());
+    assert!(metrics.text().await.unwrap().contains("growth_"));
+    // Plain HTTP is not spoken on a TLS port.
+    assert!(
+        reqwest::get(format!("http://127.0.0.1:{port}/healthz"))
+            .await
+            .is_err()
+    );
+
+    let ports = [
+        collector.grpc.clone(),
+        collector.http.clone(),
+        collector.admin.clone(),
+        aggregator_url.clone(),
+    ];
+    for addr in &ports {
+        assert_eq!(served_leaf(&pki, addr).await, first.leaf, "{addr}");
+    }
+
+    // A new certificate: served to new connections after SIGHUP.
+    let second = pki.issue("second", false);
+    assert_ne!(second.leaf, first.leaf);
+    std::fs::copy(&second.cert, &cert).unwrap();
+    std::fs::copy(&second.key, &key).unwrap();
+    collector.process.signal("HUP");
+    aggregator.signal("HUP");
+    for addr in &ports {
+        eventually(
+            &format!("{addr} serves the new certificate"),
+            Duration::from_secs(10),
+            || async { (served_leaf(&pki, addr).await == second.leaf).then_some(()) },
+        )
+        .await;
+    }
+
+    // A broken key: logged, and the second certificate stays.
+    std::fs::write(&key, "not a key\n").unwrap();
+    collector.process.signal("HUP");
+    aggregator.signal("HUP");
+    for process in [&collector.process, &aggregator] {
+        eventually(
+            "the failed reload is logged",
+            Duration::from_secs(10),
+            || async {
+                process
+                    .output()
+                    .contains("TLS certificate not reloaded; the old one stays")
+                    .then_some(())
+            },
+        )
+        .await;
+    }
+    for addr in &ports {
+        assert_eq!(served_leaf(&pki, addr).await, second.leaf, "{addr}");
+    }
+    let mut process = collector.process;
+    assert!(process.is_running());
+    assert!(aggregator.is_running());
+}
+
+/// A peer that opens a connection and never says hello is cut once
+/// --header-read-timeout has passed, on both receivers.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_silent_handshake_is_cut() {
+    let database = unique_database("tls_silent");
+    let dir = TempDir::new(&database);
+    let pki = Pki::new("growth", &dir.0);
+    let server = pki.issue("collector", false);
+    let collector = TlsCollector::start(
+        &database,
+        &pki,
+        &server,
+        &["--header-read-timeout", "1s", "--idle-timeout", "60s"],
+    )
+    .await;
+    for addr in [&collector.grpc, &collector.http] {
+        let mut tcp = TcpStream::connect(addr.trim_start_matches("https://"))
+            .await
+            .expect("connect");
+        let started = Instant::now();
+        let mut buf = [0_u8; 16];
+        let read = tokio::time::timeout(Duration::from_secs(10), tcp.read(&mut buf)).await;
+        assert!(matches!(read, Ok(Ok(0) | Err(_))), "{addr}: {read:?}");
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_millis(900) && waited < Duration::from_secs(5),
+            "{addr}: closed after {waited:?}"
+        );
+    }
+    // The collector still serves.
+    assert!(served_leaf(&pki, &collector.http).await == server.leaf);
 }

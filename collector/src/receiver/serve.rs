@@ -18,6 +18,10 @@
 //!   and counted as backpressure, so a flood of idle connections cannot exhaust
 //!   memory or file descriptors; exporters retry a refused connection with backoff.
 //!
+//! * TLS (`--tls-cert`, [`ServerTls`]): the handshake runs in the connection's own
+//!   task after it was given its slot, bounded by `--header-read-timeout`; then the
+//!   decrypted stream is served exactly as a plain one, under the same timeouts.
+//!
 //! axum's own `serve` sets no timer (so no header timeout) and takes no IO wrapper
 //! with connect info for tonic; this loop is the small part of it we need, with a
 //! graceful shutdown that lets requests in flight finish.
@@ -31,6 +35,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
+use growth_schema::service::tls::{ServerTls, TlsStream};
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -39,6 +44,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, Sleep};
 use tokio_stream::StreamExt as _;
+use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 use tower::ServiceExt as _;
@@ -95,13 +101,14 @@ impl Connections {
     }
 }
 
-/// Serves OTLP/HTTP on `listener` until `stop` completes, then lets requests in
-/// flight finish.
+/// Serves OTLP/HTTP on `listener` (over TLS with `tls`) until `stop` completes,
+/// then lets requests in flight finish.
 pub async fn http(
     listener: TcpListener,
     router: Router,
     timeouts: Timeouts,
     connections: Connections,
+    tls: Option<ServerTls>,
     stop: impl Future<Output = ()>,
 ) -> Result<(), String> {
     let (closing, close) = watch::channel(false);
@@ -115,7 +122,16 @@ pub async fn http(
                     // Over the bound the stream is dropped here: closed at once.
                     if let Some(permit) = connections.admit() {
                         let _ = stream.set_nodelay(true);
-                        open.spawn(http_connection(stream, permit, router.clone(), timeouts, close.clone()));
+                        let (router, close) = (router.clone(), close.clone());
+                        match tls.clone() {
+                            None => open.spawn(http_connection(stream, permit, router, timeouts, close)),
+                            Some(tls) => open.spawn(async move {
+                                match tls.accept(stream, timeouts.header_read).await {
+                                    Ok(stream) => http_connection(stream, permit, router, timeouts, close).await,
+                                    Err(e) => tracing::debug!(error = %e, "OTLP/HTTP TLS handshake failed"),
+                                }
+                            }),
+                        };
                     }
                 }
                 // Out of file descriptors and the like: wait instead of spinning.
@@ -132,8 +148,8 @@ pub async fn http(
     Ok(())
 }
 
-async fn http_connection(
-    stream: TcpStream,
+async fn http_connection<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+    stream: S,
     permit: OwnedSemaphorePermit,
     router: Router,
     timeouts: Timeouts,
@@ -173,15 +189,22 @@ async fn closing(close: &mut watch::Receiver<bool>) {
     let _ = close.wait_for(|closing| *closing).await;
 }
 
-/// Serves OTLP/gRPC on `listener` until `stop` completes.
+/// Serves OTLP/gRPC on `listener` (over TLS with `tls`) until `stop` completes.
 pub async fn grpc(
     listener: TcpListener,
     service: LogsServer,
     timeouts: Timeouts,
     connections: Connections,
+    tls: Option<ServerTls>,
     stop: impl Future<Output = ()>,
 ) -> Result<(), String> {
     let idle = timeouts.idle;
+    if let Some(tls) = tls {
+        let (incoming, accepting) = tls_incoming(listener, tls, timeouts, connections);
+        let served = serve_grpc(ReceiverStream::new(incoming), service, timeouts, stop).await;
+        accepting.abort();
+        return served;
+    }
     let incoming = TcpListenerStream::new(listener).filter_map(move |accepted| match accepted {
         Ok(stream) => {
             // Over the bound the stream is dropped here: closed at once.
@@ -193,6 +216,69 @@ pub async fn grpc(
         }
         Err(e) => Some(Err(e)),
     });
+    serve_grpc(incoming, service, timeouts, stop).await
+}
+
+/// A gRPC connection over TLS.
+type TlsConnection = IdleTimeout<TlsStream<TcpStream>>;
+
+/// Accepts on `listener` and hands out connections whose TLS handshake succeeded;
+/// each handshake runs in a task of its own (holding its connection slot), so a
+/// slow one delays no other connection, and is given `--header-read-timeout`.
+fn tls_incoming(
+    listener: TcpListener,
+    tls: ServerTls,
+    timeouts: Timeouts,
+    connections: Connections,
+) -> (
+    tokio::sync::mpsc::Receiver<io::Result<TlsConnection>>,
+    tokio::task::JoinHandle<()>,
+) {
+    let (done, incoming) = tokio::sync::mpsc::channel(64);
+    let accepting = tokio::spawn(async move {
+        loop {
+            let stream = match listener.accept().await {
+                Ok((stream, _)) => stream,
+                // Out of file descriptors and the like: wait instead of spinning.
+                Err(e) => {
+                    tracing::warn!(error = %e, "OTLP/gRPC accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            // Over the bound the stream is dropped here: closed at once.
+            let Some(permit) = connections.admit() else {
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let (tls, done) = (tls.clone(), done.clone());
+            tokio::spawn(async move {
+                match tls.accept(stream, timeouts.header_read).await {
+                    Ok(stream) => {
+                        let connection = IdleTimeout::new(stream, timeouts.idle, Busy::default())
+                            .holding(permit);
+                        let _ = done.send(Ok(connection)).await;
+                    }
+                    Err(e) => tracing::debug!(error = %e, "OTLP/gRPC TLS handshake failed"),
+                }
+            });
+        }
+    });
+    (incoming, accepting)
+}
+
+async fn serve_grpc<S, IO>(
+    incoming: S,
+    service: LogsServer,
+    timeouts: Timeouts,
+    stop: impl Future<Output = ()>,
+) -> Result<(), String>
+where
+    S: tokio_stream::Stream<Item = io::Result<IO>>,
+    IO: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
+    IO::ConnectInfo: Clone + Send + Sync + 'static,
+{
+    let idle = timeouts.idle;
     tonic::transport::Server::builder()
         .timeout(timeouts.request_read)
         .http2_keepalive_interval(Some(idle))
@@ -353,6 +439,17 @@ impl Connected for IdleTimeout<TcpStream> {
     }
 }
 
+impl Connected for IdleTimeout<TlsStream<TcpStream>> {
+    type ConnectInfo = ConnectionInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        ConnectionInfo {
+            tcp: self.inner.get_ref().0.connect_info(),
+            busy: self.busy.clone(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -415,6 +512,7 @@ mod tests {
             Router::new().route("/", axum::routing::get(|| async { "ok" })),
             Timeouts::default(),
             Connections::new(2, telemetry.clone()),
+            None,
             async move {
                 let _ = stop_rx.await;
             },

@@ -7,6 +7,8 @@
 //! * [`logging`] — `tracing` to stderr, `RUST_LOG` (default `info`), colour only on
 //!   a terminal;
 //! * [`signals`] — SIGINT/SIGTERM as a shutdown future, SIGHUP as a reload hook;
+//! * `tls` (feature `tls`) — certificate files, mTLS and SIGHUP reload for the
+//!   listeners;
 //! * [`startup`] — ping, then migrate, retrying with a capped exponential backoff
 //!   until the start-up timeout.
 //!
@@ -21,6 +23,8 @@ pub mod duration;
 pub mod logging;
 pub mod signals;
 pub mod startup;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 pub use command::ServiceCli;
 pub use logging::init_logging;

@@ -5,7 +5,10 @@ OTEL_EXPORTER_OTLP_[LOGS_]PROTOCOL (grpc, http/protobuf),
 OTEL_EXPORTER_OTLP_[LOGS_]HEADERS (e.g. authorization=Bearer%20<token>),
 OTEL_EXPORTER_OTLP_[LOGS_]COMPRESSION (gzip, none), OTEL_EXPORTER_OTLP_[LOGS_]TIMEOUT
 (ms), OTEL_EXPORTER_OTLP_[LOGS_]CERTIFICATE (a PEM file of the CA to trust for an
-https:// endpoint, as the OpenTelemetry exporters read it), OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES, GROWTH_USER_HASH_KEY and
+https:// endpoint, as the OpenTelemetry exporters read it),
+OTEL_EXPORTER_OTLP_[LOGS_]CLIENT_CERTIFICATE and OTEL_EXPORTER_OTLP_[LOGS_]CLIENT_KEY
+(PEM files of a client certificate and its key, for a collector that requires one:
+mTLS), OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES, GROWTH_USER_HASH_KEY and
 GROWTH_SDK_DISABLED. Arguments given to Tracker win over them.
 """
 
@@ -34,6 +37,9 @@ class Config:
     timeout: float = 10.0
     #: PEM file of the trusted CA(s) for an https:// endpoint; None: the system's.
     certificate_file: Optional[str] = None
+    #: mTLS: PEM files of the client certificate chain and its key; both or neither.
+    client_certificate_file: Optional[str] = None
+    client_key_file: Optional[str] = None
     resource_attributes: List[Tuple[str, str]] = field(default_factory=list)
     user_hash_key: Optional[bytes] = None
     #: During a key rotation's overlap: the previous key (user.hash.previous).
@@ -149,6 +155,19 @@ def read(
             raise ConfigError(f"{var}: {certificate_file!r} is not a readable file")
     certificate_file = certificate_file.strip() if certificate_file else None
 
+    client_files = []
+    for suffix in ("CLIENT_CERTIFICATE", "CLIENT_KEY"):
+        var, path = either(f"OTEL_EXPORTER_OTLP_LOGS_{suffix}", f"OTEL_EXPORTER_OTLP_{suffix}")
+        path = path.strip() if path else None
+        if path is not None and not os.path.isfile(path):
+            raise ConfigError(f"{var}: {path!r} is not a readable file")
+        client_files.append(path)
+    client_certificate_file, client_key_file = client_files
+    if (client_certificate_file is None) != (client_key_file is None):
+        raise ConfigError(
+            "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE and OTEL_EXPORTER_OTLP_CLIENT_KEY: set both or neither"
+        )
+
     resource = parse_key_values(get("OTEL_RESOURCE_ATTRIBUTES") or "", "OTEL_RESOURCE_ATTRIBUTES")
     if service_name is None:
         service_name = get("OTEL_SERVICE_NAME") or next(
@@ -181,6 +200,8 @@ def read(
         compression=compression,
         timeout=timeout or 10.0,
         certificate_file=certificate_file,
+        client_certificate_file=client_certificate_file,
+        client_key_file=client_key_file,
         resource_attributes=[(k, v) for k, v in resource if k != "service.name"],
         user_hash_key=user_hash_key or None,
         user_hash_previous_key=user_hash_previous_key or None,

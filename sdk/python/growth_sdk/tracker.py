@@ -132,6 +132,9 @@ class Tracker:
             self.config.compression,
             self.config.timeout,
             self.config.certificate_file,
+            (self.config.client_certificate_file, self.config.client_key_file)
+            if self.config.client_certificate_file
+            else None,
         )
         self._processor = GrowthBatchProcessor(
             transport,

@@ -11,7 +11,7 @@ import email.utils
 import gzip
 import time
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Tuple
 
 MAX_RETRY_AFTER = 300.0
 GRPC_RETRYABLE = {"CANCELLED", "DEADLINE_EXCEEDED", "ABORTED", "OUT_OF_RANGE", "UNAVAILABLE", "DATA_LOSS"}
@@ -40,7 +40,15 @@ def parse_retry_after(value: Optional[str], now: Optional[float] = None) -> Opti
 
 
 class GrpcTransport:
-    def __init__(self, url: str, headers, compression: str, timeout: float, certificate_file: Optional[str] = None):
+    def __init__(
+        self,
+        url: str,
+        headers,
+        compression: str,
+        timeout: float,
+        certificate_file: Optional[str] = None,
+        client_identity: Optional[Tuple[str, str]] = None,
+    ):
         import grpc
         from opentelemetry.proto.collector.logs.v1 import logs_service_pb2_grpc
 
@@ -51,7 +59,16 @@ class GrpcTransport:
             if certificate_file:
                 with open(certificate_file, "rb") as pem:
                     roots = pem.read()
-            channel = grpc.secure_channel(target, grpc.ssl_channel_credentials(root_certificates=roots))
+            chain = key = None
+            if client_identity:
+                with open(client_identity[0], "rb") as pem:
+                    chain = pem.read()
+                with open(client_identity[1], "rb") as pem:
+                    key = pem.read()
+            credentials = grpc.ssl_channel_credentials(
+                root_certificates=roots, private_key=key, certificate_chain=chain
+            )
+            channel = grpc.secure_channel(target, credentials)
         else:
             channel = grpc.insecure_channel(target)
         self._channel = channel
@@ -104,7 +121,15 @@ def _retry_info(error) -> Optional[float]:
 
 
 class HttpTransport:
-    def __init__(self, url: str, headers, compression: str, timeout: float, certificate_file: Optional[str] = None):
+    def __init__(
+        self,
+        url: str,
+        headers,
+        compression: str,
+        timeout: float,
+        certificate_file: Optional[str] = None,
+        client_identity: Optional[Tuple[str, str]] = None,
+    ):
         import requests
 
         self._requests = requests
@@ -112,6 +137,8 @@ class HttpTransport:
         # Per request, not on the session: requests lets REQUESTS_CA_BUNDLE override
         # a session's `verify`, not a request's. None: requests' default trust.
         self._verify = certificate_file or None
+        # mTLS: (certificate chain file, key file), as requests takes it.
+        self._cert = tuple(client_identity) if client_identity else None
         self._url = url
         self._headers = dict(headers)
         self._headers["Content-Type"] = "application/x-protobuf"
@@ -128,7 +155,12 @@ class HttpTransport:
             body = gzip.compress(body, compresslevel=1)
         try:
             response = self._session.post(
-                self._url, data=body, headers=self._headers, timeout=self._timeout, verify=self._verify
+                self._url,
+                data=body,
+                headers=self._headers,
+                timeout=self._timeout,
+                verify=self._verify,
+                cert=self._cert,
             )
         except self._requests.RequestException as error:
             return Outcome("retry", f"cannot reach the collector: {error}")
@@ -150,7 +182,15 @@ class HttpTransport:
         self._session.close()
 
 
-def make_transport(protocol: str, url: str, headers, compression: str, timeout: float, certificate_file: Optional[str] = None):
+def make_transport(
+    protocol: str,
+    url: str,
+    headers,
+    compression: str,
+    timeout: float,
+    certificate_file: Optional[str] = None,
+    client_identity: Optional[Tuple[str, str]] = None,
+):
     if protocol == "http":
-        return HttpTransport(url, headers, compression, timeout, certificate_file)
-    return GrpcTransport(url, headers, compression, timeout, certificate_file)
+        return HttpTransport(url, headers, compression, timeout, certificate_file, client_identity)
+    return GrpcTransport(url, headers, compression, timeout, certificate_file, client_identity)

@@ -5,6 +5,8 @@
 
 #![allow(dead_code)]
 
+pub mod funnel;
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Datelike, Days, NaiveDate, Utc};
